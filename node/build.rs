@@ -1,0 +1,17 @@
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("kubeledger_descriptor.bin"))
+        .bytes(".kubeledger.v1.SignedTransaction.body")
+        .compile_protos(
+            &[
+                "proto/kubeledger/v1/types.proto",
+                "proto/kubeledger/v1/ledger.proto",
+            ],
+            &["proto"],
+        )?;
+    println!("cargo:rerun-if-changed=proto");
+    Ok(())
+}

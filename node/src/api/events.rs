@@ -1,0 +1,63 @@
+//! Building `BlockEvent`s for subscribers, filtered by key prefix.
+
+use prost::Message;
+
+use crate::crypto::sha256;
+use crate::ledger::CommittedBlock;
+use crate::proto::{tx_body::Payload, Block, BlockEvent, TxBody, TxEvent};
+use crate::tx::envelope::Write;
+
+fn matches(key: &[u8], prefix: &[u8]) -> bool {
+    key.starts_with(prefix)
+}
+
+/// Event for a block just committed (transactions already decoded).
+pub fn from_committed(block: &CommittedBlock, prefix: &[u8]) -> BlockEvent {
+    let txs = block
+        .txs
+        .iter()
+        .enumerate()
+        .filter(|(_, tx)| matches(tx.write.key(), prefix))
+        .map(|(i, tx)| TxEvent {
+            tx_id: tx.id.0.to_vec(),
+            tx_index: i as u32,
+            key: tx.write.key().to_vec(),
+            deleted: matches!(tx.write, Write::Delete { .. }),
+            sender: tx.sender.to_bytes().to_vec(),
+        })
+        .collect();
+    BlockEvent {
+        header: block.block.header.clone(),
+        block_hash: block.hash.to_vec(),
+        txs,
+    }
+}
+
+/// Event for a block read back from storage.
+pub fn from_stored(block: &Block, hash: &[u8], prefix: &[u8]) -> BlockEvent {
+    let txs = block
+        .txs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, signed)| {
+            // Committed bodies were checked at admission; skip defensively if not.
+            let body = TxBody::decode(signed.body.clone()).ok()?;
+            let (key, deleted) = match body.payload? {
+                Payload::Put(p) => (p.key, false),
+                Payload::Delete(d) => (d.key, true),
+            };
+            matches(&key, prefix).then(|| TxEvent {
+                tx_id: sha256(&signed.body).to_vec(),
+                tx_index: i as u32,
+                key,
+                deleted,
+                sender: body.sender,
+            })
+        })
+        .collect();
+    BlockEvent {
+        header: block.header.clone(),
+        block_hash: hash.to_vec(),
+        txs,
+    }
+}

@@ -1,0 +1,378 @@
+//! The `kubeledger.v1.Ledger` service.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use prost::Message;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::events;
+use crate::ledger::history;
+use crate::ledger::LedgerError;
+use crate::proto::{self, ledger_server::Ledger as LedgerApi, RejectReason, TxBody};
+use crate::runtime::{admission, NodeState};
+use crate::tx::{Rejection, TxId};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_WAIT: Duration = Duration::from_secs(30);
+const MAX_WAIT: Duration = Duration::from_secs(300);
+const SUBSCRIBER_BUFFER: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct LedgerService {
+    state: Arc<NodeState>,
+}
+
+impl LedgerService {
+    pub fn new(state: Arc<NodeState>) -> Self {
+        Self { state }
+    }
+}
+
+fn internal(e: LedgerError) -> Status {
+    tracing::error!(error = %e, "ledger read failed");
+    Status::internal(format!("ledger read failed: {e}"))
+}
+
+fn parse_tx_id(bytes: &[u8]) -> Result<TxId, Status> {
+    TxId::from_slice(bytes).ok_or_else(|| {
+        Status::invalid_argument(format!("tx_id must be 32 bytes, got {}", bytes.len()))
+    })
+}
+
+fn missing_tx() -> Status {
+    let r = Rejection::new(RejectReason::Malformed, "request carries no transaction");
+    r.to_status()
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<proto::BlockEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl LedgerApi for LedgerService {
+    async fn submit(
+        &self,
+        request: Request<proto::SubmitRequest>,
+    ) -> Result<Response<proto::SubmitResponse>, Status> {
+        let tx = request.into_inner().tx.ok_or_else(missing_tx)?;
+        let mut results = admission::admit(&self.state, vec![tx]).await;
+        match results.pop() {
+            Some(Ok(id)) => Ok(Response::new(proto::SubmitResponse {
+                tx_id: id.0.to_vec(),
+            })),
+            Some(Err(rejection)) => Err(rejection.to_status()),
+            None => Err(Status::internal("admission returned no result")),
+        }
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<proto::SubmitBatchRequest>,
+    ) -> Result<Response<proto::SubmitBatchResponse>, Status> {
+        let txs = request.into_inner().txs;
+        let ids: Vec<Vec<u8>> = txs
+            .iter()
+            .map(|t| crate::crypto::sha256(&t.body).to_vec())
+            .collect();
+        let results = admission::admit(&self.state, txs).await;
+        let results = results
+            .into_iter()
+            .zip(ids)
+            .map(|(r, id)| match r {
+                Ok(id) => proto::SubmitResult {
+                    tx_id: id.0.to_vec(),
+                    reject_reason: RejectReason::Unspecified as i32,
+                    message: String::new(),
+                },
+                Err(rejection) => proto::SubmitResult {
+                    tx_id: id,
+                    reject_reason: rejection.reason as i32,
+                    message: rejection.message,
+                },
+            })
+            .collect();
+        Ok(Response::new(proto::SubmitBatchResponse { results }))
+    }
+
+    async fn submit_and_wait(
+        &self,
+        request: Request<proto::SubmitAndWaitRequest>,
+    ) -> Result<Response<proto::SubmitAndWaitResponse>, Status> {
+        let request = request.into_inner();
+        let tx = request.tx.ok_or_else(missing_tx)?;
+        let timeout = match request.timeout_ms {
+            0 => DEFAULT_WAIT,
+            ms => Duration::from_millis(u64::from(ms)).min(MAX_WAIT),
+        };
+        let id = crate::tx::envelope::tx_id(&tx);
+        // Wait first, submit second: the commit cannot slip by unseen.
+        let waiter = self.state.feed.wait_for(id);
+        match admission::admit(&self.state, vec![tx]).await.pop() {
+            Some(Ok(_)) => {}
+            Some(Err(rejection)) => {
+                self.state.feed.forget(&id);
+                return Err(rejection.to_status());
+            }
+            None => return Err(Status::internal("admission returned no result")),
+        }
+        match tokio::time::timeout(timeout, waiter).await {
+            Ok(Ok(info)) => Ok(Response::new(proto::SubmitAndWaitResponse {
+                tx_id: id.0.to_vec(),
+                height: info.height,
+                tx_index: info.index,
+                block_hash: info.block_hash.to_vec(),
+            })),
+            Ok(Err(_)) => Err(Status::unavailable(format!(
+                "transaction {id} was accepted but the node stopped before it committed; \
+                 query it with GetTransaction"
+            ))),
+            Err(_) => {
+                self.state.feed.forget(&id);
+                Err(Status::deadline_exceeded(format!(
+                    "transaction {id} is accepted but not committed after {} ms; \
+                     query it with GetTransaction",
+                    timeout.as_millis()
+                )))
+            }
+        }
+    }
+
+    async fn get_transaction(
+        &self,
+        request: Request<proto::GetTransactionRequest>,
+    ) -> Result<Response<proto::GetTransactionResponse>, Status> {
+        let id = parse_tx_id(&request.into_inner().tx_id)?;
+        if let Some(c) = self.state.ledger.transaction(&id).map_err(internal)? {
+            let body = TxBody::decode(c.tx.body.clone()).ok();
+            return Ok(Response::new(proto::GetTransactionResponse {
+                state: proto::TxState::Committed as i32,
+                tx: Some(c.tx),
+                body,
+                height: c.location.height,
+                tx_index: c.location.index,
+                block_hash: c.block_hash.to_vec(),
+                block_timestamp_ms: c.block_timestamp_ms,
+            }));
+        }
+        if self.state.mempool.is_pending(&id) {
+            return Ok(Response::new(proto::GetTransactionResponse {
+                state: proto::TxState::Pending as i32,
+                ..Default::default()
+            }));
+        }
+        Err(Status::not_found(format!(
+            "transaction {id} is neither committed nor pending"
+        )))
+    }
+
+    async fn get(
+        &self,
+        request: Request<proto::GetRequest>,
+    ) -> Result<Response<proto::GetResponse>, Status> {
+        let key = request.into_inner().key;
+        if key.is_empty() {
+            return Err(Status::invalid_argument("key must not be empty"));
+        }
+        let height = self.state.ledger.tip().height;
+        let response = match self.state.ledger.get(&key).map_err(internal)? {
+            Some(v) => proto::GetResponse {
+                found: true,
+                value: v.value.to_vec(),
+                version: Some(proto::Version {
+                    height: v.height,
+                    tx_index: v.index,
+                    tx_id: v.tx_id.to_vec(),
+                }),
+                height,
+            },
+            None => proto::GetResponse {
+                found: false,
+                height,
+                ..Default::default()
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<proto::GetHistoryRequest>,
+    ) -> Result<Response<proto::GetHistoryResponse>, Status> {
+        let request = request.into_inner();
+        if request.key.is_empty() {
+            return Err(Status::invalid_argument("key must not be empty"));
+        }
+        let limit = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        } as usize;
+        let after = if request.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                history::decode_page_token(&request.page_token).ok_or_else(|| {
+                    Status::invalid_argument("page_token is not one this server returned")
+                })?,
+            )
+        };
+        let page = self
+            .state
+            .ledger
+            .history(&request.key, after, limit)
+            .map_err(internal)?;
+        Ok(Response::new(proto::GetHistoryResponse {
+            entries: page.entries,
+            next_page_token: page
+                .next
+                .map(|(h, i)| history::encode_page_token(h, i))
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn get_block(
+        &self,
+        request: Request<proto::GetBlockRequest>,
+    ) -> Result<Response<proto::GetBlockResponse>, Status> {
+        use proto::get_block_request::Selector;
+        let found = match request.into_inner().selector {
+            Some(Selector::Height(h)) => self.state.ledger.block_by_height(h).map_err(internal)?,
+            Some(Selector::Hash(hash)) => {
+                if hash.len() != 32 {
+                    return Err(Status::invalid_argument(format!(
+                        "block hash must be 32 bytes, got {}",
+                        hash.len()
+                    )));
+                }
+                self.state.ledger.block_by_hash(&hash).map_err(internal)?
+            }
+            None => return Err(Status::invalid_argument("give a height or a hash")),
+        };
+        match found {
+            Some((block, hash)) => Ok(Response::new(proto::GetBlockResponse {
+                block: Some(block),
+                hash: hash.to_vec(),
+            })),
+            None => Err(Status::not_found(format!(
+                "no such block (tip is at height {})",
+                self.state.ledger.tip().height
+            ))),
+        }
+    }
+
+    type SubscribeStream = EventStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<proto::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let tip = self.state.ledger.tip().height;
+        let from = if request.from_height == 0 {
+            tip + 1
+        } else {
+            request.from_height
+        };
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        // Subscribe to the live feed before reading history, so nothing
+        // committed in between is missed.
+        let live = self.state.feed.subscribe();
+        tokio::spawn(stream_blocks(
+            self.state.clone(),
+            live,
+            from,
+            request.key_prefix,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        let s = &self.state;
+        let tip = s.ledger.tip();
+        let params = s.params();
+        let key = s.node_key.to_bytes().to_vec();
+        Ok(Response::new(proto::StatusResponse {
+            chain_id: s.ledger.chain_id().to_owned(),
+            node_name: s.name.clone(),
+            node_id: key.clone(),
+            height: tip.height,
+            last_block_hash: tip.hash.to_vec(),
+            last_block_time_ms: tip.timestamp_ms,
+            pending_txs: s.mempool_len() as u64,
+            block_interval_ms: params.block_interval_ms,
+            max_block_txs: params.max_block_txs,
+            max_block_bytes: params.max_block_bytes,
+            max_tx_bytes: params.max_tx_bytes,
+            view: 0,
+            primary: key,
+            validators: s.ledger.genesis().validators.len() as u32,
+            txs_committed: tip.txs_committed,
+            version: crate::VERSION.to_owned(),
+        }))
+    }
+}
+
+async fn wait_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await.map(|_| ());
+}
+
+/// Sends stored blocks from `next` up to the tip, then live ones; falls
+/// back to storage whenever the live feed skipped ahead or lagged.
+async fn stream_blocks(
+    state: Arc<NodeState>,
+    mut live: broadcast::Receiver<Arc<crate::ledger::CommittedBlock>>,
+    mut next: u64,
+    prefix: Vec<u8>,
+    out: mpsc::Sender<Result<proto::BlockEvent, Status>>,
+) {
+    let mut stopping = state.stopping();
+    loop {
+        // Catch up from storage.
+        while next <= state.ledger.tip().height {
+            let event = match state.ledger.block_by_height(next) {
+                Ok(Some((block, hash))) => events::from_stored(&block, &hash, &prefix),
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = out.send(Err(internal(e))).await;
+                    return;
+                }
+            };
+            if out.send(Ok(event)).await.is_err() {
+                return; // client went away
+            }
+            next += 1;
+        }
+        // Then follow the live feed.
+        loop {
+            let received = tokio::select! {
+                r = live.recv() => r,
+                _ = wait_stopping(&mut stopping) => {
+                    let _ = out.send(Err(Status::unavailable("node is shutting down"))).await;
+                    return;
+                }
+            };
+            match received {
+                Ok(block) if block.height < next => continue,
+                Ok(block) if block.height == next => {
+                    if out
+                        .send(Ok(events::from_committed(&block, &prefix)))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    next += 1;
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break, // gap: read storage
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `kubeledger`: run nodes and a local consortium, and talk to a node.
+
+mod bench;
+mod node;
+mod output;
+mod query;
+mod up;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use output::Output;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubeledger",
+    version,
+    about = "kubeledger: a consortium ledger with PBFT, run on Kubernetes"
+)]
+struct Cli {
+    /// Node gRPC endpoint.
+    #[arg(
+        long,
+        global = true,
+        env = "KUBELEDGER_ENDPOINT",
+        default_value = "http://127.0.0.1:7050"
+    )]
+    endpoint: String,
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Client signing key (created on first use if missing).
+    #[arg(long, global = true, env = "KUBELEDGER_KEY")]
+    key: Option<PathBuf>,
+    /// Log filter, e.g. "info" or "kubeledger_node=debug".
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate an ed25519 key file and print its public key.
+    Keygen {
+        /// Where to write the key (refuses to overwrite).
+        #[arg(long, default_value = "kubeledger.key")]
+        out: PathBuf,
+    },
+    /// Write a value and wait until it is committed.
+    Put(query::PutArgs),
+    /// Delete a key (recorded in its history) and wait until committed.
+    Delete(query::DeleteArgs),
+    /// Read the current value of a key.
+    Get { key: String },
+    /// Every version of a key, oldest first.
+    History { key: String },
+    /// Show a block by height or hash.
+    Block { id: String },
+    /// Show a transaction by id.
+    Tx { id: String },
+    /// Node status.
+    Status,
+    /// Follow committed blocks, optionally only keys under a prefix.
+    Watch {
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// First height (default: the next block).
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// Fetch the chain from genesis and verify hash links and merkle roots.
+    Verify,
+    /// Drive load with signed transactions and report throughput and latency.
+    Bench(bench::BenchArgs),
+    /// Start a local consortium on loopback and stay in the foreground.
+    Up(up::UpArgs),
+    /// Run one node.
+    Node(node::NodeArgs),
+}
+
+fn init_tracing(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Node(args) => {
+                init_tracing(&cli.log, args.log_json);
+                node::run(args).await
+            }
+            Command::Up(args) => {
+                init_tracing(&cli.log, false);
+                up::run(args, cli.output).await
+            }
+            Command::Keygen { out } => query::keygen(&out, cli.output),
+            Command::Put(args) => query::put(&cli.endpoint, cli.key, args, cli.output).await,
+            Command::Delete(args) => query::delete(&cli.endpoint, cli.key, args, cli.output).await,
+            Command::Get { key } => query::get(&cli.endpoint, &key, cli.output).await,
+            Command::History { key } => query::history(&cli.endpoint, &key, cli.output).await,
+            Command::Block { id } => query::block(&cli.endpoint, &id, cli.output).await,
+            Command::Tx { id } => query::tx(&cli.endpoint, &id, cli.output).await,
+            Command::Status => query::status(&cli.endpoint, cli.output).await,
+            Command::Watch { prefix, from } => {
+                query::watch(&cli.endpoint, &prefix, from, cli.output).await
+            }
+            Command::Verify => query::verify(&cli.endpoint, cli.output).await,
+            Command::Bench(args) => bench::run(&cli.endpoint, args, cli.output).await,
+        }
+    })
+}

@@ -1,0 +1,157 @@
+//! Node configuration: a TOML file, overridable by command-line flags.
+//!
+//! Node-local settings live here (addresses, paths, mempool size). Chain-wide
+//! parameters (block interval and size limits) live in the genesis, because
+//! every replica must apply the same ones.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Human-readable node name (the pod name under Kubernetes).
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub key_file: PathBuf,
+    pub genesis_file: PathBuf,
+    #[serde(default)]
+    pub listen: Listen,
+    #[serde(default)]
+    pub mempool: MempoolConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    pub grpc: SocketAddr,
+    pub peer: SocketAddr,
+    pub metrics: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            grpc: SocketAddr::from(([127, 0, 0, 1], 7050)),
+            peer: SocketAddr::from(([127, 0, 0, 1], 7051)),
+            metrics: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MempoolConfig {
+    /// Pending transactions held at most; further submissions get
+    /// RESOURCE_EXHAUSTED until blocks drain the pool.
+    pub max_txs: usize,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        Self { max_txs: 200_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// RocksDB block cache, MiB.
+    pub block_cache_mb: usize,
+    /// Memtable size per column family, MiB.
+    pub write_buffer_mb: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            block_cache_mb: 64,
+            write_buffer_mb: 32,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty() {
+            return Err(ConfigError::Invalid("name must not be empty".into()));
+        }
+        if self.mempool.max_txs == 0 {
+            return Err(ConfigError::Invalid(
+                "mempool.max_txs must be positive".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_operator_config_shape() {
+        let text = r#"
+name = "org1-0"
+data_dir = "/var/lib/kubeledger"
+key_file = "/etc/kubeledger/keys/org1-0.key"
+genesis_file = "/etc/kubeledger/genesis/genesis.json"
+[listen]
+grpc = "0.0.0.0:7050"
+peer = "0.0.0.0:7051"
+metrics = "0.0.0.0:9100"
+[mempool]
+max_txs = 1000
+"#;
+        let config: NodeConfig = toml::from_str(text).expect("parses");
+        config.validate().expect("valid");
+        assert_eq!(config.listen.grpc.port(), 7050);
+        assert_eq!(config.mempool.max_txs, 1000);
+        assert_eq!(config.storage, StorageConfig::default());
+        let again: NodeConfig = toml::from_str(&config.to_toml()).expect("round trip");
+        assert_eq!(again, config);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = "name='a'\ndata_dir='d'\nkey_file='k'\ngenesis_file='g'\nblock_interval=3\n";
+        assert!(toml::from_str::<NodeConfig>(text).is_err());
+    }
+}

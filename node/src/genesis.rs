@@ -1,0 +1,238 @@
+//! The consortium genesis file: chain id, chain parameters and validators.
+//!
+//! Every node of a consortium loads the same file; the operator generates it
+//! once all founding members have keys, `kubeledger up` for local runs. The
+//! genesis block (height 0) commits to it, so a node refuses to start on a
+//! data directory created from a different genesis.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::crypto::{keys, Hash32};
+use crate::tx::envelope::TxLimits;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    #[error("cannot read genesis file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("genesis file {path} is not valid JSON for a genesis: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid genesis: {0}")]
+    Invalid(String),
+}
+
+/// Chain parameters, agreed by all replicas. Later changed only by ordered
+/// configuration transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainParams {
+    /// A block is cut when this long has passed since the last one and
+    /// transactions are pending.
+    pub block_interval_ms: u32,
+    /// A block is cut early once this many transactions are pending.
+    pub max_block_txs: u32,
+    /// ...or once pending transactions add up to this many bytes.
+    pub max_block_bytes: u64,
+    pub max_tx_bytes: u64,
+    pub max_key_bytes: u32,
+    pub max_value_bytes: u64,
+    /// Blocks between PBFT checkpoints.
+    pub checkpoint_interval: u32,
+    /// Base request timeout before a backup starts a view change.
+    pub view_change_timeout_ms: u32,
+}
+
+impl Default for ChainParams {
+    fn default() -> Self {
+        Self {
+            block_interval_ms: 200,
+            max_block_txs: 10_000,
+            max_block_bytes: 4 * 1024 * 1024,
+            max_tx_bytes: 256 * 1024,
+            max_key_bytes: 1024,
+            max_value_bytes: 128 * 1024,
+            checkpoint_interval: 100,
+            view_change_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl ChainParams {
+    pub fn tx_limits(&self) -> TxLimits {
+        TxLimits {
+            max_tx_bytes: usize::try_from(self.max_tx_bytes).unwrap_or(usize::MAX),
+            max_key_bytes: self.max_key_bytes as usize,
+            max_value_bytes: usize::try_from(self.max_value_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn validate(&self) -> Result<(), GenesisError> {
+        let bad = |m: &str| Err(GenesisError::Invalid(m.to_owned()));
+        if !(10..=60_000).contains(&self.block_interval_ms) {
+            return bad("params.block_interval_ms must be between 10 and 60000");
+        }
+        if !(1..=100_000).contains(&self.max_block_txs) {
+            return bad("params.max_block_txs must be between 1 and 100000");
+        }
+        if self.max_tx_bytes < 256 || self.max_tx_bytes > 16 * 1024 * 1024 {
+            return bad("params.max_tx_bytes must be between 256 bytes and 16 MiB");
+        }
+        if self.max_block_bytes < self.max_tx_bytes || self.max_block_bytes > 256 * 1024 * 1024 {
+            return bad("params.max_block_bytes must be at least max_tx_bytes and at most 256 MiB");
+        }
+        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
+            return bad("params.max_key_bytes and max_value_bytes must be positive");
+        }
+        if self.checkpoint_interval == 0 || self.view_change_timeout_ms == 0 {
+            return bad("params.checkpoint_interval and view_change_timeout_ms must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// One validator node of the consortium.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Validator {
+    pub name: String,
+    /// ed25519 public key, hex.
+    pub public_key: String,
+    /// host:port of its peer endpoint.
+    pub peer_address: String,
+    /// The member organisation running it.
+    #[serde(default)]
+    pub member: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub chain_id: String,
+    pub created_at_ms: u64,
+    #[serde(default)]
+    pub params: ChainParams,
+    pub validators: Vec<Validator>,
+}
+
+impl Genesis {
+    pub fn load(path: &Path) -> Result<Self, GenesisError> {
+        let text = std::fs::read_to_string(path).map_err(|source| GenesisError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let genesis: Genesis =
+            serde_json::from_str(&text).map_err(|source| GenesisError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        genesis.validate()?;
+        Ok(genesis)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> Result<(), GenesisError> {
+        if self.chain_id.is_empty()
+            || self.chain_id.len() > 64
+            || !self
+                .chain_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(GenesisError::Invalid(format!(
+                "chain_id {:?} must be 1-64 characters of [A-Za-z0-9._-]",
+                self.chain_id
+            )));
+        }
+        if self.validators.is_empty() {
+            return Err(GenesisError::Invalid(
+                "at least one validator is required".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for v in &self.validators {
+            let key = keys::parse_public(&v.public_key)
+                .map_err(|e| GenesisError::Invalid(format!("validator {}: {e}", v.name)))?;
+            if !seen.insert(key.to_bytes()) {
+                return Err(GenesisError::Invalid(format!(
+                    "validator {} repeats a public key",
+                    v.name
+                )));
+            }
+        }
+        self.params.validate()
+    }
+
+    /// Hash of the validator set: SHA-256 over the public keys in order.
+    pub fn validators_hash(&self) -> Hash32 {
+        let mut h = Sha256::new();
+        h.update(b"kubeledger-validators-v1");
+        for v in &self.validators {
+            h.update(v.public_key.trim().to_ascii_lowercase().as_bytes());
+            h.update([0]);
+        }
+        h.finalize().into()
+    }
+
+    /// Hash of the whole genesis (its canonical JSON), recorded in block 0.
+    pub fn hash(&self) -> Hash32 {
+        crate::crypto::sha256(serde_json::to_string(self).unwrap_or_default().as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Genesis {
+        Genesis {
+            chain_id: "escrow-dev".into(),
+            created_at_ms: 1,
+            params: ChainParams::default(),
+            validators: vec![Validator {
+                name: "n0".into(),
+                public_key: hex::encode(keys::generate().verifying_key().to_bytes()),
+                peer_address: "127.0.0.1:7051".into(),
+                member: "org1".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json_and_validates() {
+        let g = sample();
+        let parsed: Genesis = serde_json::from_str(&g.to_json()).expect("json");
+        assert_eq!(parsed, g);
+        parsed.validate().expect("valid");
+    }
+
+    #[test]
+    fn rejects_bad_values_with_a_reason() {
+        let mut g = sample();
+        g.chain_id = "bad id!".into();
+        assert!(g.validate().unwrap_err().to_string().contains("chain_id"));
+        let mut g = sample();
+        g.params.block_interval_ms = 0;
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("block_interval_ms"));
+        let mut g = sample();
+        g.validators[0].public_key = "zz".into();
+        assert!(g.validate().is_err());
+        let mut g = sample();
+        g.validators.push(g.validators[0].clone());
+        assert!(g.validate().unwrap_err().to_string().contains("repeats"));
+    }
+}

@@ -1,0 +1,271 @@
+//! Executing an ordered proposal: the ledger's half of the consensus
+//! boundary. Every replica that executes the same proposal on the same
+//! chain writes byte-identical blocks, state and history.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prost::Message;
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use super::state_commitment::{Entry, StateAccumulator};
+use super::store::{
+    cf, height_key, StoredValue, TipRecord, TxLocation, CF_BLOCKS, CF_BLOCK_HASH, CF_HISTORY,
+    CF_META, CF_STATE, CF_TX_INDEX, META_GENESIS, META_TIP,
+};
+use super::{history, Ledger, LedgerError, Tip};
+use crate::block::{header_hash, tx_root, Proposal};
+use crate::crypto::Hash32;
+use crate::genesis::Genesis;
+use crate::proto::{Block, BlockHeader};
+use crate::tx::envelope::Write;
+use crate::tx::{TxId, VerifiedTx};
+
+/// A block as committed, with what subscribers need to know about it.
+#[derive(Debug, Clone)]
+pub struct CommittedBlock {
+    pub block: Arc<Block>,
+    pub hash: Hash32,
+    pub height: u64,
+    pub timestamp_ms: u64,
+    pub tx_ids: Vec<TxId>,
+    /// The verified transactions in block order (their writes and senders).
+    pub txs: Vec<Arc<VerifiedTx>>,
+    /// Time spent executing and writing the block.
+    pub commit_duration: Duration,
+}
+
+fn sync_write() -> WriteOptions {
+    let mut opts = WriteOptions::default();
+    opts.set_sync(true);
+    opts
+}
+
+/// Writes block 0. Its `prev_hash` is the hash of the genesis document, so
+/// the chain commits to its chain id, parameters and validators.
+pub(super) fn write_genesis(
+    db: &DB,
+    genesis: &Genesis,
+    validators_hash: &Hash32,
+) -> Result<(Tip, StateAccumulator), LedgerError> {
+    let accumulator = StateAccumulator::default();
+    let header = BlockHeader {
+        chain_id: genesis.chain_id.clone(),
+        height: 0,
+        prev_hash: genesis.hash().to_vec(),
+        tx_root: tx_root(&[]).to_vec(),
+        state_root: accumulator.root().to_vec(),
+        timestamp_ms: genesis.created_at_ms,
+        proposer: Vec::new(),
+        validators_hash: validators_hash.to_vec(),
+        tx_count: 0,
+    };
+    let hash = header_hash(&header);
+    let tip = Tip {
+        height: 0,
+        hash,
+        timestamp_ms: genesis.created_at_ms,
+        txs_committed: 0,
+    };
+    let block = Block {
+        header: Some(header),
+        txs: Vec::new(),
+    };
+    let mut batch = WriteBatch::default();
+    batch.put_cf(cf(db, CF_BLOCKS)?, height_key(0), block.encode_to_vec());
+    batch.put_cf(cf(db, CF_BLOCK_HASH)?, hash, height_key(0));
+    batch.put_cf(cf(db, CF_META)?, META_GENESIS, genesis.hash());
+    batch.put_cf(
+        cf(db, CF_META)?,
+        META_TIP,
+        tip_record(&tip, &accumulator).encode(),
+    );
+    db.write_opt(batch, &sync_write())?;
+    Ok((tip, accumulator))
+}
+
+fn tip_record(tip: &Tip, acc: &StateAccumulator) -> TipRecord {
+    TipRecord {
+        height: tip.height,
+        hash: tip.hash,
+        timestamp_ms: tip.timestamp_ms,
+        txs_committed: tip.txs_committed,
+        accumulator: acc.to_bytes(),
+    }
+}
+
+/// The latest version of a key while a block executes.
+type Overlay = HashMap<Bytes, Option<StoredValue>>;
+
+impl Ledger {
+    /// Validates `proposal` against the chain, executes it and stores the
+    /// resulting block in one atomic, fsynced write. On any error nothing
+    /// is written and the tip is unchanged.
+    #[tracing::instrument(level = "debug", skip_all, fields(height = proposal.height, txs = proposal.txs.len()))]
+    pub fn commit(&self, proposal: &Proposal) -> Result<CommittedBlock, LedgerError> {
+        let started = Instant::now();
+        let mut acc_guard = match self.accumulator.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let tip = self.tip();
+        if proposal.height != tip.height + 1 {
+            return Err(LedgerError::WrongHeight {
+                proposed: proposal.height,
+                tip: tip.height,
+            });
+        }
+        if proposal.timestamp_ms < tip.timestamp_ms {
+            return Err(LedgerError::TimestampRegressed {
+                proposed: proposal.timestamp_ms,
+                tip: tip.timestamp_ms,
+            });
+        }
+        let tx_ids: Vec<TxId> = proposal.txs.iter().map(|t| t.id).collect();
+        self.check_unique(&tx_ids)?;
+
+        let db = self.db();
+        let (state_cf, history_cf, index_cf) =
+            (cf(db, CF_STATE)?, cf(db, CF_HISTORY)?, cf(db, CF_TX_INDEX)?);
+        let mut overlay = self.load_current_values(&proposal.txs)?;
+        let mut acc = acc_guard.clone();
+        let mut batch = WriteBatch::default();
+        let height = proposal.height;
+        for (index, tx) in proposal.txs.iter().enumerate() {
+            let index = index as u32;
+            let key = tx.write.key();
+            if let Some(Some(old)) = overlay.get(key) {
+                acc.remove(&Entry {
+                    key,
+                    value: &old.value,
+                    height: old.height,
+                    index: old.index,
+                });
+            }
+            let (value, deleted) = match &tx.write {
+                Write::Put { value, .. } => {
+                    let stored = StoredValue {
+                        height,
+                        index,
+                        tx_id: tx.id.0,
+                        value: value.clone(),
+                    };
+                    acc.insert(&Entry {
+                        key,
+                        value,
+                        height,
+                        index,
+                    });
+                    batch.put_cf(state_cf, key, stored.encode());
+                    overlay.insert(key.clone(), Some(stored));
+                    (value.as_ref(), false)
+                }
+                Write::Delete { .. } => {
+                    batch.delete_cf(state_cf, key);
+                    overlay.insert(key.clone(), None);
+                    (&[][..], true)
+                }
+            };
+            batch.put_cf(
+                history_cf,
+                history::record_key(key, height, index),
+                history::encode_record(
+                    &tx.id.0,
+                    tx.timestamp_ms,
+                    proposal.timestamp_ms,
+                    deleted,
+                    value,
+                ),
+            );
+            batch.put_cf(index_cf, tx.id.0, TxLocation { height, index }.encode());
+        }
+
+        let header = BlockHeader {
+            chain_id: self.chain_id().to_owned(),
+            height,
+            prev_hash: tip.hash.to_vec(),
+            tx_root: tx_root(&tx_ids).to_vec(),
+            state_root: acc.root().to_vec(),
+            timestamp_ms: proposal.timestamp_ms,
+            proposer: proposal.proposer.to_vec(),
+            validators_hash: self.validators_hash().to_vec(),
+            tx_count: proposal.txs.len() as u32,
+        };
+        let hash = header_hash(&header);
+        let block = Block {
+            header: Some(header),
+            txs: proposal.txs.iter().map(|t| t.signed.clone()).collect(),
+        };
+        let new_tip = Tip {
+            height,
+            hash,
+            timestamp_ms: proposal.timestamp_ms,
+            txs_committed: tip.txs_committed + proposal.txs.len() as u64,
+        };
+        batch.put_cf(
+            cf(db, CF_BLOCKS)?,
+            height_key(height),
+            block.encode_to_vec(),
+        );
+        batch.put_cf(cf(db, CF_BLOCK_HASH)?, hash, height_key(height));
+        batch.put_cf(
+            cf(db, CF_META)?,
+            META_TIP,
+            tip_record(&new_tip, &acc).encode(),
+        );
+        db.write_opt(batch, &sync_write())?;
+
+        *acc_guard = acc;
+        match self.tip.write() {
+            Ok(mut t) => *t = new_tip,
+            Err(poisoned) => *poisoned.into_inner() = new_tip,
+        }
+        Ok(CommittedBlock {
+            block: Arc::new(block),
+            hash,
+            height,
+            timestamp_ms: proposal.timestamp_ms,
+            tx_ids,
+            txs: proposal.txs.clone(),
+            commit_duration: started.elapsed(),
+        })
+    }
+
+    fn check_unique(&self, ids: &[TxId]) -> Result<(), LedgerError> {
+        let mut seen = HashSet::with_capacity(ids.len());
+        for id in ids {
+            if !seen.insert(*id) {
+                return Err(LedgerError::DuplicateInBlock(*id));
+            }
+        }
+        for (id, committed) in ids.iter().zip(self.contains_txs(ids)?) {
+            if committed {
+                return Err(LedgerError::DuplicateCommitted(*id));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the current value of every key the proposal touches, in one
+    /// batched lookup.
+    fn load_current_values(&self, txs: &[Arc<VerifiedTx>]) -> Result<Overlay, LedgerError> {
+        let mut keys: Vec<&Bytes> = txs.iter().map(|t| t.write.key()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let state_cf = cf(self.db(), CF_STATE)?;
+        let values =
+            self.db()
+                .batched_multi_get_cf(state_cf, keys.iter().map(|k| k.as_ref()), true);
+        let mut overlay = Overlay::with_capacity(keys.len());
+        for (key, value) in keys.into_iter().zip(values) {
+            let stored = match value? {
+                Some(bytes) => Some(StoredValue::decode(&bytes)?),
+                None => None,
+            };
+            overlay.insert(key.clone(), stored);
+        }
+        Ok(overlay)
+    }
+}

@@ -1,0 +1,316 @@
+//! Pending transactions, in arrival order, each at most once.
+//!
+//! A transaction is pending from admission until its block is committed:
+//! first queued, then in flight (taken into a proposal). Admission checks
+//! both sets and the ledger's transaction index under one lock, and the
+//! orderer releases in-flight ids only after the block is durably written,
+//! so there is no instant at which a resubmitted transaction is neither
+//! pending nor committed: it can never be admitted twice.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+
+use crate::ledger::Ledger;
+use crate::proto::RejectReason;
+use crate::tx::{Rejection, TxId, VerifiedTx};
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Arc<VerifiedTx>>,
+    queued: HashSet<TxId>,
+    in_flight: HashSet<TxId>,
+    queued_bytes: usize,
+    closed: bool,
+}
+
+#[derive(Debug)]
+pub struct Mempool {
+    inner: Mutex<Inner>,
+    /// Woken when transactions are admitted.
+    pub admitted: Notify,
+    max_txs: usize,
+}
+
+/// Snapshot of the pool's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MempoolStats {
+    pub queued: usize,
+    pub queued_bytes: usize,
+    pub in_flight: usize,
+}
+
+impl Mempool {
+    pub fn new(max_txs: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            admitted: Notify::new(),
+            max_txs,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Admits signature-checked transactions; one result per input, in order.
+    pub fn admit(&self, txs: Vec<VerifiedTx>, ledger: &Ledger) -> Vec<Result<TxId, Rejection>> {
+        let mut inner = self.lock();
+        if inner.closed {
+            return txs
+                .iter()
+                .map(|t| {
+                    Err(Rejection::new(
+                        RejectReason::ShuttingDown,
+                        format!("transaction {}: node is shutting down", t.id),
+                    ))
+                })
+                .collect();
+        }
+        let ids: Vec<TxId> = txs.iter().map(|t| t.id).collect();
+        let committed = match ledger.contains_txs(&ids) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "transaction index lookup failed");
+                return txs
+                    .iter()
+                    .map(|t| {
+                        Err(Rejection::new(
+                            RejectReason::ShuttingDown,
+                            format!("transaction {}: ledger unavailable: {e}", t.id),
+                        ))
+                    })
+                    .collect();
+            }
+        };
+        let mut results = Vec::with_capacity(txs.len());
+        let mut added = false;
+        for (tx, committed) in txs.into_iter().zip(committed) {
+            let id = tx.id;
+            let result = if committed {
+                Err(Rejection::new(
+                    RejectReason::DuplicateCommitted,
+                    format!("transaction {id} is already committed"),
+                ))
+            } else if inner.queued.contains(&id) || inner.in_flight.contains(&id) {
+                Err(Rejection::new(
+                    RejectReason::DuplicatePending,
+                    format!("transaction {id} is already pending"),
+                ))
+            } else if inner.queued.len() + inner.in_flight.len() >= self.max_txs {
+                Err(Rejection::new(
+                    RejectReason::MempoolFull,
+                    format!(
+                        "transaction {id}: mempool holds its limit of {} transactions; retry later",
+                        self.max_txs
+                    ),
+                ))
+            } else {
+                inner.queued_bytes += tx.encoded_len();
+                inner.queued.insert(id);
+                inner.queue.push_back(Arc::new(tx));
+                added = true;
+                Ok(id)
+            };
+            results.push(result);
+        }
+        drop(inner);
+        if added {
+            self.admitted.notify_one();
+        }
+        results
+    }
+
+    /// Takes the oldest transactions for a block, at most `max_txs` of them
+    /// and at most `max_bytes` in total (but always at least one, so a
+    /// single large transaction still gets a block). They stay pending, in
+    /// flight, until [`Mempool::committed`] or [`Mempool::requeue`].
+    pub fn take(&self, max_txs: usize, max_bytes: usize) -> Vec<Arc<VerifiedTx>> {
+        let mut inner = self.lock();
+        let mut taken = Vec::new();
+        let mut bytes = 0usize;
+        while taken.len() < max_txs {
+            let Some(next) = inner.queue.front() else {
+                break;
+            };
+            let size = next.encoded_len();
+            if !taken.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            let Some(tx) = inner.queue.pop_front() else {
+                break;
+            };
+            bytes += size;
+            inner.queued_bytes = inner.queued_bytes.saturating_sub(size);
+            inner.queued.remove(&tx.id);
+            inner.in_flight.insert(tx.id);
+            taken.push(tx);
+        }
+        taken
+    }
+
+    /// Releases the ids of a committed block.
+    pub fn committed(&self, ids: &[TxId]) {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.in_flight.remove(id);
+        }
+    }
+
+    /// Puts in-flight transactions back at the front, in their order, after
+    /// a proposal failed.
+    pub fn requeue(&self, txs: Vec<Arc<VerifiedTx>>) {
+        let mut inner = self.lock();
+        for tx in txs.into_iter().rev() {
+            inner.in_flight.remove(&tx.id);
+            inner.queued_bytes += tx.encoded_len();
+            inner.queued.insert(tx.id);
+            inner.queue.push_front(tx);
+        }
+        drop(inner);
+        self.admitted.notify_one();
+    }
+
+    /// Drops in-flight transactions that turned out invalid for the chain.
+    pub fn discard(&self, ids: &[TxId]) {
+        self.committed(ids);
+    }
+
+    pub fn is_pending(&self, id: &TxId) -> bool {
+        let inner = self.lock();
+        inner.queued.contains(id) || inner.in_flight.contains(id)
+    }
+
+    pub fn stats(&self) -> MempoolStats {
+        let inner = self.lock();
+        MempoolStats {
+            queued: inner.queue.len(),
+            queued_bytes: inner.queued_bytes,
+            in_flight: inner.in_flight.len(),
+        }
+    }
+
+    /// Refuses further admissions (graceful shutdown).
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.admitted.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+    use crate::genesis::{ChainParams, Genesis, Validator};
+    use crate::tx::envelope::{decode, put, sign};
+    use ed25519_dalek::SigningKey;
+
+    fn ledger(dir: &std::path::Path) -> Ledger {
+        let node = SigningKey::from_bytes(&[1; 32]);
+        let genesis = Genesis {
+            chain_id: "test".into(),
+            created_at_ms: 1,
+            params: ChainParams::default(),
+            validators: vec![Validator {
+                name: "n0".into(),
+                public_key: hex::encode(node.verifying_key().to_bytes()),
+                peer_address: "127.0.0.1:1".into(),
+                member: String::new(),
+            }],
+        };
+        Ledger::open(dir, genesis, &StorageConfig::default()).expect("open")
+    }
+
+    fn tx(nonce: u64) -> VerifiedTx {
+        let key = SigningKey::from_bytes(&[2; 32]);
+        decode(
+            sign(&key, "test", nonce, 1, put(format!("k{nonce}"), "v")),
+            "test",
+            &ChainParams::default().tx_limits(),
+        )
+        .expect("valid")
+    }
+
+    fn reasons(results: &[Result<TxId, Rejection>]) -> Vec<Option<RejectReason>> {
+        results
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.reason))
+            .collect()
+    }
+
+    #[test]
+    fn refuses_duplicates_while_queued_in_flight_and_committed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(10);
+        assert_eq!(
+            reasons(&pool.admit(vec![tx(1), tx(1)], &ledger)),
+            vec![None, Some(RejectReason::DuplicatePending)]
+        );
+        let taken = pool.take(10, 1 << 20);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            reasons(&pool.admit(vec![tx(1)], &ledger)),
+            vec![Some(RejectReason::DuplicatePending)]
+        );
+        let proposal = crate::block::Proposal {
+            height: 1,
+            timestamp_ms: 2,
+            proposer: [0; 32],
+            txs: taken,
+        };
+        let block = ledger.commit(&proposal).expect("commit");
+        pool.committed(&block.tx_ids);
+        assert_eq!(
+            reasons(&pool.admit(vec![tx(1)], &ledger)),
+            vec![Some(RejectReason::DuplicateCommitted)]
+        );
+        assert_eq!(pool.stats(), MempoolStats::default());
+    }
+
+    #[test]
+    fn full_pool_refuses_with_its_own_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(2);
+        let r = pool.admit(vec![tx(1), tx(2), tx(3)], &ledger);
+        assert_eq!(
+            reasons(&r),
+            vec![None, None, Some(RejectReason::MempoolFull)]
+        );
+    }
+
+    #[test]
+    fn take_respects_count_and_bytes_and_requeue_restores_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(100);
+        pool.admit((0..10).map(tx).collect(), &ledger);
+        let size = tx(3).encoded_len(); // nonce 0 would be omitted from the encoding
+        assert_eq!(pool.take(3, usize::MAX).len(), 3);
+        let by_bytes = pool.take(100, size * 2 + 1);
+        assert_eq!(by_bytes.len(), 2);
+        let ids: Vec<TxId> = by_bytes.iter().map(|t| t.id).collect();
+        pool.requeue(by_bytes);
+        let again: Vec<TxId> = pool.take(2, usize::MAX).iter().map(|t| t.id).collect();
+        assert_eq!(again, ids);
+        // A single oversized transaction still gets taken alone.
+        assert_eq!(pool.take(100, 1).len(), 1);
+    }
+
+    #[test]
+    fn closed_pool_refuses_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(100);
+        pool.close();
+        assert_eq!(
+            reasons(&pool.admit(vec![tx(1)], &ledger)),
+            vec![Some(RejectReason::ShuttingDown)]
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics of the node and the HTTP endpoint serving them.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// Every metric the node exports.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    registry: Registry,
+    pub height: Gauge,
+    pub blocks_committed: Counter,
+    pub txs_committed: Counter,
+    pub txs_rejected: Family<ReasonLabel, Counter>,
+    pub mempool_txs: Gauge,
+    pub block_commit_seconds: Histogram,
+    pub block_txs: Histogram,
+    pub tx_commit_latency_seconds: Histogram,
+    pub signature_batch_seconds: Histogram,
+}
+
+impl Default for NodeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NodeMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("kubeledger");
+        let height = Gauge::default();
+        registry.register(
+            "height",
+            "Height of the last committed block",
+            height.clone(),
+        );
+        let blocks_committed = Counter::default();
+        registry.register(
+            "blocks_committed",
+            "Blocks committed",
+            blocks_committed.clone(),
+        );
+        let txs_committed = Counter::default();
+        registry.register(
+            "txs_committed",
+            "Transactions committed",
+            txs_committed.clone(),
+        );
+        let txs_rejected = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "txs_rejected",
+            "Transactions refused at admission, by reason",
+            txs_rejected.clone(),
+        );
+        let mempool_txs = Gauge::default();
+        registry.register(
+            "mempool_txs",
+            "Pending transactions (queued and in flight)",
+            mempool_txs.clone(),
+        );
+        let block_commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register(
+            "block_commit_seconds",
+            "Time to execute a block and write it durably",
+            block_commit_seconds.clone(),
+        );
+        let block_txs = Histogram::new(exponential_buckets(1.0, 2.0, 18));
+        registry.register("block_txs", "Transactions per block", block_txs.clone());
+        let tx_commit_latency_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        registry.register(
+            "tx_commit_latency_seconds",
+            "Time from admission of a transaction to the commit of its block",
+            tx_commit_latency_seconds.clone(),
+        );
+        let signature_batch_seconds = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register(
+            "signature_batch_seconds",
+            "Time to verify one batch of client signatures",
+            signature_batch_seconds.clone(),
+        );
+        Self {
+            registry,
+            height,
+            blocks_committed,
+            txs_committed,
+            txs_rejected,
+            mempool_txs,
+            block_commit_seconds,
+            block_txs,
+            tx_commit_latency_seconds,
+            signature_batch_seconds,
+        }
+    }
+
+    pub fn rejected(&self, reason: &'static str) {
+        self.txs_rejected
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+}
+
+/// Health as the HTTP endpoints report it.
+pub trait HealthSource: Send + Sync + 'static {
+    /// `Err(reason)` when the process should be restarted.
+    fn live(&self) -> Result<(), String>;
+    /// `Err(reason)` when the node should get no client traffic.
+    fn ready(&self) -> Result<(), String>;
+    fn metrics(&self) -> &NodeMetrics;
+}
+
+async fn metrics_handler<H: HealthSource>(State(h): State<Arc<H>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        h.metrics().encode(),
+    )
+}
+
+async fn live_handler<H: HealthSource>(State(h): State<Arc<H>>) -> impl IntoResponse {
+    match h.live() {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
+}
+
+async fn ready_handler<H: HealthSource>(State(h): State<Arc<H>>) -> impl IntoResponse {
+    match h.ready() {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason),
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until `shutdown` resolves.
+pub async fn serve<H: HealthSource>(
+    listener: tokio::net::TcpListener,
+    health: Arc<H>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler::<H>))
+        .route("/healthz", get(live_handler::<H>))
+        .route("/readyz", get(ready_handler::<H>))
+        .with_state(health);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the metrics address, with a clear error.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {e}"),
+        )
+    })
+}

@@ -1,0 +1,102 @@
+//! The admission pipeline: decode and check, verify signatures in a batch
+//! off the async workers, then admit to the mempool. Every refusal is
+//! counted by reason.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::proto::SignedTransaction;
+use crate::tx::envelope::{self, VerifiedTx};
+use crate::tx::{signature_batch, Rejection, TxId};
+
+use super::NodeState;
+
+/// Runs the pipeline for a batch; one result per input, in order.
+pub async fn admit(
+    state: &Arc<NodeState>,
+    txs: Vec<SignedTransaction>,
+) -> Vec<Result<TxId, Rejection>> {
+    let span = tracing::debug_span!("admit", txs = txs.len());
+    let _entered = span.enter();
+    let limits = state.tx_limits();
+    let chain_id = state.ledger.chain_id().to_owned();
+    let mut results: Vec<Option<Result<TxId, Rejection>>> = Vec::with_capacity(txs.len());
+    let mut decoded: Vec<VerifiedTx> = Vec::with_capacity(txs.len());
+    let mut positions = Vec::with_capacity(txs.len());
+    for (i, signed) in txs.into_iter().enumerate() {
+        match envelope::decode(signed, &chain_id, &limits) {
+            Ok(tx) => {
+                positions.push(i);
+                decoded.push(tx);
+                results.push(None);
+            }
+            Err(rejection) => results.push(Some(Err(rejection))),
+        }
+    }
+    drop(_entered);
+
+    let started = Instant::now();
+    let (decoded, valid) = if decoded.is_empty() {
+        (decoded, Vec::new())
+    } else {
+        match tokio::task::spawn_blocking(move || {
+            let valid = signature_batch::verify(&decoded);
+            (decoded, valid)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "signature verification task failed");
+                return vec![Err(Rejection::new(
+                    crate::proto::RejectReason::ShuttingDown,
+                    "signature verification was interrupted",
+                ))];
+            }
+        }
+    };
+    state
+        .metrics
+        .signature_batch_seconds
+        .observe(started.elapsed().as_secs_f64());
+
+    let mut to_admit = Vec::with_capacity(decoded.len());
+    let mut admit_positions = Vec::with_capacity(decoded.len());
+    for ((tx, ok), pos) in decoded.into_iter().zip(valid).zip(positions) {
+        if ok {
+            admit_positions.push(pos);
+            to_admit.push(tx);
+        } else {
+            results[pos] = Some(Err(Rejection::new(
+                crate::proto::RejectReason::BadSignature,
+                format!(
+                    "transaction {}: signature does not verify for its sender key",
+                    tx.id
+                ),
+            )));
+        }
+    }
+    let admitted = state.mempool.admit(to_admit, &state.ledger);
+    for (pos, result) in admit_positions.into_iter().zip(admitted) {
+        results[pos] = Some(result);
+    }
+    let results: Vec<Result<TxId, Rejection>> = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(Rejection::new(
+                    crate::proto::RejectReason::Unspecified,
+                    "transaction was not processed",
+                ))
+            })
+        })
+        .collect();
+    for r in &results {
+        if let Err(rejection) = r {
+            state.metrics.rejected(rejection.label());
+            tracing::debug!(reason = rejection.label(), message = %rejection.message, "transaction refused");
+        }
+    }
+    state.metrics.mempool_txs.set(state.mempool_len() as i64);
+    results
+}

@@ -1,0 +1,142 @@
+//! Test harness: single-node consortia in temporary directories, run in
+//! process or as a real `kubeledger node` process.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use kubeledger_node::client::Client;
+use kubeledger_node::config::NodeConfig;
+use kubeledger_node::genesis::ChainParams;
+use kubeledger_node::local::{self, LocalOptions};
+use kubeledger_node::proto::{self, tx_body::Payload};
+use kubeledger_node::runtime::BoundAddrs;
+use kubeledger_node::tx::envelope;
+use tokio::sync::oneshot;
+
+pub const CHAIN: &str = "test-chain";
+
+/// A free TCP port on 127.0.0.1 (racy in theory, fine for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Writes a one-node consortium into `dir` with free ports.
+pub fn single_node(dir: &Path, params: ChainParams) -> NodeConfig {
+    let options = LocalOptions {
+        nodes: 1,
+        chain_id: CHAIN.into(),
+        params,
+        base_port: 1,
+        distinct_hosts: false,
+    };
+    let (_, nodes) = local::prepare(dir, &options).expect("prepare consortium");
+    let mut config = nodes[0].config.clone();
+    config.listen.grpc = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    config.listen.peer = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    config.listen.metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    std::fs::write(&nodes[0].config_path, config.to_toml()).expect("write config");
+    config
+}
+
+pub fn config_path(dir: &Path) -> PathBuf {
+    dir.join("node-0/node.toml")
+}
+
+/// A node running inside the test process.
+pub struct InProcessNode {
+    pub addrs: BoundAddrs,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), kubeledger_node::runtime::NodeError>>,
+}
+
+impl InProcessNode {
+    pub async fn start(config: NodeConfig) -> Self {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (bound_tx, bound_rx) = oneshot::channel();
+        let task = tokio::spawn(kubeledger_node::runtime::run(
+            config,
+            async move {
+                let _ = stop_rx.await;
+            },
+            move |addrs| {
+                let _ = bound_tx.send(addrs);
+            },
+        ));
+        let addrs = bound_rx.await.expect("node reports its addresses");
+        Self {
+            addrs,
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addrs.grpc)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.endpoint()).await.expect("connect")
+    }
+
+    /// Graceful stop; returns once the ledger is closed.
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task
+            .await
+            .expect("node task")
+            .expect("node stops cleanly");
+    }
+}
+
+pub fn client_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+pub fn signed(key: &SigningKey, nonce: u64, payload: Payload) -> proto::SignedTransaction {
+    envelope::sign(
+        key,
+        CHAIN,
+        nonce,
+        kubeledger_node::client::now_ms(),
+        payload,
+    )
+}
+
+/// Connects, retrying while the node starts.
+pub async fn connect_retry(endpoint: &str, within: Duration) -> Client {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match Client::connect(endpoint).await {
+            Ok(c) => return c,
+            Err(e) if std::time::Instant::now() > deadline => panic!("node did not come up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "condition not reached in {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing kubeledger needs on a Debian/Ubuntu
+# machine: protoc (gRPC code generation) and libclang (RocksDB's bindgen).
+# Safe to run repeatedly; does nothing when everything is present.
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  need+=(libclang-dev)
+fi
+command -v c++ >/dev/null 2>&1 || need+=(g++)
+command -v make >/dev/null 2>&1 || need+=(make)
+
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
