@@ -48,10 +48,17 @@ pub async fn admit(
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "signature verification task failed");
-                return vec![Err(Rejection::new(
-                    crate::proto::RejectReason::ShuttingDown,
-                    "signature verification was interrupted",
-                ))];
+                return results
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| {
+                            Err(Rejection::new(
+                                crate::proto::RejectReason::ShuttingDown,
+                                "signature verification was interrupted; retry",
+                            ))
+                        })
+                    })
+                    .collect();
             }
         }
     };
