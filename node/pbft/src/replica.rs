@@ -1,0 +1,567 @@
+//! The replica: inputs, actions, state and the `step` dispatcher. Protocol
+//! logic lives in the sibling modules as further `impl Replica` blocks.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::SigningKey;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::log::{as_pre_prepare, vote_of, Slot};
+use crate::message::{
+    CommitCertificate, Digest, Message, Payload, ReplicaIndex, Seq, SignedMessage, View,
+};
+use crate::timers::TimerId;
+use crate::validators::ValidatorSet;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// K: a checkpoint every K sequence numbers.
+    pub checkpoint_interval: u64,
+    /// L: sequence numbers accepted are (low, low + L]. Must be >= K.
+    pub window: u64,
+    pub request_timeout_ms: u64,
+    /// Base NEW-VIEW wait, doubled per successive view change.
+    pub view_change_timeout_ms: u64,
+    pub max_backoff_exponent: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            checkpoint_interval: 16,
+            window: 64,
+            request_timeout_ms: 2_000,
+            view_change_timeout_ms: 2_000,
+            max_backoff_exponent: 6,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A batch from the node's block cutter; only the primary acts on it.
+    Propose {
+        payload: Payload,
+    },
+    /// A peer message as received from transport peer `from`.
+    Message {
+        from: ReplicaIndex,
+        msg: SignedMessage,
+    },
+    TimerFired(TimerId),
+    PayloadValidated {
+        seq: Seq,
+        view: View,
+        digest: Digest,
+        valid: bool,
+    },
+    Executed {
+        seq: Seq,
+        state_root: Digest,
+        block_hash: Digest,
+    },
+    StateTransferred {
+        seq: Seq,
+        state_root: Digest,
+        block_hash: Digest,
+    },
+    /// Whether the node's mempool holds client work not yet committed.
+    RequestsPending(bool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RejectReason {
+    NotPrimary,
+    ViewChangeInProgress,
+    WindowFull,
+    StateTransferInProgress,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send to every other replica.
+    Broadcast(SignedMessage),
+    Send {
+        to: ReplicaIndex,
+        msg: SignedMessage,
+    },
+    /// Ask the ledger; answer with `Input::PayloadValidated`.
+    ValidatePayload {
+        seq: Seq,
+        view: View,
+        digest: Digest,
+        payload: Payload,
+    },
+    /// Execute the block at height `seq`. Emitted in order, once per seq.
+    Commit {
+        seq: Seq,
+        view: View,
+        payload: Payload,
+        certificate: CommitCertificate,
+    },
+    SetTimer {
+        id: TimerId,
+        after_ms: u64,
+    },
+    CancelTimer {
+        id: TimerId,
+    },
+    /// Fetch blocks/snapshot up to `target_seq` (verifiable against the
+    /// checkpoint certificate) then answer with `Input::StateTransferred`.
+    /// No `Commit` is emitted until then.
+    FetchState {
+        target_seq: Seq,
+        state_root: Digest,
+        block_hash: Digest,
+        certificate: Vec<SignedMessage>,
+        peers: Vec<ReplicaIndex>,
+    },
+    ViewChanged {
+        view: View,
+        primary: ReplicaIndex,
+    },
+    CheckpointStable {
+        seq: Seq,
+        state_root: Digest,
+        block_hash: Digest,
+    },
+    /// The proposal was not ordered; keep its transactions.
+    ProposalRejected {
+        payload: Payload,
+        reason: RejectReason,
+    },
+}
+
+/// Counters of dropped or suspicious input, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub unknown_sender: u64,
+    pub wrong_sender: u64,
+    pub bad_signature: u64,
+    pub stale_view: u64,
+    pub out_of_window: u64,
+    pub malformed: u64,
+    pub not_from_primary: u64,
+    pub equivocations: u64,
+    pub invalid_payloads: u64,
+    pub invalid_view_changes: u64,
+    pub invalid_new_views: u64,
+    pub invalid_proofs: u64,
+    pub buffer_full: u64,
+    pub view_changes_started: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StableCheckpoint {
+    pub seq: Seq,
+    pub state_root: Digest,
+    pub block_hash: Digest,
+    /// Quorum of signed CHECKPOINTs (empty for genesis).
+    pub proof: Vec<SignedMessage>,
+}
+
+/// What a replica promised; persist after every `step` that returned
+/// messages, restore with [`Replica::restore`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PersistentState {
+    pub view: View,
+    pub in_view_change: bool,
+    pub stable: StableCheckpoint,
+    pub last_committed: Seq,
+    pub next_seq: Seq,
+    pub slots: BTreeMap<Seq, Slot>,
+    pub own_view_change: Option<SignedMessage>,
+    /// Our recent VIEW-CHANGEs by target view (since the last NEW-VIEW), so a
+    /// peer still collecting an older view can get the one it lost.
+    pub sent_view_changes: BTreeMap<View, SignedMessage>,
+    pub new_view: Option<SignedMessage>,
+    pub own_checkpoints: BTreeMap<Seq, SignedMessage>,
+    pub view_changes: u64,
+    pub vc_attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub view: View,
+    pub primary: ReplicaIndex,
+    pub is_primary: bool,
+    pub low_watermark: Seq,
+    pub high_watermark: Seq,
+    pub stable_checkpoint: Seq,
+    pub last_committed: Seq,
+    pub last_executed: Seq,
+    pub view_changes: u64,
+    pub view_change_in_progress: bool,
+    pub state_transfer_target: Option<Seq>,
+}
+
+pub struct Replica {
+    pub(crate) cfg: Config,
+    pub(crate) vset: ValidatorSet,
+    pub(crate) me: ReplicaIndex,
+    pub(crate) key: SigningKey,
+    pub(crate) st: PersistentState,
+    // --- transient (rebuilt after restart) ---
+    pub(crate) stats: Stats,
+    pub(crate) last_executed: Seq,
+    pub(crate) requests_pending: bool,
+    pub(crate) request_timer_armed: bool,
+    pub(crate) vc_timer_armed: bool,
+    /// VC timer is the NEW-VIEW deadline (quorum seen) vs. a retransmit.
+    pub(crate) vc_timer_escalates: bool,
+    /// Latest signed CHECKPOINTs per replica, bounded per replica.
+    pub(crate) checkpoints: BTreeMap<ReplicaIndex, BTreeMap<Seq, SignedMessage>>,
+    /// Recent valid VIEW-CHANGEs per replica, by target view (bounded).
+    pub(crate) view_changes: BTreeMap<ReplicaIndex, BTreeMap<View, SignedMessage>>,
+    /// Normal-case messages for a view we have not entered yet.
+    pub(crate) future: Vec<(ReplicaIndex, SignedMessage)>,
+    pub(crate) fetching: Option<StableCheckpoint>,
+}
+
+impl Replica {
+    pub fn new(
+        cfg: Config,
+        vset: ValidatorSet,
+        me: ReplicaIndex,
+        key: SigningKey,
+    ) -> Result<Self, Error> {
+        let st = PersistentState {
+            view: 0,
+            in_view_change: false,
+            stable: StableCheckpoint {
+                seq: 0,
+                state_root: [0; 32],
+                block_hash: [0; 32],
+                proof: Vec::new(),
+            },
+            last_committed: 0,
+            next_seq: 1,
+            slots: BTreeMap::new(),
+            own_view_change: None,
+            sent_view_changes: BTreeMap::new(),
+            new_view: None,
+            own_checkpoints: BTreeMap::new(),
+            view_changes: 0,
+            vc_attempts: 0,
+        };
+        Self::restore(cfg, vset, me, key, st, 0)
+    }
+
+    /// Rebuild a replica after a crash. `executed_seq` is the ledger height;
+    /// committed-but-unexecuted blocks are re-emitted by [`Replica::start`].
+    pub fn restore(
+        cfg: Config,
+        vset: ValidatorSet,
+        me: ReplicaIndex,
+        key: SigningKey,
+        mut st: PersistentState,
+        executed_seq: Seq,
+    ) -> Result<Self, Error> {
+        if cfg.checkpoint_interval == 0 {
+            return Err(Error::InvalidConfig("checkpoint_interval must be > 0"));
+        }
+        if cfg.window < cfg.checkpoint_interval {
+            return Err(Error::InvalidConfig(
+                "window must be >= checkpoint_interval",
+            ));
+        }
+        let pk = vset.key(me).ok_or(Error::NotAValidator(me))?;
+        if pk.as_bytes() != key.verifying_key().as_bytes() {
+            return Err(Error::KeyMismatch(me));
+        }
+        st.last_committed = executed_seq;
+        Ok(Replica {
+            cfg,
+            vset,
+            me,
+            key,
+            st,
+            stats: Stats::default(),
+            last_executed: executed_seq,
+            requests_pending: false,
+            request_timer_armed: false,
+            vc_timer_armed: false,
+            vc_timer_escalates: false,
+            checkpoints: BTreeMap::new(),
+            view_changes: BTreeMap::new(),
+            future: Vec::new(),
+            fetching: None,
+        })
+    }
+
+    /// Call once after `new`/`restore`: arms timers, re-announces a view
+    /// change in progress and re-emits committed-but-unexecuted blocks.
+    pub fn start(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.st.last_committed < self.st.stable.seq {
+            let cp = self.st.stable.clone();
+            self.request_state_transfer(cp, &mut out);
+        }
+        if self.st.in_view_change {
+            if let Some(vc) = self.st.own_view_change.clone() {
+                let view = self.st.view;
+                self.view_changes
+                    .entry(self.me)
+                    .or_default()
+                    .insert(view, vc.clone());
+                out.push(Action::Broadcast(vc));
+            }
+            self.arm_vc_timer(false, &mut out);
+        }
+        self.release_commits(&mut out);
+        self.update_request_timer(false, &mut out);
+        out
+    }
+
+    /// The deterministic transition function: one input, a list of actions.
+    pub fn step(&mut self, input: Input) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Propose { payload } => self.on_propose(payload, &mut out),
+            Input::Message { from, msg } => self.on_message(from, msg, &mut out),
+            Input::TimerFired(id) => self.on_timer(id, &mut out),
+            Input::PayloadValidated {
+                seq,
+                view,
+                digest,
+                valid,
+            } => self.on_payload_validated(seq, view, digest, valid, &mut out),
+            Input::Executed {
+                seq,
+                state_root,
+                block_hash,
+            } => self.on_executed(seq, state_root, block_hash, &mut out),
+            Input::StateTransferred {
+                seq,
+                state_root,
+                block_hash,
+            } => self.on_state_transferred(seq, state_root, block_hash, &mut out),
+            Input::RequestsPending(p) => {
+                self.requests_pending = p;
+                self.update_request_timer(false, &mut out);
+            }
+        }
+        out
+    }
+
+    pub fn status(&self) -> Status {
+        let primary = self.vset.primary(self.st.view);
+        Status {
+            view: self.st.view,
+            primary,
+            is_primary: primary == self.me,
+            low_watermark: self.st.stable.seq,
+            high_watermark: self.high_watermark(),
+            stable_checkpoint: self.st.stable.seq,
+            last_committed: self.st.last_committed,
+            last_executed: self.last_executed,
+            view_changes: self.st.view_changes,
+            view_change_in_progress: self.st.in_view_change,
+            state_transfer_target: self.fetching.as_ref().map(|c| c.seq),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn id(&self) -> ReplicaIndex {
+        self.me
+    }
+
+    /// Snapshot to persist (see [`PersistentState`]).
+    pub fn persistent_state(&self) -> PersistentState {
+        self.st.clone()
+    }
+
+    /// Payloads ordered but not yet committed (in the current view), so the
+    /// node's block cutter does not propose their transactions again.
+    pub fn in_flight_payloads(&self) -> impl Iterator<Item = (Seq, &Payload)> + '_ {
+        let lc = self.st.last_committed;
+        self.st
+            .slots
+            .range(lc.saturating_add(1)..)
+            .filter_map(|(s, slot)| {
+                if let Some((p, _)) = &slot.committed {
+                    return Some((*s, p));
+                }
+                slot.pre_prepare().map(|pp| (*s, &pp.payload))
+            })
+    }
+
+    // ----- helpers shared by the protocol modules -----
+
+    pub(crate) fn primary(&self) -> ReplicaIndex {
+        self.vset.primary(self.st.view)
+    }
+
+    pub(crate) fn is_primary(&self) -> bool {
+        self.primary() == self.me
+    }
+
+    pub(crate) fn high_watermark(&self) -> Seq {
+        let base = self
+            .fetching
+            .as_ref()
+            .map_or(self.st.stable.seq, |c| c.seq.max(self.st.stable.seq));
+        base.saturating_add(self.cfg.window)
+    }
+
+    pub(crate) fn in_window(&self, seq: Seq) -> bool {
+        seq > self.st.stable.seq && seq <= self.high_watermark()
+    }
+
+    pub(crate) fn sign(&self, m: Message) -> SignedMessage {
+        SignedMessage::sign(&self.vset, self.me, &self.key, m)
+    }
+
+    fn on_message(&mut self, from: ReplicaIndex, msg: SignedMessage, out: &mut Vec<Action>) {
+        if !self.vset.contains(from) || from == self.me || !self.vset.contains(msg.signer) {
+            self.stats.unknown_sender += 1;
+            return;
+        }
+        // A NEW-VIEW is self-certifying and may be relayed by anyone.
+        let relayable = matches!(msg.message, Message::NewView(_));
+        if msg.signer != from && !relayable {
+            self.stats.wrong_sender += 1;
+            return;
+        }
+        if !msg.verify(&self.vset) {
+            self.stats.bad_signature += 1;
+            return;
+        }
+        tracing::trace!(me = self.me, from, "message");
+        match &msg.message {
+            Message::PrePrepare(_) | Message::Prepare(_) | Message::Commit(_) => {
+                self.route_normal_case(from, msg, out)
+            }
+            Message::Checkpoint(_) => self.on_checkpoint(msg, out),
+            Message::ViewChange(_) => self.on_view_change(msg, out),
+            Message::NewView(_) => self.on_new_view(msg, out),
+            Message::Committed { .. } => self.on_commit_proof(msg, out),
+            Message::StableProof(_) => self.on_stable_proof_msg(msg, out),
+        }
+    }
+
+    /// Normal-case messages are only processed in their own view, once the
+    /// view is installed; future ones wait in a bounded buffer.
+    pub(crate) fn route_normal_case(
+        &mut self,
+        from: ReplicaIndex,
+        msg: SignedMessage,
+        out: &mut Vec<Action>,
+    ) {
+        let view = match &msg.message {
+            Message::PrePrepare(pp) => pp.view,
+            _ => match vote_of(&msg) {
+                Some(v) => v.view,
+                None => return,
+            },
+        };
+        if view < self.st.view {
+            self.stats.stale_view += 1;
+            return;
+        }
+        if view > self.st.view || self.st.in_view_change {
+            // Per-sender cap, so one faulty peer cannot crowd out the others.
+            let cap = 3 * self.cfg.window as usize + 8;
+            if self.future.iter().filter(|(f, _)| *f == from).count() >= cap {
+                self.stats.buffer_full += 1;
+            } else {
+                self.future.push((from, msg));
+            }
+            return;
+        }
+        if as_pre_prepare(&msg).is_some() {
+            self.on_pre_prepare(msg, out);
+        } else if matches!(msg.message, Message::Prepare(_)) {
+            self.on_prepare(msg, out);
+        } else {
+            self.on_commit(msg, out);
+        }
+    }
+
+    fn on_timer(&mut self, id: TimerId, out: &mut Vec<Action>) {
+        match id {
+            TimerId::Request => {
+                if !self.request_timer_armed || self.st.in_view_change {
+                    return;
+                }
+                self.request_timer_armed = false;
+                tracing::debug!(me = self.me, view = self.st.view, "request timer expired");
+                let next = self.st.view.saturating_add(1);
+                self.start_view_change(next, out);
+            }
+            TimerId::ViewChange => {
+                if !self.vc_timer_armed || !self.st.in_view_change {
+                    return;
+                }
+                self.vc_timer_armed = false;
+                if self.vc_timer_escalates {
+                    let next = self.st.view.saturating_add(1);
+                    self.start_view_change(next, out);
+                } else {
+                    // Not enough peers joined yet: re-send, do not escalate,
+                    // so a lone partitioned replica does not race ahead.
+                    if let Some(vc) = self.st.own_view_change.clone() {
+                        out.push(Action::Broadcast(vc));
+                    }
+                    self.arm_vc_timer(false, out);
+                }
+            }
+        }
+    }
+
+    /// The request timer runs while work is outstanding and nothing commits.
+    pub(crate) fn update_request_timer(&mut self, progressed: bool, out: &mut Vec<Action>) {
+        let lc = self.st.last_committed;
+        let outstanding = self
+            .st
+            .slots
+            .range(lc.saturating_add(1)..)
+            .any(|(_, s)| s.pre_prepare.is_some() || s.committed.is_some());
+        let needed = !self.st.in_view_change
+            && self.fetching.is_none()
+            && (self.requests_pending || outstanding);
+        if needed && (!self.request_timer_armed || progressed) {
+            self.request_timer_armed = true;
+            out.push(Action::SetTimer {
+                id: TimerId::Request,
+                after_ms: self.cfg.request_timeout_ms,
+            });
+        } else if !needed && self.request_timer_armed {
+            self.request_timer_armed = false;
+            out.push(Action::CancelTimer {
+                id: TimerId::Request,
+            });
+        }
+    }
+
+    pub(crate) fn arm_vc_timer(&mut self, escalates: bool, out: &mut Vec<Action>) {
+        self.vc_timer_armed = true;
+        self.vc_timer_escalates = escalates;
+        let after_ms = if escalates {
+            crate::timers::backoff(
+                self.cfg.view_change_timeout_ms,
+                self.st.vc_attempts.saturating_sub(1),
+                self.cfg.max_backoff_exponent,
+            )
+        } else {
+            self.cfg.view_change_timeout_ms
+        };
+        out.push(Action::SetTimer {
+            id: TimerId::ViewChange,
+            after_ms,
+        });
+    }
+
+    pub(crate) fn cancel_vc_timer(&mut self, out: &mut Vec<Action>) {
+        if self.vc_timer_armed {
+            self.vc_timer_armed = false;
+            out.push(Action::CancelTimer {
+                id: TimerId::ViewChange,
+            });
+        }
+    }
+}

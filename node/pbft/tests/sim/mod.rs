@@ -1,0 +1,945 @@
+//! Deterministic simulator: real replicas, a simulated network, clock,
+//! ledger and clients, all driven by one seeded PRNG. Same seed => same run.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ed25519_dalek::SigningKey;
+use kubeledger_pbft::{
+    Action, Config, Digest, Input, Message, Payload, PersistentState, PrePrepare, Replica,
+    ReplicaIndex, SignedMessage, TimerId, ValidatorSet, Vote,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest as _, Sha256};
+
+pub const INVALID_MARKER: &[u8] = b"invalid";
+
+#[derive(Clone, Debug)]
+pub struct Faults {
+    pub loss: f64,
+    pub duplicate: f64,
+    pub max_delay_ms: u64,
+    pub partitions: usize,
+    pub crashes: usize,
+    pub byzantine: Option<usize>,
+    /// A replica that crashes at t=0 and never comes back.
+    pub dead: Option<usize>,
+}
+
+impl Faults {
+    pub fn none() -> Self {
+        Faults {
+            loss: 0.0,
+            duplicate: 0.0,
+            max_delay_ms: 5,
+            partitions: 0,
+            crashes: 0,
+            byzantine: None,
+            dead: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub n: usize,
+    pub seed: u64,
+    pub requests: usize,
+    pub faults: Faults,
+    /// All faults heal at this simulated time (ms).
+    pub heal_at: u64,
+    /// After healing, every request must commit within this many ms.
+    pub liveness_bound_ms: u64,
+    pub pbft: Config,
+    pub max_batch: usize,
+}
+
+impl SimConfig {
+    /// A random fault mix derived from the seed.
+    pub fn random(n: usize, seed: u64) -> Self {
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_cafe);
+        let f = (n - 1) / 3;
+        let byzantine = (f >= 1 && r.gen_bool(0.35)).then(|| r.gen_range(0..n));
+        let dead = (f >= 1 && byzantine.is_none() && r.gen_bool(0.2)).then(|| r.gen_range(0..n));
+        // Keep each seed short: crypto dominates and grows with n^2.
+        let max_requests = if n >= 7 { 7 } else { 10 };
+        SimConfig {
+            n,
+            seed,
+            requests: r.gen_range(3..=max_requests),
+            faults: Faults {
+                loss: if r.gen_bool(0.6) {
+                    r.gen_range(0.0..0.15)
+                } else {
+                    0.0
+                },
+                duplicate: if r.gen_bool(0.3) { 0.05 } else { 0.0 },
+                max_delay_ms: r.gen_range(2..=40),
+                partitions: r.gen_range(0..=2),
+                crashes: r.gen_range(0..=2),
+                byzantine,
+                dead,
+            },
+            heal_at: r.gen_range(300..=1500),
+            liveness_bound_ms: 60_000,
+            pbft: Config {
+                checkpoint_interval: 4,
+                window: 8,
+                request_timeout_ms: 150,
+                view_change_timeout_ms: 150,
+                max_backoff_exponent: 4,
+            },
+            max_batch: r.gen_range(1..=4),
+        }
+    }
+
+    pub fn quiet(n: usize, seed: u64, requests: usize) -> Self {
+        let mut c = Self::random(n, seed);
+        c.requests = requests;
+        c.faults = Faults::none();
+        c.heal_at = 0;
+        c
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub digest: Digest,
+    pub payload: Payload,
+    pub state_root: Digest,
+    pub block_hash: Digest,
+}
+
+enum Ev {
+    Deliver {
+        to: usize,
+        from: usize,
+        msg: SignedMessage,
+    },
+    Timer {
+        node: usize,
+        id: TimerId,
+        gen: u64,
+    },
+    Input {
+        node: usize,
+        input: Input,
+    },
+    Fetch {
+        node: usize,
+        target: u64,
+    },
+    Submit {
+        tx: Vec<u8>,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Partition {
+        blocked: BTreeSet<(usize, usize)>,
+    },
+    Heal,
+}
+
+struct Node {
+    replica: Option<Replica>,
+    saved: Option<String>,
+    ledger: Vec<Block>,
+    committed: BTreeSet<Vec<u8>>,
+    mempool: BTreeSet<Vec<u8>>,
+    timer_gen: BTreeMap<TimerId, u64>,
+    last_pending: Option<bool>,
+}
+
+pub struct Outcome {
+    pub seed: u64,
+    pub end_ms: u64,
+    pub events: u64,
+    pub view_changes: u64,
+    pub max_seq: u64,
+    pub state_transfers: u64,
+    pub stats_dropped: u64,
+    pub duplicates_skipped: u64,
+}
+
+pub struct Sim {
+    cfg: SimConfig,
+    rng: ChaCha8Rng,
+    vset: ValidatorSet,
+    keys: Vec<SigningKey>,
+    nodes: Vec<Node>,
+    queue: BTreeMap<(u64, u64), Ev>,
+    counter: u64,
+    now: u64,
+    healed: bool,
+    blocked: BTreeSet<(usize, usize)>,
+    submitted: BTreeSet<Vec<u8>>,
+    proposed: BTreeSet<Digest>,
+    violations: Vec<String>,
+    state_transfers: u64,
+    events: u64,
+    trace: bool,
+    duplicates_skipped: u64,
+}
+
+fn hash_parts(parts: &[&[u8]]) -> Digest {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let keys: Vec<SigningKey> = (0..cfg.n)
+            .map(|_| {
+                let mut b = [0u8; 32];
+                rng.fill(&mut b);
+                SigningKey::from_bytes(&b)
+            })
+            .collect();
+        let pks: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+        let vset = ValidatorSet::new(&pks).expect("valid keys");
+        let nodes = (0..cfg.n)
+            .map(|i| Node {
+                replica: Some(
+                    Replica::new(
+                        cfg.pbft.clone(),
+                        vset.clone(),
+                        i as ReplicaIndex,
+                        keys[i].clone(),
+                    )
+                    .expect("replica"),
+                ),
+                saved: None,
+                ledger: Vec::new(),
+                committed: BTreeSet::new(),
+                mempool: BTreeSet::new(),
+                timer_gen: BTreeMap::new(),
+                last_pending: None,
+            })
+            .collect();
+        let mut sim = Sim {
+            cfg,
+            rng,
+            vset,
+            keys,
+            nodes,
+            queue: BTreeMap::new(),
+            counter: 0,
+            now: 0,
+            healed: false,
+            blocked: BTreeSet::new(),
+            submitted: BTreeSet::new(),
+            proposed: BTreeSet::new(),
+            violations: Vec::new(),
+            state_transfers: 0,
+            events: 0,
+            trace: std::env::var("PBFT_TRACE").is_ok(),
+            duplicates_skipped: 0,
+        };
+        sim.plan();
+        sim
+    }
+
+    fn at(&mut self, t: u64, ev: Ev) {
+        self.counter += 1;
+        self.queue.insert((t, self.counter), ev);
+    }
+
+    fn honest(&self, i: usize) -> bool {
+        self.cfg.faults.byzantine != Some(i)
+    }
+
+    /// Schedule clients, crashes and partitions for the whole run.
+    fn plan(&mut self) {
+        let heal = self.cfg.heal_at;
+        let window = heal.max(200);
+        for k in 0..self.cfg.requests {
+            let t = self.rng.gen_range(0..window);
+            let tx = format!("tx-{}-{k}", self.cfg.seed).into_bytes();
+            self.at(t, Ev::Submit { tx });
+        }
+        let dead = self.cfg.faults.dead;
+        let honest: Vec<usize> = (0..self.cfg.n)
+            .filter(|i| self.honest(*i) && dead != Some(*i))
+            .collect();
+        for _ in 0..self.cfg.faults.crashes {
+            if heal < 20 {
+                break;
+            }
+            let node = honest[self.rng.gen_range(0..honest.len())];
+            let t0 = self.rng.gen_range(0..heal - 10);
+            let t1 = self.rng.gen_range(t0 + 1..heal);
+            self.at(t0, Ev::Crash { node });
+            self.at(t1, Ev::Restart { node });
+        }
+        if let Some(d) = self.cfg.faults.dead {
+            self.at(0, Ev::Crash { node: d });
+        }
+        for _ in 0..self.cfg.faults.partitions {
+            if heal < 20 {
+                break;
+            }
+            let t0 = self.rng.gen_range(0..heal - 10);
+            let mut blocked = BTreeSet::new();
+            let n = self.cfg.n;
+            if self.rng.gen_bool(0.5) {
+                // Symmetric split into two random groups.
+                let side: Vec<bool> = (0..n).map(|_| self.rng.gen_bool(0.5)).collect();
+                for a in 0..n {
+                    for b in 0..n {
+                        if side[a] != side[b] {
+                            blocked.insert((a, b));
+                        }
+                    }
+                }
+            } else {
+                // Asymmetric: one replica cannot send (but still receives).
+                let a = self.rng.gen_range(0..n);
+                for b in 0..n {
+                    blocked.insert((a, b));
+                }
+            }
+            self.at(t0, Ev::Partition { blocked });
+            let t1 = self.rng.gen_range(t0 + 1..heal);
+            self.at(
+                t1,
+                Ev::Partition {
+                    blocked: BTreeSet::new(),
+                },
+            );
+        }
+        self.at(heal, Ev::Heal);
+    }
+
+    /// Run to completion and check all properties; Err describes a failure.
+    pub fn run(mut self) -> Result<Outcome, String> {
+        let deadline = self.cfg.heal_at + self.cfg.liveness_bound_ms;
+        let mut next_check = 0;
+        while let Some(((t, _), ev)) = self.queue.pop_first() {
+            self.now = t;
+            self.events += 1;
+            if self.events > 3_000_000 {
+                return Err(self.fail("event budget exhausted"));
+            }
+            self.handle(ev);
+            if !self.violations.is_empty() {
+                let v = self.violations.join("; ");
+                return Err(self.fail(&v));
+            }
+            if self.healed && t >= next_check {
+                next_check = t + 50;
+                if self.all_done() {
+                    break;
+                }
+            }
+            if t > deadline {
+                break;
+            }
+        }
+        self.check_safety()?;
+        if !self.all_done() {
+            let detail = self.progress_report();
+            return Err(self.fail(&format!("liveness: not all requests committed\n{detail}")));
+        }
+        let max_seq = self
+            .nodes
+            .iter()
+            .map(|n| n.ledger.len() as u64)
+            .max()
+            .unwrap_or(0);
+        let view_changes = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| r.status().view_changes)
+            .max()
+            .unwrap_or(0);
+        let stats_dropped = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.replica.as_ref())
+            .map(|r| {
+                let s = r.stats();
+                s.bad_signature + s.wrong_sender + s.out_of_window + s.malformed
+            })
+            .sum();
+        Ok(Outcome {
+            seed: self.cfg.seed,
+            end_ms: self.now,
+            events: self.events,
+            view_changes,
+            max_seq,
+            state_transfers: self.state_transfers,
+            stats_dropped,
+            duplicates_skipped: self.duplicates_skipped,
+        })
+    }
+
+    fn fail(&self, why: &str) -> String {
+        format!(
+            "seed {} (n={}, faults={:?}, t={}ms): {why}\nreproduce: PBFT_SEED={} cargo test -p kubeledger-pbft --test simulation",
+            self.cfg.seed, self.cfg.n, self.cfg.faults, self.now, self.cfg.seed
+        )
+    }
+
+    fn progress_report(&self) -> String {
+        let mut s = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let st = n.replica.as_ref().map(|r| format!("{:?}", r.status()));
+            s.push_str(&format!(
+                "  node {i} honest={} ledger={} pending={} status={st:?}\n",
+                self.honest(i),
+                n.ledger.len(),
+                self.submitted.difference(&n.committed).count()
+            ));
+        }
+        s
+    }
+
+    fn all_done(&self) -> bool {
+        (0..self.cfg.n)
+            .filter(|i| self.honest(*i) && self.cfg.faults.dead != Some(*i))
+            .all(|i| self.submitted.is_subset(&self.nodes[i].committed))
+    }
+
+    fn check_safety(&self) -> Result<(), String> {
+        let honest: Vec<usize> = (0..self.cfg.n).filter(|i| self.honest(*i)).collect();
+        let longest = honest
+            .iter()
+            .map(|i| self.nodes[*i].ledger.len())
+            .max()
+            .unwrap_or(0);
+        for h in 0..longest {
+            let mut seen: Option<&Block> = None;
+            for i in &honest {
+                if let Some(b) = self.nodes[*i].ledger.get(h) {
+                    match seen {
+                        None => seen = Some(b),
+                        Some(o) if o.block_hash != b.block_hash || o.digest != b.digest => {
+                            return Err(self.fail(&format!(
+                                "agreement/fork violated at height {} (node {i})",
+                                h + 1
+                            )));
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            if let Some(b) = seen {
+                if !b.payload.is_null() && !self.proposed.contains(&b.digest) {
+                    return Err(self.fail(&format!("validity: unproposed payload at {}", h + 1)));
+                }
+                for tx in &b.payload.txs {
+                    if tx.starts_with(INVALID_MARKER) || !self.submitted.contains(tx) {
+                        return Err(self.fail(&format!("validity: bad tx at {}", h + 1)));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Submit { tx } => {
+                self.submitted.insert(tx.clone());
+                for i in 0..self.cfg.n {
+                    if !self.nodes[i].committed.contains(&tx) {
+                        self.nodes[i].mempool.insert(tx.clone());
+                    }
+                    self.after_event(i);
+                }
+            }
+            Ev::Deliver { to, from, msg } => {
+                self.step(
+                    to,
+                    Input::Message {
+                        from: from as ReplicaIndex,
+                        msg,
+                    },
+                );
+            }
+            Ev::Timer { node, id, gen } => {
+                if self.nodes[node].timer_gen.get(&id) == Some(&gen) {
+                    self.nodes[node].timer_gen.remove(&id);
+                    self.step(node, Input::TimerFired(id));
+                }
+            }
+            Ev::Input { node, input } => self.step(node, input),
+            Ev::Fetch { node, target } => self.do_fetch(node, target),
+            Ev::Crash { node } => {
+                if self.trace {
+                    eprintln!("t={} node {node} CRASH", self.now);
+                }
+                let n = &mut self.nodes[node];
+                if let Some(r) = n.replica.take() {
+                    let st = r.persistent_state();
+                    n.saved = Some(serde_json::to_string(&st).expect("serialize"));
+                }
+                n.timer_gen.clear();
+                n.last_pending = None;
+            }
+            Ev::Restart { node } => self.restart(node),
+            Ev::Partition { blocked } => {
+                if self.trace {
+                    eprintln!("t={} partition {blocked:?}", self.now);
+                }
+                if !self.healed {
+                    self.blocked = blocked;
+                }
+            }
+            Ev::Heal => {
+                self.healed = true;
+                self.blocked.clear();
+                for i in 0..self.cfg.n {
+                    if self.nodes[i].replica.is_none() && self.cfg.faults.dead != Some(i) {
+                        self.restart(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, node: usize) {
+        if self.trace {
+            eprintln!("t={} node {node} RESTART", self.now);
+        }
+        if self.cfg.faults.dead == Some(node) {
+            return;
+        }
+        let Some(saved) = self.nodes[node].saved.take() else {
+            return;
+        };
+        let st: PersistentState = serde_json::from_str(&saved).expect("deserialize");
+        let executed = self.nodes[node].ledger.len() as u64;
+        let mut r = Replica::restore(
+            self.cfg.pbft.clone(),
+            self.vset.clone(),
+            node as ReplicaIndex,
+            self.keys[node].clone(),
+            st,
+            executed,
+        )
+        .expect("restore");
+        let actions = r.start();
+        self.nodes[node].replica = Some(r);
+        self.apply(node, actions);
+        self.after_event(node);
+    }
+
+    fn step(&mut self, node: usize, input: Input) {
+        let Some(r) = self.nodes[node].replica.as_mut() else {
+            return;
+        };
+        if self.trace && !matches!(input, Input::Message { .. } | Input::RequestsPending(_)) {
+            eprintln!("t={} node {node} input {input:?}", self.now);
+        }
+        let actions = r.step(input);
+        self.apply(node, actions);
+        self.after_event(node);
+    }
+
+    /// Node-side glue run after every event: mempool signal and block cutter.
+    fn after_event(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let Some(r) = n.replica.as_ref() else {
+            return;
+        };
+        let pending = !n.mempool.is_empty();
+        if n.last_pending != Some(pending) {
+            n.last_pending = Some(pending);
+            self.step(node, Input::RequestsPending(pending));
+            return;
+        }
+        let status = r.status();
+        if !status.is_primary || status.view_change_in_progress || n.mempool.is_empty() {
+            return;
+        }
+        let in_flight: BTreeSet<&Vec<u8>> = r
+            .in_flight_payloads()
+            .flat_map(|(_, p)| p.txs.iter())
+            .collect();
+        let batch: Vec<Vec<u8>> = n
+            .mempool
+            .iter()
+            .filter(|tx| !in_flight.contains(tx))
+            .take(self.cfg.max_batch)
+            .cloned()
+            .collect();
+        if batch.is_empty() {
+            return;
+        }
+        let payload = Payload {
+            timestamp_ms: self.now + 1,
+            txs: batch,
+        };
+        self.proposed.insert(payload.digest());
+        let Some(r) = self.nodes[node].replica.as_mut() else {
+            return;
+        };
+        if self.trace {
+            let st = r.status();
+            eprintln!(
+                "t={} node {node} propose view {} txs {:?}",
+                self.now,
+                st.view,
+                payload
+                    .txs
+                    .iter()
+                    .map(|t| String::from_utf8_lossy(t).to_string())
+                    .collect::<Vec<_>>()
+            );
+        }
+        let actions = r.step(Input::Propose { payload });
+        let accepted = !actions
+            .iter()
+            .any(|a| matches!(a, Action::ProposalRejected { .. }));
+        self.apply(node, actions);
+        if accepted {
+            // Keep cutting while the window has room.
+            self.after_event(node);
+        }
+    }
+
+    fn apply(&mut self, node: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Broadcast(msg) => {
+                    if self.trace {
+                        if let Message::ViewChange(vc) = &msg.message {
+                            eprintln!(
+                                "t={} node {node} sends VC({}) stable {} prepared {}",
+                                self.now,
+                                vc.new_view,
+                                vc.stable_seq,
+                                vc.prepared.len()
+                            );
+                        }
+                        if let Message::NewView(nv) = &msg.message {
+                            eprintln!("t={} node {node} sends NV({})", self.now, nv.view);
+                        }
+                    }
+                    for to in 0..self.cfg.n {
+                        if to != node {
+                            self.send(node, to, msg.clone());
+                        }
+                    }
+                }
+                Action::Send { to, msg } => self.send(node, to as usize, msg),
+                Action::ValidatePayload {
+                    seq,
+                    view,
+                    digest,
+                    payload,
+                } => {
+                    let n = &self.nodes[node];
+                    let valid = payload
+                        .txs
+                        .iter()
+                        .all(|tx| !tx.starts_with(INVALID_MARKER) && !n.committed.contains(tx));
+                    let t = self.now + self.rng.gen_range(0..3);
+                    self.at(
+                        t,
+                        Ev::Input {
+                            node,
+                            input: Input::PayloadValidated {
+                                seq,
+                                view,
+                                digest,
+                                valid,
+                            },
+                        },
+                    );
+                }
+                Action::Commit {
+                    seq,
+                    payload,
+                    certificate,
+                    ..
+                } => self.commit(node, seq, payload, certificate),
+                Action::SetTimer { id, after_ms } => {
+                    let gen = self.nodes[node].timer_gen.get(&id).map_or(1, |g| g + 1);
+                    self.nodes[node].timer_gen.insert(id, gen);
+                    let t = self.now + after_ms;
+                    self.at(t, Ev::Timer { node, id, gen });
+                }
+                Action::CancelTimer { id } => {
+                    self.nodes[node].timer_gen.remove(&id);
+                }
+                Action::FetchState { target_seq, .. } => {
+                    let t = self.now + self.rng.gen_range(5..30);
+                    self.at(
+                        t,
+                        Ev::Fetch {
+                            node,
+                            target: target_seq,
+                        },
+                    );
+                }
+                Action::ViewChanged { .. }
+                | Action::CheckpointStable { .. }
+                | Action::ProposalRejected { .. } => {}
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        node: usize,
+        seq: u64,
+        payload: Payload,
+        cert: kubeledger_pbft::CommitCertificate,
+    ) {
+        let honest = self.honest(node);
+        let n = &mut self.nodes[node];
+        if seq != n.ledger.len() as u64 + 1 {
+            if honest {
+                self.violations.push(format!(
+                    "node {node}: commit {seq} out of order (height {})",
+                    n.ledger.len()
+                ));
+            }
+            return;
+        }
+        let digest = payload.digest();
+        if self.trace {
+            eprintln!(
+                "t={} node {node} commit seq {seq} view {} txs {:?}",
+                self.now,
+                cert.view,
+                payload
+                    .txs
+                    .iter()
+                    .map(|t| String::from_utf8_lossy(t).to_string())
+                    .collect::<Vec<_>>()
+            );
+        }
+        if honest && (cert.digest != digest || cert.seq != seq || !cert.verify(&self.vset)) {
+            self.violations
+                .push(format!("node {node}: bad certificate at {seq}"));
+        }
+        // Like PBFT's client timestamps: a request that resurfaces in a later
+        // block (a stale prepared batch re-proposed after view changes) is
+        // skipped at execution, so each request executes exactly once.
+        for tx in &payload.txs {
+            if !n.committed.insert(tx.clone()) {
+                self.duplicates_skipped += 1;
+            }
+            n.mempool.remove(tx);
+        }
+        let (prev_root, prev_hash) = n
+            .ledger
+            .last()
+            .map_or(([0; 32], [0; 32]), |b| (b.state_root, b.block_hash));
+        let state_root = hash_parts(&[&prev_root, &digest]);
+        let block_hash = hash_parts(&[&seq.to_be_bytes(), &prev_hash, &digest]);
+        n.ledger.push(Block {
+            digest,
+            payload,
+            state_root,
+            block_hash,
+        });
+        let t = self.now + self.rng.gen_range(0..3);
+        self.at(
+            t,
+            Ev::Input {
+                node,
+                input: Input::Executed {
+                    seq,
+                    state_root,
+                    block_hash,
+                },
+            },
+        );
+    }
+
+    /// Model of the node's state transfer: copy blocks from an honest peer.
+    fn do_fetch(&mut self, node: usize, target: u64) {
+        if self.nodes[node].replica.is_none() {
+            return;
+        }
+        let have = self.nodes[node].ledger.len() as u64;
+        let src = (0..self.cfg.n)
+            .filter(|i| *i != node && self.honest(*i))
+            .find(|i| self.nodes[*i].ledger.len() as u64 >= target);
+        let Some(src) = src else {
+            // Nobody honest has it yet; retry later.
+            let t = self.now + 50;
+            self.at(t, Ev::Fetch { node, target });
+            return;
+        };
+        self.state_transfers += 1;
+        if have < target {
+            let blocks: Vec<Block> =
+                self.nodes[src].ledger[have as usize..target as usize].to_vec();
+            let n = &mut self.nodes[node];
+            for b in blocks {
+                for tx in &b.payload.txs {
+                    n.committed.insert(tx.clone());
+                    n.mempool.remove(tx);
+                }
+                n.ledger.push(b);
+            }
+        }
+        let n = &self.nodes[node];
+        let top = n.ledger.len() as u64;
+        let (state_root, block_hash) = n
+            .ledger
+            .last()
+            .map_or(([0; 32], [0; 32]), |b| (b.state_root, b.block_hash));
+        self.step(
+            node,
+            Input::StateTransferred {
+                seq: top,
+                state_root,
+                block_hash,
+            },
+        );
+    }
+
+    fn send(&mut self, from: usize, to: usize, msg: SignedMessage) {
+        if self.cfg.faults.byzantine == Some(from) {
+            self.byzantine_send(from, to, msg);
+        } else {
+            self.transmit(from, to, msg);
+        }
+    }
+
+    fn transmit(&mut self, from: usize, to: usize, msg: SignedMessage) {
+        if self.blocked.contains(&(from, to)) {
+            return;
+        }
+        let f = &self.cfg.faults;
+        let (loss, dup) = if self.healed {
+            (0.0, 0.0)
+        } else {
+            (f.loss, f.duplicate)
+        };
+        if loss > 0.0 && self.rng.gen_bool(loss) {
+            return;
+        }
+        let copies = if dup > 0.0 && self.rng.gen_bool(dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let t = self.now + self.rng.gen_range(1..=self.cfg.faults.max_delay_ms.max(1));
+            self.at(
+                t,
+                Ev::Deliver {
+                    to,
+                    from,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    fn resign(&self, from: usize, m: Message) -> SignedMessage {
+        SignedMessage::sign(&self.vset, from as ReplicaIndex, &self.keys[from], m)
+    }
+
+    /// The byzantine replica's outgoing traffic is mutated here.
+    fn byzantine_send(&mut self, from: usize, to: usize, msg: SignedMessage) {
+        let roll: f64 = self.rng.gen();
+        let mutated = match &msg.message {
+            // Equivocate: the upper half of the replicas gets another payload.
+            Message::PrePrepare(pp) if to * 2 >= self.cfg.n => {
+                let mut payload = pp.payload.clone();
+                payload.timestamp_ms += 7;
+                if roll < 0.3 {
+                    payload
+                        .txs
+                        .push(format!("{}-{}", "invalid", pp.seq).into_bytes());
+                } else {
+                    payload.txs.reverse();
+                }
+                let digest = payload.digest();
+                self.proposed.insert(digest);
+                self.resign(
+                    from,
+                    Message::PrePrepare(PrePrepare {
+                        view: pp.view,
+                        seq: pp.seq,
+                        digest,
+                        payload,
+                    }),
+                )
+            }
+            // A forged NEW-VIEW (O set altered) for the upper half.
+            Message::NewView(nv) if to * 2 >= self.cfg.n && roll < 0.5 => {
+                let mut nv = nv.clone();
+                let null = Payload::null();
+                let seq = nv.pre_prepares.len() as u64 + 1000;
+                nv.pre_prepares.push(self.resign(
+                    from,
+                    Message::PrePrepare(PrePrepare {
+                        view: nv.view,
+                        seq,
+                        digest: null.digest(),
+                        payload: null,
+                    }),
+                ));
+                self.resign(from, Message::NewView(nv))
+            }
+            // Votes for digests nobody proposed.
+            Message::Prepare(v) | Message::Commit(v) if roll < 0.3 => {
+                let mut digest = [0u8; 32];
+                self.rng.fill(&mut digest);
+                let vote = Vote { digest, ..*v };
+                let m = if matches!(msg.message, Message::Prepare(_)) {
+                    Message::Prepare(vote)
+                } else {
+                    Message::Commit(vote)
+                };
+                self.resign(from, m)
+            }
+            _ => msg.clone(),
+        };
+        self.transmit(from, to, mutated);
+        // Garbage: broken signatures, forged signers, far-future seqs.
+        let g: f64 = self.rng.gen();
+        if g < 0.15 {
+            let mut bad = msg.clone();
+            bad.signature = (0..self.rng.gen_range(0..80))
+                .map(|_| self.rng.gen())
+                .collect();
+            self.transmit(from, to, bad);
+        } else if g < 0.25 {
+            let mut forged = msg.clone();
+            forged.signer = self.rng.gen_range(0..self.cfg.n) as ReplicaIndex;
+            self.transmit(from, to, forged);
+        } else if g < 0.35 {
+            let vote = Vote {
+                view: self.rng.gen_range(0..4),
+                seq: self.rng.gen_range(1..u64::MAX),
+                digest: [7; 32],
+            };
+            let far = self.resign(from, Message::Commit(vote));
+            self.transmit(from, to, far);
+        }
+    }
+}
+
+/// Seeds to run: `PBFT_SEED` pins one, `PBFT_SEEDS` sets the count.
+pub fn seeds(default_count: u64, salt: u64) -> Vec<u64> {
+    if let Ok(s) = std::env::var("PBFT_SEED") {
+        return s.parse().map(|x| vec![x]).unwrap_or_default();
+    }
+    let count = std::env::var("PBFT_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_count);
+    (0..count).map(|i| salt + i).collect()
+}
