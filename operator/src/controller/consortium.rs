@@ -1,0 +1,538 @@
+//! Consortium controller: creates genesis once, distributes it, aggregates status.
+//!
+//! dereference (the Members naming this Consortium) → validate (chain
+//! parameters, unique node names) → build (genesis, genesis ConfigMaps) → apply
+//! (status first for a new genesis, then one ConfigMap per member namespace) →
+//! update status (Members' phases + each validator's Status RPC), patched only
+//! on change.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::member::PHASE_ACTIVE;
+use super::{
+    apply, condition, delete_if_exists, now_ms, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
+    WATCH_TIMEOUT_SECS,
+};
+use crate::build::{config_map, names};
+use crate::crd::{Consortium, ConsortiumStatus, Member, ValidatorStatus};
+use crate::genesis::{build_genesis, chain_params, genesis_hash, Genesis};
+use crate::probe::rfc3339_ms;
+use crate::{Error, Result, FIELD_MANAGER};
+
+const CONTROLLER: &str = "consortium";
+
+pub const PHASE_PENDING: &str = "Pending";
+pub const PHASE_BOOTSTRAPPING: &str = "Bootstrapping";
+pub const PHASE_RUNNING: &str = "Running";
+pub const PHASE_DEGRADED: &str = "Degraded";
+
+/// Reconciles one Consortium (entry point of the controller).
+#[instrument(skip_all, fields(consortium = %consortium.name_any()))]
+pub async fn reconcile(consortium: Arc<Consortium>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure(CONTROLLER);
+    let key = format!("consortium/{}", consortium.name_any());
+    let api: Api<Consortium> = Api::all(ctx.client.clone());
+    let result = finalizer(&api, FINALIZER, consortium, |event| async {
+        match event {
+            Finalizer::Apply(c) => apply_consortium(&c, &ctx).await,
+            Finalizer::Cleanup(c) => cleanup_consortium(&c, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
+    result
+}
+
+/// Retries failed reconciles with exponential back-off (5 s … 5 min).
+pub fn error_policy(consortium: Arc<Consortium>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(consortium = %consortium.name_any(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failure(CONTROLLER, error);
+    Action::requeue(
+        ctx.backoff
+            .next(&format!("consortium/{}", consortium.name_any())),
+    )
+}
+
+async fn members_of(ctx: &Context, name: &str) -> Result<Vec<Member>> {
+    let api: Api<Member> = Api::all(ctx.client.clone());
+    Ok(api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|m| m.spec.consortium == name)
+        .collect())
+}
+
+async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
+    let name = c.name_any();
+    let old = c.status.clone().unwrap_or_default();
+    let generation = c.metadata.generation;
+
+    // 1. dereference
+    let members = members_of(ctx, &name).await?;
+
+    // 2. validate what the schema cannot
+    if let Err(e) = chain_params(&c.spec) {
+        let msg = e.to_string();
+        ctx.event(
+            c,
+            EventType::Warning,
+            "InvalidSpec",
+            "Validate",
+            msg.clone(),
+        )
+        .await;
+        let status = ConsortiumStatus {
+            phase: Some(PHASE_DEGRADED.into()),
+            conditions: vec![
+                condition(
+                    &old.conditions,
+                    "Ready",
+                    false,
+                    "InvalidSpec",
+                    msg.clone(),
+                    generation,
+                ),
+                condition(
+                    &old.conditions,
+                    "Progressing",
+                    false,
+                    "InvalidSpec",
+                    msg.clone(),
+                    generation,
+                ),
+                condition(
+                    &old.conditions,
+                    "Degraded",
+                    true,
+                    "InvalidSpec",
+                    msg,
+                    generation,
+                ),
+            ],
+            observed_generation: generation,
+            ..old.clone()
+        };
+        patch_status(ctx, c, &old, status).await?;
+        return Ok(Action::await_change());
+    }
+
+    // 3. build genesis, once
+    let mut base = old.clone();
+    let mut pending_reason = None;
+    if base.genesis.is_none() {
+        match build_genesis(c, &members, now_ms(), &ctx.settings.cluster_domain) {
+            Ok(Ok(g)) => {
+                let text = g.to_json()?;
+                base.genesis_hash = Some(genesis_hash(&text));
+                base.genesis = Some(text);
+                base.config = Some(g.effective_config());
+                base.validators = validators_of(&g);
+                base.phase = Some(PHASE_BOOTSTRAPPING.into());
+                // Persist genesis before anyone sees it, so it can never differ.
+                patch_status(ctx, c, &old, base.clone()).await?;
+                info!(validators = g.validators.len(), "genesis created");
+                ctx.event(
+                    c,
+                    EventType::Normal,
+                    "GenesisCreated",
+                    "CreateGenesis",
+                    format!("Genesis with {} validators created", g.validators.len()),
+                )
+                .await;
+            }
+            Ok(Err(not_ready)) => pending_reason = Some(not_ready.to_string()),
+            Err(Error::InvalidSpec(msg)) => {
+                ctx.event(
+                    c,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "CreateGenesis",
+                    msg.clone(),
+                )
+                .await;
+                let status = ConsortiumStatus {
+                    phase: Some(PHASE_DEGRADED.into()),
+                    conditions: vec![
+                        condition(
+                            &old.conditions,
+                            "Ready",
+                            false,
+                            "InvalidSpec",
+                            msg.clone(),
+                            generation,
+                        ),
+                        condition(
+                            &old.conditions,
+                            "Progressing",
+                            false,
+                            "InvalidSpec",
+                            msg.clone(),
+                            generation,
+                        ),
+                        condition(
+                            &old.conditions,
+                            "Degraded",
+                            true,
+                            "InvalidSpec",
+                            msg,
+                            generation,
+                        ),
+                    ],
+                    observed_generation: generation,
+                    ..old.clone()
+                };
+                patch_status(ctx, c, &old, status).await?;
+                return Ok(Action::requeue(POLL_INTERVAL));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+
+    // 4. apply: the same genesis text in every member namespace
+    let genesis: Option<Genesis> = base
+        .genesis
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()?;
+    if let Some(text) = &base.genesis {
+        let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
+        for ns in namespaces {
+            apply(&ctx.client, &ns, &config_map::build_genesis(c, &ns, text)?).await?;
+        }
+    }
+
+    // 5. status from the nodes and the Members
+    let status = aggregate(
+        ctx,
+        c,
+        &old,
+        base,
+        genesis.as_ref(),
+        &members,
+        pending_reason,
+    )
+    .await;
+    let running = status.phase.as_deref() == Some(PHASE_RUNNING);
+    if running && old.phase.as_deref() != Some(PHASE_RUNNING) {
+        ctx.event(
+            c,
+            EventType::Normal,
+            "Running",
+            "Reconcile",
+            "All members are active".into(),
+        )
+        .await;
+    }
+    if status.phase.as_deref() == Some(PHASE_DEGRADED)
+        && old.phase.as_deref() != Some(PHASE_DEGRADED)
+    {
+        ctx.event(
+            c,
+            EventType::Warning,
+            "QuorumLost",
+            "Reconcile",
+            "Fewer than 2f+1 validators answer".into(),
+        )
+        .await;
+    }
+    patch_status(ctx, c, &old, status).await?;
+    Ok(Action::requeue(if genesis.is_some() {
+        POLL_INTERVAL
+    } else {
+        WAIT_INTERVAL
+    }))
+}
+
+fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
+    g.validators
+        .iter()
+        .map(|v| ValidatorStatus {
+            name: v.name.clone(),
+            member: v.member.clone(),
+            public_key: v.public_key.clone(),
+            peer_address: v.peer_address.clone(),
+            reachable: false,
+            height: None,
+        })
+        .collect()
+}
+
+/// Polls every validator and folds the answers and the Members' phases into status.
+async fn aggregate(
+    ctx: &Context,
+    c: &Consortium,
+    old: &ConsortiumStatus,
+    mut status: ConsortiumStatus,
+    genesis: Option<&Genesis>,
+    members: &[Member],
+    pending_reason: Option<String>,
+) -> ConsortiumStatus {
+    let generation = c.metadata.generation;
+    let members_ready = u32::try_from(
+        members
+            .iter()
+            .filter(|m| m.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(PHASE_ACTIVE))
+            .count(),
+    )
+    .unwrap_or(u32::MAX);
+    let members_total = u32::try_from(members.len()).unwrap_or(u32::MAX);
+    status.members_ready = members_ready;
+    status.members_total = members_total;
+    status.members_summary = Some(format!("{members_ready}/{members_total}"));
+    status.observed_generation = generation;
+
+    let Some(genesis) = genesis else {
+        let msg = pending_reason.unwrap_or_else(|| "waiting for the founding members".into());
+        status.phase = Some(PHASE_PENDING.into());
+        status.conditions = vec![
+            condition(
+                &old.conditions,
+                "Ready",
+                false,
+                "WaitingForFounders",
+                msg.clone(),
+                generation,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                true,
+                "WaitingForFounders",
+                msg,
+                generation,
+            ),
+            condition(
+                &old.conditions,
+                "Degraded",
+                false,
+                "AsExpected",
+                "",
+                generation,
+            ),
+        ];
+        return status;
+    };
+
+    let mut reachable = 0usize;
+    let mut best: Option<crate::probe::NodeReport> = None;
+    let mut validators = validators_of(genesis);
+    for v in &mut validators {
+        let host = v
+            .peer_address
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&v.peer_address);
+        if let Some(r) = ctx.prober.status(host).await {
+            reachable += 1;
+            v.reachable = true;
+            v.height = Some(r.height);
+            if best.as_ref().is_none_or(|b| r.height > b.height) {
+                best = Some(r);
+            }
+        }
+    }
+    status.validators = validators;
+    if let Some(b) = &best {
+        status.height = Some(b.height);
+        status.view = Some(b.view);
+        status.primary = Some(
+            genesis
+                .validators
+                .iter()
+                .find(|v| v.public_key == b.primary)
+                .map(|v| v.name.clone())
+                .unwrap_or_else(|| b.primary.chars().take(16).collect()),
+        );
+        status.last_block_time = rfc3339_ms(b.last_block_time_ms);
+        let now = now_ms();
+        match (old.txs_committed, old.polled_at_ms) {
+            (Some(prev), Some(at)) if b.txs_committed > prev && now > at => {
+                let tps = (b.txs_committed - prev) as f64 * 1000.0 / (now - at) as f64;
+                status.recent_tps = Some((tps * 10.0).round() / 10.0);
+                status.txs_committed = Some(b.txs_committed);
+                status.polled_at_ms = Some(now);
+            }
+            (Some(prev), Some(_)) if b.txs_committed == prev => status.recent_tps = Some(0.0),
+            _ => {
+                status.txs_committed = Some(b.txs_committed);
+                status.polled_at_ms = Some(now);
+            }
+        }
+    }
+
+    let n = genesis.validators.len();
+    let quorum = n - (n.saturating_sub(1)) / 3;
+    let was_running = matches!(
+        old.phase.as_deref(),
+        Some(PHASE_RUNNING) | Some(PHASE_DEGRADED)
+    );
+    let (phase, reason, msg) = if reachable >= quorum && members_ready == members_total {
+        (
+            PHASE_RUNNING,
+            "QuorumReachable",
+            format!("{reachable}/{n} validators answer"),
+        )
+    } else if was_running && reachable < quorum {
+        (
+            PHASE_DEGRADED,
+            "QuorumLost",
+            format!("only {reachable}/{n} validators answer; {quorum} needed"),
+        )
+    } else {
+        (
+            PHASE_BOOTSTRAPPING,
+            "NodesStarting",
+            format!(
+                "{reachable}/{n} validators answer, {members_ready}/{members_total} members active"
+            ),
+        )
+    };
+    status.phase = Some(phase.into());
+    status.conditions = vec![
+        condition(
+            &old.conditions,
+            "Ready",
+            phase == PHASE_RUNNING,
+            reason,
+            msg.clone(),
+            generation,
+        ),
+        condition(
+            &old.conditions,
+            "Progressing",
+            phase == PHASE_BOOTSTRAPPING,
+            reason,
+            msg.clone(),
+            generation,
+        ),
+        condition(
+            &old.conditions,
+            "Degraded",
+            phase == PHASE_DEGRADED,
+            reason,
+            msg,
+            generation,
+        ),
+    ];
+    status
+}
+
+async fn patch_status(
+    ctx: &Context,
+    c: &Consortium,
+    old: &ConsortiumStatus,
+    new: ConsortiumStatus,
+) -> Result<()> {
+    if *old == new {
+        return Ok(());
+    }
+    let api: Api<Consortium> = Api::all(ctx.client.clone());
+    let patch = json!({
+        "apiVersion": "kubeledger.io/v1alpha1",
+        "kind": "Consortium",
+        "status": new,
+    });
+    api.patch_status(
+        &c.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    ctx.metrics.status_write(CONTROLLER);
+    Ok(())
+}
+
+/// Removes the genesis copies; Members (and their nodes) belong to their owners.
+async fn cleanup_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
+    let name = c.name_any();
+    ctx.event(
+        c,
+        EventType::Normal,
+        "TearingDown",
+        "Teardown",
+        "Removing genesis copies".into(),
+    )
+    .await;
+    let members = members_of(ctx, &name).await?;
+    let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
+    for ns in namespaces {
+        delete_if_exists::<ConfigMap>(&ctx.client, &ns, &names::genesis_config_map(&name)).await?;
+    }
+    info!("consortium torn down");
+    Ok(Action::await_change())
+}
+
+fn consortium_predicate(c: &Consortium) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.metadata.generation.hash(&mut h);
+    c.metadata.finalizers.hash(&mut h);
+    c.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Member changes a Consortium cares about: keys, phase, spec, deletion.
+fn member_predicate(m: &Member) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.metadata.generation.hash(&mut h);
+    m.metadata.deletion_timestamp.is_some().hash(&mut h);
+    if let Some(s) = &m.status {
+        s.phase.hash(&mut h);
+        for k in &s.node_public_keys {
+            k.name.hash(&mut h);
+            k.public_key.hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}
+
+/// Runs the Consortium controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+    let (reader, writer) = kube::runtime::reflector::store();
+    let consortia = watcher(Api::<Consortium>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(consortium_predicate, Default::default());
+    let members = watcher(Api::<Member>::all(client.clone()), wc)
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(member_predicate, Default::default());
+    Controller::for_stream(consortia, reader)
+        .watches_stream(members, |m: Member| {
+            Some(ObjectRef::<Consortium>::new(&m.spec.consortium))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(consortium = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}

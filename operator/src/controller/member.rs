@@ -1,0 +1,457 @@
+//! Member controller: runs a member's nodes.
+//!
+//! dereference (Consortium, existing key Secret) → validate → build (pure
+//! builders) → apply (SSA, one field manager) → update status (pods + node
+//! Status RPC), patched only on change.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use tracing::{field, info, instrument, warn, Span};
+
+use super::{
+    apply, condition, delete_if_exists, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
+    WATCH_TIMEOUT_SECS,
+};
+use crate::build::{self, names, MemberInputs};
+use crate::crd::{Consortium, Member, MemberStatus, NodeKey, NodeStatus};
+use crate::genesis::Genesis;
+use crate::keys::ensure_keys;
+use crate::{Error, Result, FIELD_MANAGER};
+
+const CONTROLLER: &str = "member";
+
+pub const PHASE_PENDING: &str = "Pending";
+pub const PHASE_ADMITTED: &str = "Admitted";
+pub const PHASE_ACTIVE: &str = "Active";
+
+/// Reconciles one Member (entry point of the controller).
+#[instrument(skip_all, fields(member = %member.name_any(), namespace = field::Empty, trace_id = field::Empty))]
+pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.count_and_measure(CONTROLLER);
+    let ns = member
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    Span::current().record("namespace", field::display(&ns));
+    let key = format!("member/{ns}/{}", member.name_any());
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
+    let result = finalizer(&api, FINALIZER, member, |event| async {
+        match event {
+            Finalizer::Apply(m) => apply_member(&m, &ctx).await,
+            Finalizer::Cleanup(m) => cleanup_member(&m, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        ctx.backoff.reset(&key);
+    }
+    result
+}
+
+/// Retries failed reconciles with exponential back-off (5 s … 5 min).
+pub fn error_policy(member: Arc<Member>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(member = %member.name_any(), %error, "reconcile failed");
+    ctx.metrics.reconcile_failure(CONTROLLER, error);
+    let key = format!(
+        "member/{}/{}",
+        member.namespace().unwrap_or_default(),
+        member.name_any()
+    );
+    Action::requeue(ctx.backoff.next(&key))
+}
+
+async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
+    let name = member.name_any();
+    let ns = member
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let client = &ctx.client;
+    let old_status = member.status.clone().unwrap_or_default();
+    let generation = member.metadata.generation;
+
+    // 1. dereference
+    let consortia: Api<Consortium> = Api::all(client.clone());
+    let Some(consortium) = consortia.get_opt(&member.spec.consortium).await? else {
+        let status = MemberStatus {
+            phase: Some(PHASE_PENDING.into()),
+            conditions: vec![
+                condition(
+                    &old_status.conditions,
+                    "Ready",
+                    false,
+                    "ConsortiumNotFound",
+                    format!("Consortium {} does not exist", member.spec.consortium),
+                    generation,
+                ),
+                condition(
+                    &old_status.conditions,
+                    "Progressing",
+                    false,
+                    "ConsortiumNotFound",
+                    "waiting for the Consortium",
+                    generation,
+                ),
+                condition(
+                    &old_status.conditions,
+                    "Degraded",
+                    false,
+                    "ConsortiumNotFound",
+                    "",
+                    generation,
+                ),
+            ],
+            observed_generation: generation,
+            ..old_status.clone()
+        };
+        patch_status(ctx, member, &old_status, status).await?;
+        return Ok(Action::requeue(WAIT_INTERVAL));
+    };
+    let inputs = MemberInputs {
+        member,
+        consortium: &consortium,
+        settings: &ctx.settings,
+    };
+    let node_names = inputs.node_names()?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let existing = secrets.get_opt(&names::secret(&name)).await?;
+
+    // 2. validate: keys already issued must parse; never regenerated.
+    let keys = ensure_keys(existing.as_ref(), &node_names, &mut rand::rngs::OsRng)?;
+    let genesis: Option<Genesis> = consortium
+        .status
+        .as_ref()
+        .and_then(|s| s.genesis.as_deref())
+        .map(serde_json::from_str)
+        .transpose()?;
+    let admitted = genesis.as_ref().is_some_and(|g| {
+        g.validators
+            .iter()
+            .any(|v| v.member == name && node_names.contains(&v.name))
+    });
+
+    // 3. build + 4. apply
+    apply(client, &ns, &build::service_account::build(&inputs)?).await?;
+    apply(client, &ns, &build::secret::build(&inputs, &keys)?).await?;
+    if keys.generated {
+        info!(nodes = node_names.len(), "generated node keys");
+        ctx.event(
+            member,
+            EventType::Normal,
+            "KeysGenerated",
+            "GenerateKeys",
+            format!(
+                "Generated keys for {} node(s) and the member admin",
+                node_names.len()
+            ),
+        )
+        .await;
+    }
+    apply(client, &ns, &build::config_map::build_node_config(&inputs)?).await?;
+    apply(client, &ns, &build::service::build_headless(&inputs)?).await?;
+    apply(client, &ns, &build::service::build_client(&inputs)?).await?;
+    apply(client, &ns, &build::pdb::build(&inputs)?).await?;
+    let statefulset = if admitted {
+        Some(apply(client, &ns, &build::statefulset::build(&inputs)?).await?)
+    } else {
+        None
+    };
+
+    // 5. status
+    let nodes = if statefulset.is_some() {
+        observe_nodes(ctx, member, &ns, &node_names).await?
+    } else {
+        Vec::new()
+    };
+    let ready_nodes = i32::try_from(nodes.iter().filter(|n| n.ready).count()).unwrap_or(i32::MAX);
+    let all_ready = admitted && ready_nodes == member.spec.replicas;
+    let (phase, reason, message) = if genesis.is_none() {
+        (
+            PHASE_PENDING,
+            "WaitingForGenesis",
+            "waiting for the consortium genesis".to_string(),
+        )
+    } else if !admitted {
+        (
+            PHASE_PENDING,
+            "NotAdmitted",
+            "the member is not in the consortium's validator set".to_string(),
+        )
+    } else if all_ready {
+        (
+            PHASE_ACTIVE,
+            "NodesReady",
+            format!("{ready_nodes}/{} nodes ready", member.spec.replicas),
+        )
+    } else {
+        (
+            PHASE_ADMITTED,
+            "NodesStarting",
+            format!("{ready_nodes}/{} nodes ready", member.spec.replicas),
+        )
+    };
+    let unreachable = nodes.iter().filter(|n| n.ready && !n.reachable).count();
+    let status = MemberStatus {
+        phase: Some(phase.into()),
+        conditions: vec![
+            condition(
+                &old_status.conditions,
+                "Ready",
+                all_ready,
+                reason,
+                message.clone(),
+                generation,
+            ),
+            condition(
+                &old_status.conditions,
+                "Progressing",
+                !all_ready,
+                reason,
+                message,
+                generation,
+            ),
+            condition(
+                &old_status.conditions,
+                "Degraded",
+                unreachable > 0,
+                if unreachable > 0 {
+                    "NodeUnreachable"
+                } else {
+                    "AsExpected"
+                },
+                if unreachable > 0 {
+                    format!("{unreachable} ready node(s) did not answer Status")
+                } else {
+                    String::new()
+                },
+                generation,
+            ),
+        ],
+        observed_generation: generation,
+        node_public_keys: node_names
+            .iter()
+            .filter_map(|n| {
+                keys.node_public_key(n).map(|k| NodeKey {
+                    name: n.clone(),
+                    public_key: k,
+                })
+            })
+            .collect(),
+        admin_public_key: Some(keys.admin_public_key()?),
+        ready_nodes,
+        height: nodes.iter().filter_map(|n| n.height).max(),
+        view: nodes.iter().filter_map(|n| n.view).max(),
+        nodes,
+    };
+    if all_ready && old_status.phase.as_deref() != Some(PHASE_ACTIVE) {
+        ctx.event(
+            member,
+            EventType::Normal,
+            "Active",
+            "Reconcile",
+            "All nodes are ready".into(),
+        )
+        .await;
+    }
+    patch_status(ctx, member, &old_status, status).await?;
+    Ok(Action::requeue(if all_ready {
+        POLL_INTERVAL
+    } else {
+        WAIT_INTERVAL
+    }))
+}
+
+/// Pod readiness and restarts from the API, chain state from each node.
+async fn observe_nodes(
+    ctx: &Context,
+    member: &Member,
+    ns: &str,
+    node_names: &[String],
+) -> Result<Vec<NodeStatus>> {
+    let name = member.name_any();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector =
+        format!("app.kubernetes.io/name=kubeledger-node,app.kubernetes.io/instance={name}");
+    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    let mut out = Vec::new();
+    for node in node_names {
+        let pod = pods
+            .items
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(node.as_str()));
+        let pod_status = pod.and_then(|p| p.status.as_ref());
+        let ready = pod_status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let restarts = pod_status
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+            .unwrap_or(0);
+        let report = if pod.is_some() {
+            let host = names::node_host(node, &name, ns, &ctx.settings.cluster_domain);
+            ctx.prober.status(&host).await
+        } else {
+            None
+        };
+        out.push(NodeStatus {
+            name: node.clone(),
+            ready,
+            reachable: report.is_some(),
+            height: report.as_ref().map(|r| r.height),
+            view: report.as_ref().map(|r| r.view),
+            last_block_time: report
+                .as_ref()
+                .and_then(|r| crate::probe::rfc3339_ms(r.last_block_time_ms)),
+            restarts,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes the status with SSA, only when it differs from what is stored.
+async fn patch_status(
+    ctx: &Context,
+    member: &Member,
+    old: &MemberStatus,
+    new: MemberStatus,
+) -> Result<()> {
+    if *old == new {
+        return Ok(());
+    }
+    let ns = member
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({
+        "apiVersion": "kubeledger.io/v1alpha1",
+        "kind": "Member",
+        "status": new,
+    });
+    api.patch_status(
+        &member.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    ctx.metrics.status_write(CONTROLLER);
+    Ok(())
+}
+
+/// Tears down in order: nodes first, then what they used; volumes only when
+/// `storage.deleteOnTeardown` is set. The genesis ConfigMap belongs to the Consortium.
+async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
+    let name = member.name_any();
+    let ns = member
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let client = &ctx.client;
+    ctx.event(
+        member,
+        EventType::Normal,
+        "TearingDown",
+        "Teardown",
+        "Deleting the member's nodes".into(),
+    )
+    .await;
+    delete_if_exists::<StatefulSet>(client, &ns, &names::statefulset(&name)).await?;
+    delete_if_exists::<PodDisruptionBudget>(client, &ns, &names::pdb(&name)).await?;
+    delete_if_exists::<Service>(client, &ns, &names::client_service(&name)).await?;
+    delete_if_exists::<Service>(client, &ns, &names::headless_service(&name)).await?;
+    delete_if_exists::<ConfigMap>(client, &ns, &names::config_map(&name)).await?;
+    delete_if_exists::<ServiceAccount>(client, &ns, &names::service_account(&name)).await?;
+    delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
+    let delete_volumes = member
+        .spec
+        .storage
+        .as_ref()
+        .map(|s| s.delete_on_teardown)
+        .unwrap_or(false);
+    if delete_volumes {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+        let selector =
+            format!("app.kubernetes.io/name=kubeledger-node,app.kubernetes.io/instance={name}");
+        pvcs.delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels(&selector),
+        )
+        .await?;
+    }
+    info!(delete_volumes, "member torn down");
+    Ok(Action::await_change())
+}
+
+/// Changes that should trigger a Member reconcile: spec, finalizers, deletion.
+fn member_predicate(m: &Member) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    m.metadata.generation.hash(&mut h);
+    m.metadata.finalizers.hash(&mut h);
+    m.metadata.deletion_timestamp.is_some().hash(&mut h);
+    Some(h.finish())
+}
+
+/// Consortium changes Members care about: spec and genesis.
+fn consortium_predicate(c: &Consortium) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.metadata.generation.hash(&mut h);
+    c.status
+        .as_ref()
+        .and_then(|s| s.genesis_hash.clone())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// Runs the Member controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = ctx.client.clone();
+    let members: Api<Member> = Api::all(client.clone());
+    let wc = watcher::Config::default().timeout(WATCH_TIMEOUT_SECS);
+    let (reader, writer) = reflector::store();
+    let member_stream = watcher(members, wc.clone())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(member_predicate, Default::default());
+    let consortium_stream = watcher(Api::<Consortium>::all(client.clone()), wc.clone())
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(consortium_predicate, Default::default());
+    let store = reader.clone();
+    Controller::for_stream(member_stream, reader)
+        .owns(Api::<StatefulSet>::all(client.clone()), wc.clone())
+        .watches_stream(consortium_stream, move |c: Consortium| {
+            let cname = c.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|m| m.spec.consortium == cname)
+                .map(|m| ObjectRef::from_obj(&*m))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            match res {
+                Ok((obj, _)) => tracing::debug!(member = %obj.name, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+}

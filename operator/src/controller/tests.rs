@@ -1,0 +1,616 @@
+//! Reconcile call-contract tests against a mocked API server (tower-test): every
+//! request's method, path and body is asserted and answered in order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::Client;
+use serde_json::{json, Value};
+
+use super::{consortium, member, Context, FINALIZER};
+use crate::crd::{Consortium, ConsortiumStatus, Member, MemberStatus};
+use crate::fixtures;
+use crate::genesis::{build_genesis, genesis_hash};
+use crate::metrics::Metrics;
+use crate::probe::{NodeReport, StaticProber};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Check = Box<dyn Fn(&Value) + Send>;
+
+/// One expected request and the answer to give.
+struct Call {
+    method: &'static str,
+    uri: String,
+    status: u16,
+    respond: Option<Value>,
+    check: Option<Check>,
+}
+
+impl Call {
+    fn new(method: &'static str, uri: impl Into<String>) -> Self {
+        Self {
+            method,
+            uri: uri.into(),
+            status: 200,
+            respond: None,
+            check: None,
+        }
+    }
+    fn respond(mut self, v: Value) -> Self {
+        self.respond = Some(v);
+        self
+    }
+    fn not_found(mut self) -> Self {
+        self.status = 404;
+        self.respond = Some(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "NotFound", "code": 404}),
+        );
+        self
+    }
+    fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
+        self.check = Some(Box::new(f));
+        self
+    }
+}
+
+const APPLY: &str = "?&force=true&fieldManager=kubeledger-operator";
+
+fn apply_uri(path: &str) -> String {
+    format!("{path}{APPLY}")
+}
+
+fn success() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+}
+
+/// Answers `calls` in order; returns the request bodies.
+fn serve(mut handle: Handle, calls: Vec<Call>) -> tokio::task::JoinHandle<Vec<Value>> {
+    tokio::spawn(async move {
+        let mut bodies = Vec::new();
+        for call in calls {
+            let (request, send) = handle.next_request().await.expect("service not called");
+            assert_eq!(
+                (request.method().as_str(), request.uri().to_string()),
+                (call.method, call.uri.clone()),
+                "unexpected request"
+            );
+            let bytes = request.into_body().collect_bytes().await.expect("body");
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("json body")
+            };
+            if let Some(check) = &call.check {
+                check(&body);
+            }
+            let answer = call.respond.unwrap_or_else(|| body.clone());
+            let response = Response::builder()
+                .status(call.status)
+                .body(Body::from(serde_json::to_vec(&answer).expect("json")))
+                .expect("response");
+            send.send_response(response);
+            bodies.push(body);
+        }
+        bodies
+    })
+}
+
+fn context(prober: StaticProber) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context::new(
+        client,
+        fixtures::settings(),
+        Arc::new(Metrics::default()),
+        Arc::new(prober),
+    );
+    (Arc::new(ctx), handle)
+}
+
+async fn run_member(m: Member, prober: StaticProber, calls: Vec<Call>) -> (Action, Vec<Value>) {
+    let (ctx, handle) = context(prober);
+    let server = serve(handle, calls);
+    let action = tokio::time::timeout(Duration::from_secs(5), member::reconcile(Arc::new(m), ctx))
+        .await
+        .expect("reconcile timed out (an unexpected API call?)")
+        .expect("reconcile");
+    let bodies = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("not every expected call was made")
+        .expect("verifier");
+    (action, bodies)
+}
+
+async fn run_consortium(
+    c: Consortium,
+    prober: StaticProber,
+    calls: Vec<Call>,
+) -> (Action, Vec<Value>) {
+    let (ctx, handle) = context(prober);
+    let server = serve(handle, calls);
+    let action = tokio::time::timeout(
+        Duration::from_secs(5),
+        consortium::reconcile(Arc::new(c), ctx),
+    )
+    .await
+    .expect("reconcile timed out (an unexpected API call?)")
+    .expect("reconcile");
+    let bodies = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("not every expected call was made")
+        .expect("verifier");
+    (action, bodies)
+}
+
+fn with_finalizer<K: kube::Resource>(mut obj: K) -> K {
+    obj.meta_mut().finalizers = Some(vec![FINALIZER.into()]);
+    obj
+}
+
+/// The fixture Consortium after genesis (org1 with 2 nodes, org2 with 1).
+fn consortium_with_genesis() -> Consortium {
+    let mut c = with_finalizer(fixtures::consortium());
+    let g = build_genesis(&c, &fixtures::members_with_keys(), 1, "cluster.local")
+        .expect("valid")
+        .expect("ready");
+    let text = g.to_json().expect("json");
+    c.status = Some(ConsortiumStatus {
+        genesis_hash: Some(genesis_hash(&text)),
+        genesis: Some(text),
+        config: Some(g.effective_config()),
+        ..Default::default()
+    });
+    c
+}
+
+fn member_json(m: &Member) -> Value {
+    serde_json::to_value(m).expect("json")
+}
+
+fn member_apply_calls(c: &Consortium, existing_secret: Option<Value>) -> Vec<Call> {
+    let ns = "/api/v1/namespaces/org1";
+    let mut calls = vec![
+        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
+            .respond(serde_json::to_value(c).expect("json")),
+    ];
+    let secret_get = Call::new("GET", format!("{ns}/secrets/org1-keys"));
+    calls.push(match existing_secret {
+        Some(s) => secret_get.respond(s),
+        None => secret_get.not_found(),
+    });
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri(&format!("{ns}/serviceaccounts/org1-node")),
+        )
+        .check(|b| assert_eq!(b["automountServiceAccountToken"], false)),
+    );
+    calls.push(
+        Call::new("PATCH", apply_uri(&format!("{ns}/secrets/org1-keys"))).check(|b| {
+            assert_eq!(b["kind"], "Secret");
+            assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Member");
+        }),
+    );
+    calls
+}
+
+fn member_workload_calls() -> Vec<Call> {
+    let ns = "/api/v1/namespaces/org1";
+    vec![
+        Call::new("PATCH", apply_uri(&format!("{ns}/configmaps/org1-config"))),
+        Call::new("PATCH", apply_uri(&format!("{ns}/services/org1-nodes")))
+            .check(|b| assert_eq!(b["spec"]["clusterIP"], "None")),
+        Call::new("PATCH", apply_uri(&format!("{ns}/services/org1-client"))),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/policy/v1/namespaces/org1/poddisruptionbudgets/org1"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/apps/v1/namespaces/org1/statefulsets/org1"),
+        )
+        .check(|b| assert_eq!(b["spec"]["replicas"], 2)),
+    ]
+}
+
+fn pods_call(pods: Value) -> Call {
+    Call::new(
+        "GET",
+        "/api/v1/namespaces/org1/pods?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Capp.kubernetes.io%2Finstance%3Dorg1",
+    )
+    .respond(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}))
+}
+
+fn event_call(ns: &str, reason: &'static str) -> Call {
+    Call::new(
+        "POST",
+        format!("/apis/events.k8s.io/v1/namespaces/{ns}/events?"),
+    )
+    .check(move |b| assert_eq!(b["reason"], reason))
+}
+
+fn ready_pod(name: &str, restarts: i32) -> Value {
+    json!({
+        "metadata": {"name": name, "namespace": "org1"},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "node", "ready": true, "restartCount": restarts, "image": "x", "imageID": "x"}]
+        }
+    })
+}
+
+#[tokio::test]
+async fn member_create_generates_keys_and_applies_everything() {
+    let c = consortium_with_genesis();
+    let m = with_finalizer(fixtures::member());
+    let mut calls = member_apply_calls(&c, None);
+    calls.insert(4, event_call("org1", "KeysGenerated"));
+    calls.extend(member_workload_calls());
+    calls.push(pods_call(json!([])));
+    let m_answer = member_json(&m);
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1/status"),
+        )
+        .respond(m_answer)
+        .check(|b| {
+            assert_eq!(b["status"]["phase"], "Admitted");
+            assert_eq!(
+                b["status"]["nodePublicKeys"].as_array().map(Vec::len),
+                Some(2)
+            );
+            assert_eq!(b["status"]["readyNodes"], 0);
+        }),
+    );
+    let (action, bodies) = run_member(m, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::requeue(super::WAIT_INTERVAL));
+    // The generated keys were written, never logged: three files, 64 hex chars each.
+    let data = bodies[3]["data"].as_object().expect("secret data");
+    assert_eq!(data.len(), 3);
+}
+
+#[tokio::test]
+async fn member_update_keeps_issued_keys_and_skips_unchanged_status() {
+    let c = consortium_with_genesis();
+    let keys = fixtures::keys();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "org1-keys", "namespace": "org1"},
+        "data": keys.to_files().into_iter().map(|(k, v)| (k, Value::from(base64(v.as_bytes())))).collect::<serde_json::Map<_, _>>()
+    });
+    let m = with_finalizer(fixtures::member());
+    let reports: HashMap<String, NodeReport> = ["org1-0", "org1-1"]
+        .iter()
+        .map(|n| {
+            (
+                format!("{n}.org1-nodes.org1.svc.cluster.local"),
+                NodeReport {
+                    height: 7,
+                    view: 1,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let prober = StaticProber(reports);
+    let pods = json!([ready_pod("org1-0", 0), ready_pod("org1-1", 2)]);
+
+    // First pass: status changes (becomes Active) and is written once.
+    let mut calls = member_apply_calls(&c, Some(secret.clone()));
+    calls[3] = Call::new(
+        "PATCH",
+        apply_uri("/api/v1/namespaces/org1/secrets/org1-keys"),
+    )
+    .check(move |b| {
+        let expected = base64(format!("{}\n", "01".repeat(32)).as_bytes());
+        assert_eq!(
+            b["data"]["org1-0.key"],
+            Value::from(expected),
+            "an issued key was regenerated"
+        );
+    });
+    calls.extend(member_workload_calls());
+    calls.push(pods_call(pods.clone()));
+    calls.push(event_call("org1", "Active"));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1/status"),
+        )
+        .respond(member_json(&m))
+        .check(|b| {
+            assert_eq!(b["status"]["phase"], "Active");
+            assert_eq!(b["status"]["height"], 7);
+            assert_eq!(b["status"]["nodes"][1]["restarts"], 2);
+        }),
+    );
+    let (action, bodies) = run_member(m.clone(), prober.clone(), calls).await;
+    assert_eq!(action, Action::requeue(super::POLL_INTERVAL));
+
+    // Second pass with that status stored: nothing to write, no status patch.
+    let status: MemberStatus =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+    let mut m2 = m;
+    m2.status = Some(status);
+    let mut calls = member_apply_calls(&c, Some(secret));
+    calls.extend(member_workload_calls());
+    calls.push(pods_call(pods));
+    run_member(m2, prober, calls).await;
+}
+
+#[tokio::test]
+async fn member_waits_for_genesis_without_statefulset() {
+    let mut c = with_finalizer(fixtures::consortium());
+    c.status = None;
+    let m = with_finalizer(fixtures::member());
+    let mut calls = member_apply_calls(&c, None);
+    calls.insert(4, event_call("org1", "KeysGenerated"));
+    calls.extend(member_workload_calls().into_iter().take(4));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1/status"),
+        )
+        .respond(member_json(&m))
+        .check(|b| {
+            assert_eq!(b["status"]["phase"], "Pending");
+            assert_eq!(b["status"]["conditions"][1]["reason"], "WaitingForGenesis");
+        }),
+    );
+    run_member(m, StaticProber::default(), calls).await;
+}
+
+#[tokio::test]
+async fn member_without_finalizer_gets_one_first() {
+    let m = fixtures::member();
+    let answer = member_json(&with_finalizer(m.clone()));
+    let calls = vec![Call::new(
+        "PATCH",
+        "/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1?",
+    )
+    .respond(answer)
+    .check(|b| {
+        let ops = b.as_array().expect("json patch");
+        assert!(ops
+            .iter()
+            .any(|op| op["op"] == "add" && op["value"] == json!([FINALIZER])));
+    })];
+    let (action, _) = run_member(m, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn member_teardown_deletes_in_order_and_keeps_volumes() {
+    let mut m = with_finalizer(fixtures::member());
+    m.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let ns = "/api/v1/namespaces/org1";
+    let calls = vec![
+        event_call("org1", "TearingDown"),
+        Call::new("DELETE", "/apis/apps/v1/namespaces/org1/statefulsets/org1?").respond(success()),
+        Call::new(
+            "DELETE",
+            "/apis/policy/v1/namespaces/org1/poddisruptionbudgets/org1?",
+        )
+        .respond(success()),
+        Call::new("DELETE", format!("{ns}/services/org1-client?")).respond(success()),
+        Call::new("DELETE", format!("{ns}/services/org1-nodes?")).respond(success()),
+        Call::new("DELETE", format!("{ns}/configmaps/org1-config?")).not_found(),
+        Call::new("DELETE", format!("{ns}/serviceaccounts/org1-node?")).respond(success()),
+        Call::new("DELETE", format!("{ns}/secrets/org1-keys?")).respond(success()),
+        // No PVC deletion: storage.deleteOnTeardown defaults to false.
+        Call::new(
+            "PATCH",
+            "/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1?",
+        )
+        .respond(member_json(&m))
+        .check(|b| {
+            assert!(b
+                .as_array()
+                .expect("ops")
+                .iter()
+                .any(|op| op["op"] == "remove"))
+        }),
+    ];
+    let (action, _) = run_member(m, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::await_change());
+}
+
+fn members_list(members: &[Member]) -> Call {
+    Call::new("GET", "/apis/kubeledger.io/v1alpha1/members?")
+        .respond(json!({"apiVersion": "kubeledger.io/v1alpha1", "kind": "MemberList", "metadata": {}, "items": members}))
+}
+
+#[tokio::test]
+async fn consortium_creates_genesis_once_and_distributes_it() {
+    let c = with_finalizer(fixtures::consortium());
+    let members = fixtures::members_with_keys();
+    let answer = serde_json::to_value(&c).expect("json");
+    let calls = vec![
+        members_list(&members),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(answer.clone())
+        .check(|b| {
+            let g: Value = serde_json::from_str(b["status"]["genesis"].as_str().expect("genesis"))
+                .expect("json");
+            assert_eq!(g["chain_id"], "escrow-prod");
+            assert_eq!(g["validators"].as_array().map(Vec::len), Some(3));
+        }),
+        event_call("default", "GenesisCreated"),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        )
+        .check(|b| assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Consortium")),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(answer)
+        .check(|b| {
+            assert_eq!(b["status"]["phase"], "Bootstrapping");
+            assert_eq!(b["status"]["membersSummary"], "0/2");
+        }),
+    ];
+    let (_, bodies) = run_consortium(c, StaticProber::default(), calls).await;
+    // The final status still carries the very genesis written first.
+    assert_eq!(
+        bodies[1]["status"]["genesis"],
+        bodies[5]["status"]["genesis"]
+    );
+}
+
+#[tokio::test]
+async fn consortium_waits_for_founder_keys() {
+    let c = with_finalizer(fixtures::consortium());
+    let mut members = fixtures::members_with_keys();
+    members[1].status = None;
+    let calls = vec![
+        members_list(&members),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            assert_eq!(b["status"]["phase"], "Pending");
+            assert!(b["status"].get("genesis").is_none());
+        }),
+    ];
+    let (action, _) = run_consortium(c, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::requeue(super::WAIT_INTERVAL));
+}
+
+#[tokio::test]
+async fn consortium_aggregates_node_status() {
+    let c = consortium_with_genesis();
+    let mut members = fixtures::members_with_keys();
+    for m in &mut members {
+        if let Some(s) = m.status.as_mut() {
+            s.phase = Some("Active".into());
+        }
+    }
+    let primary = members[0].status.as_ref().expect("s").node_public_keys[0]
+        .public_key
+        .clone();
+    let hosts = [
+        "org1-0.org1-nodes.org1.svc.cluster.local",
+        "org1-1.org1-nodes.org1.svc.cluster.local",
+        "org2-0.org2-nodes.org2.svc.cluster.local",
+    ];
+    let prober = StaticProber(
+        hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.to_string(),
+                    NodeReport {
+                        height: 42,
+                        view: 3,
+                        primary: primary.clone(),
+                        last_block_time_ms: 1_764_000_000_000,
+                        txs_committed: 1000,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    );
+    let calls = vec![
+        members_list(&members),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+        event_call("default", "Running"),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["phase"], "Running");
+            assert_eq!(s["height"], 42);
+            assert_eq!(s["view"], 3);
+            assert_eq!(s["primary"], "org1-0");
+            assert_eq!(s["membersSummary"], "2/2");
+            assert_eq!(s["lastBlockTime"], "2025-11-24T16:00:00Z");
+            assert_eq!(s["conditions"][0]["type"], "Ready");
+            assert_eq!(s["conditions"][0]["status"], "True");
+        }),
+    ];
+    let (action, _) = run_consortium(c, prober, calls).await;
+    assert_eq!(action, Action::requeue(super::POLL_INTERVAL));
+}
+
+#[tokio::test]
+async fn consortium_teardown_removes_genesis_copies() {
+    let mut c = consortium_with_genesis();
+    c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let members = fixtures::members_with_keys();
+    let calls = vec![
+        event_call("default", "TearingDown"),
+        members_list(&members),
+        Call::new(
+            "DELETE",
+            "/api/v1/namespaces/org1/configmaps/escrow-genesis?",
+        )
+        .respond(success()),
+        Call::new(
+            "DELETE",
+            "/api/v1/namespaces/org2/configmaps/escrow-genesis?",
+        )
+        .not_found(),
+        Call::new("PATCH", "/apis/kubeledger.io/v1alpha1/consortia/escrow?")
+            .respond(serde_json::to_value(&c).expect("json"))
+            .check(|b| {
+                assert!(b
+                    .as_array()
+                    .expect("ops")
+                    .iter()
+                    .any(|op| op["op"] == "remove"))
+            }),
+    ];
+    run_consortium(c, StaticProber::default(), calls).await;
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

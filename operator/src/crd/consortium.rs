@@ -1,0 +1,335 @@
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A consortium: one chain shared by several organisations ([`Member`](super::Member)s),
+/// each running validator nodes in its own namespace.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kubeledger.io",
+    version = "v1alpha1",
+    kind = "Consortium",
+    plural = "consortia",
+    singular = "consortium",
+    shortname = "cons",
+    status = "ConsortiumStatus",
+    category = "kubeledger",
+    printcolumn = r#"{"name":"Chain","type":"string","jsonPath":".spec.chainId"}"#,
+    printcolumn = r#"{"name":"Height","type":"integer","jsonPath":".status.height"}"#,
+    printcolumn = r#"{"name":"View","type":"integer","jsonPath":".status.view"}"#,
+    printcolumn = r#"{"name":"Primary","type":"string","jsonPath":".status.primary"}"#,
+    printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.membersSummary"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.maxTxBytes <= self.maxBlockBytes", "message": "maxTxBytes must not exceed maxBlockBytes"},
+    {"rule": "duration(self.viewChangeTimeout) > duration(self.blockInterval)", "message": "viewChangeTimeout must be longer than blockInterval"}
+]))]
+pub struct ConsortiumSpec {
+    /// Chain identifier, written into genesis and every transaction. Immutable.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "chainId is immutable"}]))]
+    pub chain_id: String,
+
+    /// The Members whose nodes form the genesis validator set.
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "size(self) >= 1", "message": "at least one founding member is required"}]))]
+    pub founders: Vec<MemberRef>,
+
+    /// Target time between blocks (Go duration, e.g. `200ms`).
+    #[serde(default = "default_block_interval")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('10ms') && duration(self) <= duration('1m')", "message": "blockInterval must be a duration between 10ms and 1m"}]))]
+    pub block_interval: String,
+
+    /// Maximum transactions per block.
+    #[serde(default = "default_max_block_txs")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_block_txs: u32,
+
+    /// Maximum encoded size of a block in bytes.
+    #[serde(default = "default_max_block_bytes")]
+    #[schemars(range(min = 1024, max = 67108864))]
+    pub max_block_bytes: u64,
+
+    /// Maximum encoded size of one transaction in bytes.
+    #[serde(default = "default_max_tx_bytes")]
+    #[schemars(range(min = 128, max = 16777216))]
+    pub max_tx_bytes: u64,
+
+    /// Blocks between PBFT checkpoints.
+    #[serde(default = "default_checkpoint_interval")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub checkpoint_interval: u64,
+
+    /// Time without progress before replicas start a view change (Go duration).
+    #[serde(default = "default_view_change_timeout")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('100ms') && duration(self) <= duration('10m')", "message": "viewChangeTimeout must be a duration between 100ms and 10m"}]))]
+    pub view_change_timeout: String,
+
+    /// Defaults for every member's nodes; Members may override resources and storage.
+    #[serde(default)]
+    pub node_defaults: NodeTemplate,
+
+    /// How new members are admitted after genesis (enforced by a later release).
+    #[serde(default)]
+    pub admission: AdmissionPolicy,
+
+    /// Automatic healing of stuck or corrupt nodes (enforced by a later release).
+    #[serde(default)]
+    pub healing: HealingSpec,
+}
+
+/// A reference to a namespaced [`Member`](super::Member).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct MemberRef {
+    #[schemars(length(min = 1, max = 63))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+}
+
+/// Node settings shared by a consortium's members.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTemplate {
+    /// Node image; defaults to the operator's `--node-image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Container resources of each node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default)]
+    pub storage: StorageSpec,
+}
+
+/// The persistent volume of each node.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size (Kubernetes quantity).
+    #[serde(default = "default_storage_size")]
+    pub size: String,
+    /// StorageClass; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Delete the nodes' PersistentVolumeClaims when the Member is deleted.
+    #[serde(default)]
+    pub delete_on_teardown: bool,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            delete_on_teardown: false,
+        }
+    }
+}
+
+/// How members join after genesis.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.mode != 'Vote' || has(self.vote)", "message": "mode Vote requires the vote settings"}]))]
+pub struct AdmissionPolicy {
+    #[serde(default)]
+    pub mode: AdmissionMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote: Option<VotePolicy>,
+}
+
+impl Default for AdmissionPolicy {
+    fn default() -> Self {
+        Self {
+            mode: AdmissionMode::Automatic,
+            vote: None,
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum AdmissionMode {
+    #[default]
+    Automatic,
+    Vote,
+}
+
+/// Admission by an on-chain vote of the existing members.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VotePolicy {
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 100))]
+    pub threshold_percent: u8,
+    #[serde(default)]
+    pub comparator: VoteComparator,
+    /// How long a proposal stays open (Go duration).
+    #[serde(default = "default_vote_expiry")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) > duration('0s')", "message": "expiry must be a positive duration"}]))]
+    pub expiry: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum VoteComparator {
+    GreaterThan,
+    #[default]
+    AtLeast,
+}
+
+/// Healing of nodes that are stuck, lagging or corrupt.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealingSpec {
+    #[serde(default)]
+    pub enabled: bool,
+    /// A node whose height has not moved for this long is stuck (Go duration).
+    #[serde(default = "default_stuck_after")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) > duration('0s')", "message": "stuckAfter must be a positive duration"}]))]
+    pub stuck_after: String,
+    /// Blocks behind the consortium height before a node counts as lagging.
+    #[serde(default = "default_max_lag")]
+    pub max_lag: u64,
+    #[serde(default = "default_max_restarts")]
+    #[schemars(range(max = 60))]
+    pub max_restarts_per_hour: u32,
+    /// Rebuild a node's volume from peers when its store is corrupt.
+    #[serde(default)]
+    pub rebuild_corrupt: bool,
+}
+
+impl Default for HealingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            stuck_after: default_stuck_after(),
+            max_lag: default_max_lag(),
+            max_restarts_per_hour: default_max_restarts(),
+            rebuild_corrupt: false,
+        }
+    }
+}
+
+/// Observed state of a consortium.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsortiumStatus {
+    /// Pending (waiting for founders' keys), Bootstrapping, Running or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Highest committed height reported by any node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<u64>,
+    /// Name of the current primary node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validators: Vec<ValidatorStatus>,
+    #[serde(default)]
+    pub members_ready: u32,
+    #[serde(default)]
+    pub members_total: u32,
+    /// `ready/total`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_summary: Option<String>,
+    /// RFC 3339 time of the newest block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_block_time: Option<String>,
+    /// Committed transactions per second since the previous poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_tps: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txs_committed: Option<u64>,
+    /// Unix milliseconds of the poll behind `txsCommitted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polled_at_ms: Option<u64>,
+    /// The chain parameters in effect (from genesis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<EffectiveConfig>,
+    /// The genesis document, created once and never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis: Option<String>,
+    /// SHA-256 of `genesis`, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub genesis_hash: Option<String>,
+}
+
+/// One validator of the genesis set.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ValidatorStatus {
+    pub name: String,
+    pub member: String,
+    pub public_key: String,
+    pub peer_address: String,
+    #[serde(default)]
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+}
+
+/// Chain parameters as fixed by genesis.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectiveConfig {
+    pub chain_id: String,
+    pub block_interval_ms: u64,
+    pub max_block_txs: u32,
+    pub max_block_bytes: u64,
+    pub max_tx_bytes: u64,
+    pub checkpoint_interval: u64,
+    pub view_change_timeout_ms: u64,
+}
+
+fn default_block_interval() -> String {
+    "200ms".into()
+}
+fn default_max_block_txs() -> u32 {
+    10_000
+}
+fn default_max_block_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+fn default_max_tx_bytes() -> u64 {
+    64 * 1024
+}
+fn default_checkpoint_interval() -> u64 {
+    100
+}
+fn default_view_change_timeout() -> String {
+    "2s".into()
+}
+fn default_storage_size() -> String {
+    "10Gi".into()
+}
+fn default_threshold() -> u8 {
+    67
+}
+fn default_vote_expiry() -> String {
+    "24h".into()
+}
+fn default_stuck_after() -> String {
+    "5m".into()
+}
+fn default_max_lag() -> u64 {
+    1000
+}
+fn default_max_restarts() -> u32 {
+    3
+}

@@ -1,0 +1,106 @@
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::StorageSpec;
+
+/// An organisation taking part in a consortium, running `replicas` validator
+/// nodes in the Member's namespace.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "kubeledger.io",
+    version = "v1alpha1",
+    kind = "Member",
+    plural = "members",
+    singular = "member",
+    shortname = "mem",
+    namespaced,
+    status = "MemberStatus",
+    category = "kubeledger",
+    printcolumn = r#"{"name":"Consortium","type":"string","jsonPath":".spec.consortium"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyNodes"}"#,
+    printcolumn = r#"{"name":"Height","type":"integer","jsonPath":".status.height"}"#,
+    printcolumn = r#"{"name":"View","type":"integer","jsonPath":".status.view"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberSpec {
+    /// Name of the (cluster-scoped) Consortium this member belongs to. Immutable.
+    #[schemars(length(min = 1, max = 63))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "self == oldSelf", "message": "consortium is immutable"}]))]
+    pub consortium: String,
+    /// Organisation name, shown to the other members.
+    #[schemars(length(min = 1, max = 128))]
+    pub organization: String,
+    /// Number of validator nodes this member runs.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 16))]
+    pub replicas: i32,
+    /// Overrides the consortium's node resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Overrides the consortium's node storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Observed state of a member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Pending, Admitted, Active or Removing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ed25519 public key (hex) of each node, by node name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_public_keys: Vec<NodeKey>,
+    /// Public key (hex) of the member's admin key, for on-chain votes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_public_key: Option<String>,
+    #[serde(default)]
+    pub ready_nodes: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// A node's public key.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeKey {
+    pub name: String,
+    pub public_key: String,
+}
+
+/// Observed state of one node.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    pub name: String,
+    pub ready: bool,
+    /// Whether the node answered the Status RPC.
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_block_time: Option<String>,
+    #[serde(default)]
+    pub restarts: i32,
+}

@@ -1,0 +1,46 @@
+//! Errors of the operator library.
+
+/// Everything that can fail in reconcile, build or render.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("finalizer error: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    #[error("serialization error: {0}")]
+    Json(#[from] serde_json::Error),
+
+    #[error("YAML error: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    #[error(transparent)]
+    Duration(#[from] crate::crd::DurationError),
+
+    #[error("invalid key material in Secret {secret}: {reason}")]
+    InvalidKey { secret: String, reason: String },
+
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(_) => "finalizer",
+            Error::Json(_) | Error::Yaml(_) => "serialization",
+            Error::InvalidSpec(_) | Error::Duration(_) => "invalid_spec",
+            Error::InvalidKey { .. } => "invalid_key",
+            Error::MissingField(_) => "missing_field",
+        }
+        .to_string()
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,42 @@
+//! kubeledger operator: runs kubeledger consortia on Kubernetes.
+//!
+//! # Reconcile pipeline
+//!
+//! Both controllers follow the same steps, each in its own module:
+//!
+//! 1. **dereference** – read what the custom resource points at (the Member's
+//!    Consortium, existing key Secrets, the founders of a Consortium);
+//! 2. **validate** – check what the CRD schema and CEL rules cannot
+//!    (unique node names, genesis already fixed, …);
+//! 3. **build** – [`build`] turns the resources into the desired Kubernetes
+//!    objects with pure functions (no I/O), also used by `kubeledger-operator render`;
+//! 4. **apply** – server-side apply of every object with `force` under the one
+//!    field manager [`FIELD_MANAGER`];
+//! 5. **update status** – derived from what was applied and from polling the
+//!    nodes' `Status` RPC; patched only when it changed.
+
+pub mod build;
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod genesis;
+pub mod keys;
+pub mod leader;
+pub mod metrics;
+pub mod probe;
+pub mod render;
+pub mod telemetry;
+
+#[cfg(test)]
+pub mod fixtures;
+
+pub use error::{Error, Result};
+
+/// The single field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "kubeledger-operator";
+
+/// Generated gRPC client of the node API.
+pub mod proto {
+    #![allow(clippy::all, clippy::pedantic, missing_docs)]
+    tonic::include_proto!("kubeledger.v1");
+}
