@@ -5,10 +5,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("kubeledger_descriptor.bin"))
         .bytes(".kubeledger.v1.SignedTransaction.body")
+        .bytes(".kubeledger.v1.PeerFrame.consensus")
         .compile_protos(
             &[
                 "proto/kubeledger/v1/types.proto",
                 "proto/kubeledger/v1/ledger.proto",
+                "proto/kubeledger/v1/peer.proto",
             ],
             &["proto"],
         )?;

@@ -1,23 +1,26 @@
 //! The kubeledger ledger node.
 //!
 //! The node is split along one boundary: **consensus orders, the ledger
-//! executes**. An orderer (today [`runtime::solo`], a single replica; PBFT
-//! replicas later) takes verified transactions from the [`mempool`], cuts
-//! them into a [`block::Proposal`] under the block interval and size
-//! limits, and hands the proposal to [`ledger::Ledger::commit`], which
-//! validates it against the chain, executes it, and writes block, state,
+//! executes**. The PBFT replica ([`consensus`], for any number of
+//! validators, one included) takes verified transactions from the
+//! [`mempool`] through the primary's block cutter, agrees on them with its
+//! peers, and hands each committed payload to
+//! [`ledger::Ledger::commit_certified`], which validates it against the
+//! chain, executes it, and writes block, commit certificate, state,
 //! history and indexes in one fsynced RocksDB batch.
 //!
 //! ```text
-//!  clients ──gRPC──▶ api ──▶ tx::admission ──▶ mempool ──▶ orderer ──▶ ledger ──▶ RocksDB
-//!                     ▲                                                 │
-//!                     └────────── commit notifications (subscribe, wait)┘
+//!  clients ──gRPC──▶ api ──▶ admission ──▶ mempool ──▶ consensus ◀──▶ peers
+//!                     ▲                                   │
+//!                     │                                executor ──▶ ledger ──▶ RocksDB
+//!                     └──── commit notifications (subscribe, wait) ◀──┘
 //! ```
 
 pub mod api;
 pub mod block;
 pub mod client;
 pub mod config;
+pub mod consensus;
 pub mod crypto;
 pub mod genesis;
 pub mod ledger;

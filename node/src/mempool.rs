@@ -7,7 +7,7 @@
 //! so there is no instant at which a resubmitted transaction is neither
 //! pending nor committed: it can never be admitted twice.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -18,8 +18,11 @@ use crate::tx::{Rejection, TxId, VerifiedTx};
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Arrival order. May hold stale entries (committed while queued, found
+    /// elsewhere); an entry counts only while its id is in `queued`.
     queue: VecDeque<Arc<VerifiedTx>>,
-    queued: HashSet<TxId>,
+    /// Queued ids with their encoded size.
+    queued: HashMap<TxId, usize>,
     in_flight: HashSet<TxId>,
     queued_bytes: usize,
     closed: bool,
@@ -96,7 +99,7 @@ impl Mempool {
                     RejectReason::DuplicateCommitted,
                     format!("transaction {id} is already committed"),
                 ))
-            } else if inner.queued.contains(&id) || inner.in_flight.contains(&id) {
+            } else if inner.queued.contains_key(&id) || inner.in_flight.contains(&id) {
                 Err(Rejection::new(
                     RejectReason::DuplicatePending,
                     format!("transaction {id} is already pending"),
@@ -110,8 +113,9 @@ impl Mempool {
                     ),
                 ))
             } else {
-                inner.queued_bytes += tx.encoded_len();
-                inner.queued.insert(id);
+                let size = tx.encoded_len();
+                inner.queued_bytes += size;
+                inner.queued.insert(id, size);
                 inner.queue.push_back(Arc::new(tx));
                 added = true;
                 Ok(id)
@@ -137,6 +141,10 @@ impl Mempool {
             let Some(next) = inner.queue.front() else {
                 break;
             };
+            if !inner.queued.contains_key(&next.id) {
+                inner.queue.pop_front(); // stale entry
+                continue;
+            }
             let size = next.encoded_len();
             if !taken.is_empty() && bytes + size > max_bytes {
                 break;
@@ -153,12 +161,39 @@ impl Mempool {
         taken
     }
 
-    /// Releases the ids of a committed block.
+    /// Releases the ids of a committed block, queued or in flight.
     pub fn committed(&self, ids: &[TxId]) {
         let mut inner = self.lock();
         for id in ids {
             inner.in_flight.remove(id);
+            if let Some(size) = inner.queued.remove(id) {
+                inner.queued_bytes = inner.queued_bytes.saturating_sub(size);
+            }
         }
+        if inner.queue.len() > 2 * inner.queued.len() + 1024 {
+            let Inner { queue, queued, .. } = &mut *inner;
+            queue.retain(|t| queued.contains_key(&t.id));
+        }
+    }
+
+    /// For each id, whether it is queued or in flight here (its signature
+    /// was verified at admission).
+    pub fn contains_all(&self, ids: &[TxId]) -> Vec<bool> {
+        let inner = self.lock();
+        ids.iter()
+            .map(|id| inner.queued.contains_key(id) || inner.in_flight.contains(id))
+            .collect()
+    }
+
+    /// The queued (not in flight) transactions, oldest first.
+    pub fn queued(&self) -> Vec<Arc<VerifiedTx>> {
+        let inner = self.lock();
+        inner
+            .queue
+            .iter()
+            .filter(|t| inner.queued.contains_key(&t.id))
+            .cloned()
+            .collect()
     }
 
     /// Puts in-flight transactions back at the front, in their order, after
@@ -166,9 +201,12 @@ impl Mempool {
     pub fn requeue(&self, txs: Vec<Arc<VerifiedTx>>) {
         let mut inner = self.lock();
         for tx in txs.into_iter().rev() {
-            inner.in_flight.remove(&tx.id);
-            inner.queued_bytes += tx.encoded_len();
-            inner.queued.insert(tx.id);
+            if !inner.in_flight.remove(&tx.id) {
+                continue; // committed meanwhile, or already queued
+            }
+            let size = tx.encoded_len();
+            inner.queued_bytes += size;
+            inner.queued.insert(tx.id, size);
             inner.queue.push_front(tx);
         }
         drop(inner);
@@ -182,13 +220,13 @@ impl Mempool {
 
     pub fn is_pending(&self, id: &TxId) -> bool {
         let inner = self.lock();
-        inner.queued.contains(id) || inner.in_flight.contains(id)
+        inner.queued.contains_key(id) || inner.in_flight.contains(id)
     }
 
     pub fn stats(&self) -> MempoolStats {
         let inner = self.lock();
         MempoolStats {
-            queued: inner.queue.len(),
+            queued: inner.queued.len(),
             queued_bytes: inner.queued_bytes,
             in_flight: inner.in_flight.len(),
         }
@@ -300,6 +338,26 @@ mod tests {
         assert_eq!(again, ids);
         // A single oversized transaction still gets taken alone.
         assert_eq!(pool.take(100, 1).len(), 1);
+    }
+
+    #[test]
+    fn a_commit_removes_queued_transactions_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(100);
+        pool.admit((1..=4).map(tx).collect(), &ledger);
+        let ids: Vec<TxId> = (1..=4).map(|n| tx(n).id).collect();
+        assert_eq!(pool.contains_all(&ids), vec![true; 4]);
+        // A backup's queued transactions commit in the primary's block.
+        pool.committed(&ids[1..3]);
+        assert_eq!(pool.contains_all(&ids), vec![true, false, false, true]);
+        assert_eq!(pool.stats().queued, 2);
+        assert_eq!(pool.stats().queued_bytes, 2 * tx(1).encoded_len());
+        let rest: Vec<TxId> = pool.queued().iter().map(|t| t.id).collect();
+        assert_eq!(rest, vec![ids[0], ids[3]]);
+        let taken: Vec<TxId> = pool.take(10, usize::MAX).iter().map(|t| t.id).collect();
+        assert_eq!(taken, vec![ids[0], ids[3]]);
+        assert_eq!(pool.stats().queued_bytes, 0);
     }
 
     #[test]

@@ -29,6 +29,18 @@ pub struct NodeMetrics {
     pub block_txs: Histogram,
     pub tx_commit_latency_seconds: Histogram,
     pub signature_batch_seconds: Histogram,
+    pub consensus_view: Gauge,
+    pub view_changes: Counter,
+    pub checkpoints_stable: Counter,
+    pub peers_connected: Gauge,
+    pub consensus_messages: Family<DirectionLabel, Counter>,
+    pub state_transfers: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    /// `received`, `sent` or `dropped` (outbound queue full or undecodable).
+    pub direction: &'static str,
 }
 
 impl Default for NodeMetrics {
@@ -90,9 +102,51 @@ impl NodeMetrics {
             "Time to verify one batch of client signatures",
             signature_batch_seconds.clone(),
         );
+        let consensus_view = Gauge::default();
+        registry.register(
+            "consensus_view",
+            "Current PBFT view",
+            consensus_view.clone(),
+        );
+        let view_changes = Counter::default();
+        registry.register(
+            "view_changes",
+            "PBFT views installed after the first",
+            view_changes.clone(),
+        );
+        let checkpoints_stable = Counter::default();
+        registry.register(
+            "checkpoints_stable",
+            "PBFT checkpoints that became stable",
+            checkpoints_stable.clone(),
+        );
+        let peers_connected = Gauge::default();
+        registry.register(
+            "peers_connected",
+            "Peers with an open outbound stream",
+            peers_connected.clone(),
+        );
+        let consensus_messages = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "consensus_messages",
+            "PBFT messages, by direction",
+            consensus_messages.clone(),
+        );
+        let state_transfers = Counter::default();
+        registry.register(
+            "state_transfers",
+            "Completed state transfers from peers",
+            state_transfers.clone(),
+        );
         Self {
             registry,
             height,
+            consensus_view,
+            view_changes,
+            checkpoints_stable,
+            peers_connected,
+            consensus_messages,
+            state_transfers,
             blocks_committed,
             txs_committed,
             txs_rejected,
@@ -102,6 +156,12 @@ impl NodeMetrics {
             tx_commit_latency_seconds,
             signature_batch_seconds,
         }
+    }
+
+    pub fn consensus_message(&self, direction: &'static str, n: u64) {
+        self.consensus_messages
+            .get_or_create(&DirectionLabel { direction })
+            .inc_by(n);
     }
 
     pub fn rejected(&self, reason: &'static str) {

@@ -375,6 +375,12 @@ impl Replica {
         self.st.clone()
     }
 
+    /// The state to persist, borrowed: a node whose payloads are large can
+    /// store them separately instead of cloning the whole log.
+    pub fn persistent(&self) -> &PersistentState {
+        &self.st
+    }
+
     /// Payloads ordered but not yet committed (in the current view), so the
     /// node's block cutter does not propose their transactions again.
     pub fn in_flight_payloads(&self) -> impl Iterator<Item = (Seq, &Payload)> + '_ {

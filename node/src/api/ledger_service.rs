@@ -298,6 +298,34 @@ impl LedgerApi for LedgerService {
         let tip = s.ledger.tip();
         let params = s.params();
         let key = s.node_key.to_bytes().to_vec();
+        let c = s.consensus.snapshot();
+        let me = s.consensus.me.load(std::sync::atomic::Ordering::Relaxed);
+        let peers = s
+            .consensus
+            .peers
+            .get()
+            .map(|peers| {
+                peers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i as u32 != me)
+                    .map(|(i, p)| proto::PeerStatus {
+                        index: i as u32,
+                        name: p.name.clone(),
+                        address: p.address.clone(),
+                        connected: p.connected.load(std::sync::atomic::Ordering::Relaxed),
+                        last_seen_height: p
+                            .last_seen_height
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let primary = s
+            .consensus
+            .primary_key()
+            .map(|k| k.to_vec())
+            .unwrap_or_else(|| key.clone());
         Ok(Response::new(proto::StatusResponse {
             chain_id: s.ledger.chain_id().to_owned(),
             node_name: s.name.clone(),
@@ -310,11 +338,20 @@ impl LedgerApi for LedgerService {
             max_block_txs: params.max_block_txs,
             max_block_bytes: params.max_block_bytes,
             max_tx_bytes: params.max_tx_bytes,
-            view: 0,
-            primary: key,
+            view: c.view,
+            primary,
             validators: s.ledger.genesis().validators.len() as u32,
             txs_committed: tip.txs_committed,
             version: crate::VERSION.to_owned(),
+            replica_index: me,
+            primary_index: c.primary,
+            low_watermark: c.low_watermark,
+            high_watermark: c.high_watermark,
+            stable_checkpoint: c.stable_checkpoint,
+            view_changes: c.view_changes,
+            view_change_in_progress: c.view_change_in_progress,
+            state_transfer_target: c.state_transfer_target.unwrap_or_default(),
+            peers,
         }))
     }
 }

@@ -12,8 +12,8 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use super::state_commitment::{Entry, StateAccumulator};
 use super::store::{
-    cf, height_key, StoredValue, TipRecord, TxLocation, CF_BLOCKS, CF_BLOCK_HASH, CF_HISTORY,
-    CF_META, CF_STATE, CF_TX_INDEX, META_GENESIS, META_TIP,
+    certificate_key, cf, height_key, StoredValue, TipRecord, TxLocation, CF_BLOCKS, CF_BLOCK_HASH,
+    CF_CONSENSUS, CF_HISTORY, CF_META, CF_STATE, CF_TX_INDEX, META_GENESIS, META_TIP,
 };
 use super::{history, Ledger, LedgerError, Tip};
 use crate::block::{header_hash, tx_root, Proposal};
@@ -103,8 +103,18 @@ impl Ledger {
     /// Validates `proposal` against the chain, executes it and stores the
     /// resulting block in one atomic, fsynced write. On any error nothing
     /// is written and the tip is unchanged.
-    #[tracing::instrument(level = "debug", skip_all, fields(height = proposal.height, txs = proposal.txs.len()))]
     pub fn commit(&self, proposal: &Proposal) -> Result<CommittedBlock, LedgerError> {
+        self.commit_certified(proposal, None)
+    }
+
+    /// [`Ledger::commit`], storing the consensus commit certificate of the
+    /// block in the same atomic write.
+    #[tracing::instrument(level = "debug", skip_all, fields(height = proposal.height, txs = proposal.txs.len()))]
+    pub fn commit_certified(
+        &self,
+        proposal: &Proposal,
+        certificate: Option<&[u8]>,
+    ) -> Result<CommittedBlock, LedgerError> {
         let started = Instant::now();
         let mut acc_guard = match self.accumulator.lock() {
             Ok(g) => g,
@@ -215,6 +225,9 @@ impl Ledger {
             META_TIP,
             tip_record(&new_tip, &acc).encode(),
         );
+        if let Some(cert) = certificate {
+            batch.put_cf(cf(db, CF_CONSENSUS)?, certificate_key(height), cert);
+        }
         db.write_opt(batch, &sync_write())?;
 
         *acc_guard = acc;

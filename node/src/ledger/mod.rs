@@ -22,7 +22,7 @@ use crate::tx::TxId;
 use state_commitment::StateAccumulator;
 use store::{
     cf, height_key, StoreError, StoredValue, TipRecord, TxLocation, CF_BLOCKS, CF_BLOCK_HASH,
-    CF_HISTORY, CF_META, CF_STATE, CF_TX_INDEX, META_GENESIS, META_TIP,
+    CF_CONSENSUS, CF_HISTORY, CF_META, CF_STATE, CF_TX_INDEX, META_GENESIS, META_TIP,
 };
 
 pub use execute::CommittedBlock;
@@ -292,16 +292,41 @@ impl Ledger {
     /// Flushes memtables so a clean shutdown leaves no WAL to replay.
     pub fn flush(&self) -> Result<(), LedgerError> {
         self.db.flush_wal(true)?;
-        for name in [
-            CF_BLOCKS,
-            CF_BLOCK_HASH,
-            CF_TX_INDEX,
-            CF_STATE,
-            CF_HISTORY,
-            CF_META,
-        ] {
+        for name in store::ALL_CFS {
             self.db.flush_cf(cf(&self.db, name)?)?;
         }
+        Ok(())
+    }
+
+    /// The encoded commit certificate stored with the block at `height`.
+    pub fn certificate(&self, height: u64) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self
+            .db
+            .get_cf(cf(&self.db, CF_CONSENSUS)?, store::certificate_key(height))?)
+    }
+
+    /// A consensus record (replica state, stored payloads).
+    pub fn consensus_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
+        Ok(self.db.get_cf(cf(&self.db, CF_CONSENSUS)?, key)?)
+    }
+
+    /// Writes and deletes consensus records in one atomic, fsynced batch.
+    pub fn write_consensus(
+        &self,
+        puts: &[(Vec<u8>, Vec<u8>)],
+        deletes: &[Vec<u8>],
+    ) -> Result<(), LedgerError> {
+        let consensus = cf(&self.db, CF_CONSENSUS)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for (k, v) in puts {
+            batch.put_cf(consensus, k, v);
+        }
+        for k in deletes {
+            batch.delete_cf(consensus, k);
+        }
+        let mut opts = rocksdb::WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(batch, &opts)?;
         Ok(())
     }
 

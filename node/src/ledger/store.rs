@@ -8,6 +8,7 @@
 //! | `state`       | key                                  | [`StoredValue`]               |
 //! | `history`     | len(key) u32 BE, key, height, index  | [`HistoryRecord`]             |
 //! | `meta`        | `tip`, `genesis`                     | [`TipRecord`], genesis hash   |
+//! | `consensus`   | `cert/` height, `state`, `payload/` digest | commit certificates, replica state |
 //!
 //! Big-endian integers keep RocksDB's byte order equal to numeric order, so
 //! a key's history iterates oldest first and blocks in height order. The
@@ -26,18 +27,28 @@ pub const CF_TX_INDEX: &str = "tx_index";
 pub const CF_STATE: &str = "state";
 pub const CF_HISTORY: &str = "history";
 pub const CF_META: &str = "meta";
+pub const CF_CONSENSUS: &str = "consensus";
 
 pub const META_TIP: &[u8] = b"tip";
 pub const META_GENESIS: &[u8] = b"genesis";
 
-const ALL_CFS: [&str; 6] = [
+pub(crate) const ALL_CFS: [&str; 7] = [
     CF_BLOCKS,
     CF_BLOCK_HASH,
     CF_TX_INDEX,
     CF_STATE,
     CF_HISTORY,
     CF_META,
+    CF_CONSENSUS,
 ];
+
+/// Key of the commit certificate of the block at `height` in `consensus`.
+pub fn certificate_key(height: u64) -> [u8; 13] {
+    let mut k = [0u8; 13];
+    k[..5].copy_from_slice(b"cert/");
+    k[5..].copy_from_slice(&height.to_be_bytes());
+    k
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -83,10 +83,17 @@ pub async fn admit(
             )));
         }
     }
+    let signed: Vec<SignedTransaction> = to_admit.iter().map(|t| t.signed.clone()).collect();
     let admitted = state.mempool.admit(to_admit, &state.ledger);
-    for (pos, result) in admit_positions.into_iter().zip(admitted) {
+    let mut forward = Vec::new();
+    for ((pos, result), signed) in admit_positions.into_iter().zip(admitted).zip(signed) {
+        if result.is_ok() {
+            forward.push(signed);
+        }
         results[pos] = Some(result);
     }
+    // A backup hands what it admitted to the primary, which orders it.
+    state.consensus.forward_to_primary(forward);
     let results: Vec<Result<TxId, Rejection>> = results
         .into_iter()
         .map(|r| {

@@ -1,10 +1,9 @@
-//! The node process: wires ledger, mempool, orderer, gRPC API and metrics,
-//! and shuts them down in order (stop admitting, finish the block being
-//! committed, flush RocksDB).
+//! The node process: wires ledger, mempool, PBFT replica, peer transport,
+//! gRPC API and metrics, and shuts them down in order (stop admitting,
+//! stop consensus, finish the block being committed, flush RocksDB).
 
 pub mod admission;
 pub mod commit_feed;
-pub mod solo;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +13,9 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use tokio::sync::watch;
 
+use crate::block::cutter::CutterLimits;
 use crate::config::NodeConfig;
+use crate::consensus::status::ConsensusShared;
 use crate::crypto::keys;
 use crate::genesis::{ChainParams, Genesis};
 use crate::ledger::{CommittedBlock, Ledger};
@@ -46,6 +47,18 @@ pub enum NodeError {
     Serve(#[from] tonic::transport::Error),
     #[error("node task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Consensus(#[from] crate::consensus::replica_task::ConsensusError),
+}
+
+/// The block cutter's limits from the chain parameters.
+pub fn cutter_limits(state: &NodeState) -> CutterLimits {
+    let params = state.params();
+    CutterLimits {
+        interval: Duration::from_millis(u64::from(params.block_interval_ms)),
+        max_txs: params.max_block_txs as usize,
+        max_bytes: usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX),
+    }
 }
 
 /// State shared by the node's tasks and API handlers.
@@ -57,9 +70,10 @@ pub struct NodeState {
     pub mempool: Mempool,
     pub metrics: NodeMetrics,
     pub feed: CommitFeed,
+    pub consensus: ConsensusShared,
     params: RwLock<ChainParams>,
     started: Instant,
-    /// Milliseconds since `started` of the orderer's last heartbeat.
+    /// Milliseconds since `started` of the consensus task's last heartbeat.
     heartbeat_ms: AtomicU64,
     storage_error: Mutex<Option<String>>,
     shutting_down: AtomicBool,
@@ -85,6 +99,7 @@ impl NodeState {
             mempool: Mempool::new(mempool_max),
             metrics,
             feed: CommitFeed::default(),
+            consensus: ConsensusShared::default(),
             params: RwLock::new(params),
             started: Instant::now(),
             heartbeat_ms: AtomicU64::new(0),
@@ -154,7 +169,7 @@ impl NodeState {
     }
 
     /// Starts a graceful shutdown: refuse new transactions, end streams,
-    /// let the orderer commit what is already admitted.
+    /// stop consensus after the block being written.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
         self.mempool.close();
@@ -173,7 +188,7 @@ impl HealthSource for NodeState {
         let last = self.heartbeat_ms.load(Ordering::Relaxed);
         let age = Duration::from_millis(now.saturating_sub(last));
         if age > HEARTBEAT_TIMEOUT {
-            return Err(format!("orderer loop silent for {} s", age.as_secs()));
+            return Err(format!("consensus loop silent for {} s", age.as_secs()));
         }
         Ok(())
     }
@@ -209,14 +224,6 @@ pub async fn run(
     let genesis = Genesis::load(&config.genesis_file)?;
     let key: SigningKey = keys::load(&config.key_file)?;
     let node_key = key.verifying_key();
-    let node_hex = hex::encode(node_key.to_bytes());
-    if !genesis
-        .validators
-        .iter()
-        .any(|v| v.public_key.eq_ignore_ascii_case(&node_hex))
-    {
-        tracing::warn!(node = %node_hex, "this node's key is not among the genesis validators");
-    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::Listen {
         addr: config.listen.grpc,
         what: "data directory",
@@ -251,6 +258,13 @@ pub async fn run(
             what: "metrics",
             source,
         })?;
+    let peer_listener = tokio::net::TcpListener::bind(config.listen.peer)
+        .await
+        .map_err(|source| NodeError::Listen {
+            addr: config.listen.peer,
+            what: "peer",
+            source,
+        })?;
     let bound = BoundAddrs {
         grpc: grpc_listener
             .local_addr()
@@ -268,7 +282,7 @@ pub async fn run(
             })?,
     };
 
-    let orderer = tokio::spawn(solo::run(state.clone(), state.stopping()));
+    let consensus = crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?;
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,
@@ -290,9 +304,18 @@ pub async fn run(
     let served = crate::api::serve(state.clone(), grpc_listener, grpc_shutdown).await;
 
     state.begin_shutdown();
-    if let Err(e) = orderer.await {
-        tracing::error!(error = %e, "orderer task failed");
+    if let Err(e) = consensus.consensus.await {
+        tracing::error!(error = %e, "consensus task failed");
     }
+    // The executor ends once the consensus task dropped its job queue,
+    // after the block it is writing.
+    if tokio::time::timeout(Duration::from_secs(30), consensus.executor)
+        .await
+        .is_err()
+    {
+        tracing::warn!("executor did not finish in 30 s");
+    }
+    let _ = consensus.peer_server.await;
     let _ = metrics_stop_tx.send(true);
     let _ = metrics_task.await;
     let ledger = state.ledger.clone();

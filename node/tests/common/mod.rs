@@ -140,3 +140,50 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Writes an `n`-node consortium into `dir` on 127.0.0.1, on a block of
+/// free ports (gRPC `base + 10·i`, peer `+1`, metrics `+2`).
+pub fn consortium(dir: &Path, n: usize, params: ChainParams) -> Vec<local::LocalNode> {
+    for _ in 0..50 {
+        let base = 20_000 + (rand::random::<u16>() % 30_000);
+        let all_free = (0..n).all(|i| {
+            (0..3).all(|k| {
+                std::net::TcpListener::bind(("127.0.0.1", base + 10 * i as u16 + k)).is_ok()
+            })
+        });
+        if !all_free {
+            continue;
+        }
+        let options = LocalOptions {
+            nodes: n,
+            chain_id: CHAIN.into(),
+            params,
+            base_port: base,
+            distinct_hosts: false,
+        };
+        let (_, nodes) = local::prepare(dir, &options).expect("prepare consortium");
+        return nodes;
+    }
+    panic!("no block of free ports found");
+}
+
+/// Starts `kubeledger node` for a prepared node, logging to `node.log`.
+pub fn spawn_node_process(node: &local::LocalNode) -> tokio::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.dir.join("node.log"))
+        .expect("open node log");
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kubeledger"))
+        .arg("node")
+        .arg("--config")
+        .arg(&node.config_path)
+        .arg("--log")
+        .arg("info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn kubeledger node")
+}

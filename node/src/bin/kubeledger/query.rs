@@ -309,9 +309,16 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
             "max_block_bytes": s.max_block_bytes, "max_tx_bytes": s.max_tx_bytes, "view": s.view,
             "primary": hex::encode(&s.primary), "validators": s.validators,
             "txs_committed": s.txs_committed, "version": s.version,
+            "replica_index": s.replica_index, "primary_index": s.primary_index,
+            "low_watermark": s.low_watermark, "high_watermark": s.high_watermark,
+            "stable_checkpoint": s.stable_checkpoint, "view_changes": s.view_changes,
+            "view_change_in_progress": s.view_change_in_progress,
+            "state_transfer_target": s.state_transfer_target,
+            "peers": s.peers.iter().map(|p| json!({"index": p.index, "name": p.name, "address": p.address,
+                "connected": p.connected, "last_seen_height": p.last_seen_height})).collect::<Vec<_>>(),
         }),
         || {
-            format!(
+            let mut out = format!(
                 "chain {}  node {} ({})\nheight {}  last block {}  ({})\npending {}  committed {}\nblock interval {} ms, max {} txs / {} bytes per block\nview {}  primary {}  validators {}",
                 s.chain_id,
                 s.node_name,
@@ -327,7 +334,31 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
                 s.view,
                 &hex::encode(&s.primary)[..16.min(s.primary.len() * 2)],
                 s.validators
-            )
+            );
+            out.push_str(&format!(
+                "\nreplica {}  primary {}{}  window ({}, {}]  stable checkpoint {}  view changes {}",
+                s.replica_index,
+                s.primary_index,
+                if s.view_change_in_progress { " (view change under way)" } else { "" },
+                s.low_watermark,
+                s.high_watermark,
+                s.stable_checkpoint,
+                s.view_changes
+            ));
+            if s.state_transfer_target > 0 {
+                out.push_str(&format!("\nstate transfer to height {}", s.state_transfer_target));
+            }
+            for p in &s.peers {
+                out.push_str(&format!(
+                    "\n  peer {} {} {}  {}  last seen height {}",
+                    p.index,
+                    p.name,
+                    p.address,
+                    if p.connected { "connected" } else { "DISCONNECTED" },
+                    p.last_seen_height
+                ));
+            }
+            out
         },
     );
     Ok(())

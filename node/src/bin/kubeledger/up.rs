@@ -17,8 +17,8 @@ use crate::output::Output;
 
 #[derive(Debug, clap::Args)]
 pub struct UpArgs {
-    /// Number of nodes (one replica per node).
-    #[arg(long, default_value_t = 1)]
+    /// Number of nodes (one PBFT replica per node; n = 3f + 1 tolerates f faults).
+    #[arg(long, default_value_t = 4)]
     pub nodes: usize,
     /// Directory for keys, genesis, configs, data and logs; reused if it exists.
     #[arg(long, default_value = ".kubeledger/local")]
@@ -34,6 +34,12 @@ pub struct UpArgs {
     pub max_block_bytes: u64,
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_tx_bytes: u64,
+    /// PBFT checkpoint interval (blocks) for a new chain.
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_interval: u32,
+    /// PBFT request / view-change timeout for a new chain, e.g. 2s.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub view_change_timeout: Duration,
     /// gRPC port of every node (peer port +1, metrics +2).
     #[arg(long, default_value_t = 7050)]
     pub base_port: u16,
@@ -82,6 +88,9 @@ pub async fn run(args: UpArgs, output: Output) -> Result<()> {
         max_block_txs: args.max_block_txs,
         max_block_bytes: args.max_block_bytes,
         max_tx_bytes: args.max_tx_bytes,
+        checkpoint_interval: args.checkpoint_interval,
+        view_change_timeout_ms: u32::try_from(args.view_change_timeout.as_millis())
+            .unwrap_or(u32::MAX),
         ..ChainParams::default()
     };
     let options = LocalOptions {

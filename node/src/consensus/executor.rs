@@ -1,0 +1,214 @@
+//! The executor: applies committed payloads to the ledger in order, each
+//! with its commit certificate, and carries out state transfers. It runs
+//! beside the consensus task, so agreement continues while a block writes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kubeledger_pbft::{CommitCertificate, Digest, Payload, ReplicaIndex, Seq, SignedMessage, View};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::codec;
+use super::state_transfer;
+use super::PayloadCache;
+use crate::block::Proposal;
+use crate::ledger::LedgerError;
+use crate::runtime::NodeState;
+use crate::tx::VerifiedTx;
+
+const STORAGE_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug)]
+pub enum Job {
+    Commit {
+        seq: Seq,
+        view: View,
+        payload: Payload,
+        certificate: CommitCertificate,
+    },
+    Fetch {
+        target_seq: Seq,
+        block_hash: Digest,
+        certificate: Vec<SignedMessage>,
+        peers: Vec<ReplicaIndex>,
+    },
+}
+
+/// What the executor reports back to the consensus task.
+#[derive(Debug)]
+pub enum Done {
+    Executed {
+        seq: Seq,
+        state_root: Digest,
+        block_hash: Digest,
+    },
+    Transferred {
+        seq: Seq,
+        state_root: Digest,
+        block_hash: Digest,
+    },
+}
+
+pub struct Executor {
+    pub state: Arc<NodeState>,
+    pub cache: Arc<PayloadCache>,
+    pub done: mpsc::UnboundedSender<Done>,
+}
+
+fn digest32(bytes: &[u8]) -> Digest {
+    crate::crypto::hash32(bytes).unwrap_or_default()
+}
+
+impl Executor {
+    pub async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = jobs.recv().await {
+            match job {
+                Job::Commit {
+                    seq,
+                    view,
+                    payload,
+                    certificate,
+                } => {
+                    let span = tracing::info_span!("execute", seq, view, txs = payload.txs.len());
+                    self.commit(seq, view, payload, certificate)
+                        .instrument(span)
+                        .await;
+                }
+                Job::Fetch {
+                    target_seq,
+                    block_hash,
+                    certificate,
+                    peers,
+                } => {
+                    let span = tracing::info_span!("state_transfer", target = target_seq);
+                    state_transfer::run(&self.state, target_seq, block_hash, &certificate, &peers)
+                        .instrument(span)
+                        .await;
+                    let tip = self.state.ledger.tip();
+                    let root = self.state_root(tip.height);
+                    let _ = self.done.send(Done::Transferred {
+                        seq: tip.height,
+                        state_root: root,
+                        block_hash: tip.hash,
+                    });
+                }
+            }
+        }
+        tracing::debug!("executor stopped");
+    }
+
+    fn state_root(&self, height: u64) -> Digest {
+        match self.state.ledger.header(height) {
+            Ok(Some(h)) => digest32(&h.state_root),
+            _ => [0; 32],
+        }
+    }
+
+    async fn commit(&self, seq: Seq, view: View, payload: Payload, certificate: CommitCertificate) {
+        loop {
+            let tip = self.state.ledger.tip();
+            if seq <= tip.height {
+                // Already executed before a restart (or by state transfer).
+                let root = self.state_root(seq);
+                let hash = match self.state.ledger.block_by_height(seq) {
+                    Ok(Some((_, h))) => h,
+                    _ => tip.hash,
+                };
+                let _ = self.done.send(Done::Executed {
+                    seq,
+                    state_root: root,
+                    block_hash: hash,
+                });
+                return;
+            }
+            let state = self.state.clone();
+            let cached = self.cache.take(&certificate.digest);
+            let payload_c = payload.clone();
+            let cert = certificate.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                execute(&state, seq, view, &payload_c, cached, &cert)
+            })
+            .await;
+            match result {
+                Ok(Ok(block)) => {
+                    let root = digest32(
+                        block
+                            .block
+                            .header
+                            .as_ref()
+                            .map(|h| h.state_root.as_slice())
+                            .unwrap_or_default(),
+                    );
+                    let hash = block.hash;
+                    self.state.mempool.committed(&block.tx_ids);
+                    self.state.on_committed(Arc::new(block));
+                    let _ = self.done.send(Done::Executed {
+                        seq,
+                        state_root: root,
+                        block_hash: hash,
+                    });
+                    return;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, seq, "block execution failed; retrying");
+                    self.state.set_storage_error(Some(e.to_string()));
+                }
+                Err(e) => tracing::error!(error = %e, seq, "execution task failed; retrying"),
+            }
+            tokio::time::sleep(STORAGE_RETRY).await;
+        }
+    }
+}
+
+/// Executes a committed payload at height `seq`. Transactions that do not
+/// decode, repeat within the block or are already committed are skipped,
+/// the same way on every replica, so each transaction commits once.
+fn execute(
+    state: &NodeState,
+    seq: Seq,
+    view: View,
+    payload: &Payload,
+    cached: Option<Arc<Vec<Arc<VerifiedTx>>>>,
+    certificate: &CommitCertificate,
+) -> Result<crate::ledger::CommittedBlock, LedgerError> {
+    let txs: Vec<Arc<VerifiedTx>> = match cached {
+        Some(txs) if txs.len() == payload.txs.len() => txs.as_ref().clone(),
+        _ => {
+            let chain_id = state.ledger.chain_id();
+            let limits = state.tx_limits();
+            payload
+                .txs
+                .iter()
+                .filter_map(|b| codec::tx_from_payload(b, chain_id, &limits).ok())
+                .map(Arc::new)
+                .collect()
+        }
+    };
+    let mut seen = HashSet::with_capacity(txs.len());
+    let ids: Vec<_> = txs.iter().map(|t| t.id).collect();
+    let committed = state.ledger.contains_txs(&ids)?;
+    let txs: Vec<Arc<VerifiedTx>> = txs
+        .into_iter()
+        .zip(committed)
+        .filter(|(t, c)| !c && seen.insert(t.id))
+        .map(|(t, _)| t)
+        .collect();
+    let tip = state.ledger.tip();
+    let proposer = state
+        .consensus
+        .validator_keys
+        .get()
+        .and_then(|keys| keys.get((view % keys.len().max(1) as u64) as usize))
+        .copied()
+        .unwrap_or_default();
+    let proposal = Proposal {
+        height: seq,
+        timestamp_ms: payload.timestamp_ms.max(tip.timestamp_ms),
+        proposer,
+        txs,
+    };
+    let cert = codec::encode_certificate(certificate).ok();
+    state.ledger.commit_certified(&proposal, cert.as_deref())
+}

@@ -1,0 +1,614 @@
+//! The consensus task: the one owner of the PBFT [`Replica`]. It feeds the
+//! replica peer messages (drained ahead of everything else), timer
+//! expirations, validation and execution results, and the block cutter's
+//! proposals, and carries out the actions: persist, then send; validate
+//! off-task; hand commits and state fetches to the executor in order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::SigningKey;
+use kubeledger_pbft::{
+    Action, Config, Digest, Input, Payload, Replica, ReplicaIndex, Seq, TimerId, ValidatorSet,
+    View,
+};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::executor::{Done, Executor, Job};
+use super::persist::{PersistError, Persister};
+use super::status::{PeerHealth, Snapshot};
+use super::transport::{PeerLinks, PeerService, MAX_FRAME_BYTES};
+use super::{codec, validate, PayloadCache};
+use crate::block::cutter::{BlockCutter, Decision};
+use crate::client::now_ms;
+use crate::crypto::keys;
+use crate::proto::peer_server::PeerServer;
+use crate::runtime::cutter_limits;
+use crate::runtime::NodeState;
+use crate::tx::{TxId, VerifiedTx};
+
+/// Peer messages processed before the task looks at anything else.
+const PEER_BURST: usize = 512;
+/// Inbound consensus messages queued before new ones are dropped.
+const INBOUND_QUEUE: usize = 16_384;
+/// Own proposals outstanding (ordered, not yet committed) at most.
+const MAX_OUTSTANDING_PROPOSALS: usize = 4;
+/// How long a stopping primary keeps ordering what it admitted.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Transactions per frame when re-forwarding the pool to a new primary.
+const FORWARD_CHUNK: usize = 2_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusError {
+    #[error("this node's key {0} is not among the genesis validators")]
+    NotAValidator(String),
+    #[error("genesis validator key: {0}")]
+    Key(#[from] keys::KeyError),
+    #[error("PBFT: {0}")]
+    Pbft(#[from] kubeledger_pbft::Error),
+    #[error("replica state: {0}")]
+    Persist(#[from] PersistError),
+}
+
+/// Handles of the running consensus tasks.
+#[derive(Debug)]
+pub struct Running {
+    pub consensus: JoinHandle<()>,
+    pub executor: JoinHandle<()>,
+    pub peer_server: JoinHandle<()>,
+}
+
+#[derive(Debug)]
+struct Validated {
+    seq: Seq,
+    view: View,
+    digest: Digest,
+    valid: bool,
+}
+
+/// Replica configuration from the chain parameters.
+pub fn replica_config(params: &crate::genesis::ChainParams) -> Config {
+    let k = u64::from(params.checkpoint_interval.max(1));
+    let timeout = u64::from(params.view_change_timeout_ms.max(1));
+    Config {
+        checkpoint_interval: k,
+        window: (2 * k).max(16),
+        request_timeout_ms: timeout,
+        view_change_timeout_ms: timeout,
+        max_backoff_exponent: 4,
+    }
+}
+
+/// Restores (or creates) the replica and starts the peer server, peer
+/// links, executor and consensus task.
+pub async fn start(
+    state: Arc<NodeState>,
+    key: SigningKey,
+    peer_listener: tokio::net::TcpListener,
+) -> Result<Running, ConsensusError> {
+    let genesis = state.ledger.genesis().clone();
+    let mut validator_keys = Vec::with_capacity(genesis.validators.len());
+    for v in &genesis.validators {
+        validator_keys.push(keys::parse_public(&v.public_key)?.to_bytes());
+    }
+    let my_key = key.verifying_key().to_bytes();
+    let me = validator_keys
+        .iter()
+        .position(|k| *k == my_key)
+        .ok_or_else(|| ConsensusError::NotAValidator(hex::encode(my_key)))?
+        as ReplicaIndex;
+    let vset = ValidatorSet::new(&validator_keys)?;
+    let cfg = replica_config(&genesis.params);
+    let ledger = state.ledger.clone();
+    let height = ledger.tip().height;
+    let (persister, stored) = {
+        let l = ledger.clone();
+        tokio::task::spawn_blocking(move || Persister::load(l))
+            .await
+            .map_err(|e| PersistError::MissingPayload(format!("load task: {e}")))??
+    };
+    let st = match stored {
+        Some(st) => st,
+        None => Replica::new(cfg.clone(), vset.clone(), me, key.clone())?.persistent_state(),
+    };
+    let replica = Replica::restore(cfg, vset, me, key, st, height)?;
+    tracing::info!(
+        replica = me,
+        view = replica.status().view,
+        height,
+        validators = validator_keys.len(),
+        "PBFT replica restored"
+    );
+
+    let peers: Vec<Arc<PeerHealth>> = genesis
+        .validators
+        .iter()
+        .map(|v| {
+            Arc::new(PeerHealth {
+                name: v.name.clone(),
+                address: v.peer_address.clone(),
+                connected: AtomicBool::new(false),
+                last_seen_height: AtomicU64::new(0),
+            })
+        })
+        .collect();
+    let shared = &state.consensus;
+    shared.me.store(me, Ordering::Relaxed);
+    let _ = shared.validator_keys.set(validator_keys);
+    let _ = shared.peers.set(peers.clone());
+    let links = PeerLinks::start(state.clone(), me, &peers, state.stopping());
+    let _ = shared.links.set(links.clone());
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
+    let service = PeerServer::new(PeerService::new(state.clone(), inbound_tx))
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES);
+    let mut stopping = state.stopping();
+    let peer_server = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .trace_fn(|req| tracing::debug_span!("peer", method = %req.uri().path()))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "peer server failed");
+        }
+    });
+
+    let cache = Arc::new(PayloadCache::default());
+    let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let executor = tokio::spawn(
+        Executor {
+            state: state.clone(),
+            cache: cache.clone(),
+            done: done_tx,
+        }
+        .run(jobs_rx),
+    );
+    let (validated_tx, validated_rx) = mpsc::unbounded_channel();
+    let task = ConsensusTask {
+        cutter: BlockCutter::new(cutter_limits(&state), Instant::now()),
+        state,
+        replica,
+        persister,
+        links,
+        timers: HashMap::new(),
+        inbound: inbound_rx,
+        jobs: jobs_tx,
+        done: done_rx,
+        validated_tx,
+        validated_rx,
+        cache,
+        my_proposals: HashMap::new(),
+        held: Vec::new(),
+        foreign_ids: HashMap::new(),
+        last_pending: None,
+        last_ts: 0,
+        last_view: None,
+    };
+    let consensus = tokio::spawn(task.run());
+    Ok(Running {
+        consensus,
+        executor,
+        peer_server,
+    })
+}
+
+struct ConsensusTask {
+    state: Arc<NodeState>,
+    replica: Replica,
+    persister: Persister,
+    links: Arc<PeerLinks>,
+    timers: HashMap<TimerId, Instant>,
+    inbound: mpsc::Receiver<(ReplicaIndex, kubeledger_pbft::SignedMessage)>,
+    jobs: mpsc::UnboundedSender<Job>,
+    done: mpsc::UnboundedReceiver<Done>,
+    validated_tx: mpsc::UnboundedSender<Validated>,
+    validated_rx: mpsc::UnboundedReceiver<Validated>,
+    cache: Arc<PayloadCache>,
+    cutter: BlockCutter,
+    /// This node's proposals not yet committed, by payload digest: their
+    /// transactions return to the pool if the proposal is lost.
+    my_proposals: HashMap<Digest, Vec<Arc<VerifiedTx>>>,
+    /// Taken from the pool but held back because another in-flight payload
+    /// already carries them.
+    held: Vec<Arc<VerifiedTx>>,
+    /// Transaction ids of in-flight payloads proposed by other primaries.
+    foreign_ids: HashMap<Digest, HashSet<TxId>>,
+    last_pending: Option<bool>,
+    last_ts: u64,
+    last_view: Option<View>,
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl ConsensusTask {
+    async fn run(mut self) {
+        let actions = self.replica.start();
+        self.handle(actions);
+        self.publish();
+        let mut stopping = self.state.stopping();
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            self.state.heartbeat();
+            if *stopping.borrow() {
+                // Graceful stop: order what was admitted while the primary
+                // can, within a bound (admission is closed by now).
+                let deadline = *drain_until.get_or_insert_with(|| Instant::now() + DRAIN_TIMEOUT);
+                let status = self.replica.status();
+                let idle = self.state.mempool.stats().queued == 0 && self.my_proposals.is_empty();
+                if idle || !status.is_primary || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            // Agreement first: drain a burst of peer messages.
+            for _ in 0..PEER_BURST {
+                match self.inbound.try_recv() {
+                    Ok((from, msg)) => self.step(Input::Message { from, msg }),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(d) = self.done.try_recv() {
+                self.on_done(d);
+            }
+            while let Ok(v) = self.validated_rx.try_recv() {
+                self.on_validated(v);
+            }
+            self.fire_due_timers();
+            self.update_pending();
+            let cut_at = self.maybe_propose();
+            let timer_at = self.timers.values().min().copied();
+            let wake = match (cut_at, timer_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.publish();
+            tokio::select! {
+                biased;
+                m = self.inbound.recv() => {
+                    if let Some((from, msg)) = m {
+                        self.step(Input::Message { from, msg });
+                    }
+                }
+                d = self.done.recv() => {
+                    if let Some(d) = d {
+                        self.on_done(d);
+                    }
+                }
+                v = self.validated_rx.recv() => {
+                    if let Some(v) = v {
+                        self.on_validated(v);
+                    }
+                }
+                _ = sleep_until(wake) => {}
+                _ = self.state.mempool.admitted.notified() => {}
+                _ = stopping.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        tracing::info!("consensus task stopped");
+    }
+
+    fn step(&mut self, input: Input) {
+        let actions = self.replica.step(input);
+        self.handle(actions);
+    }
+
+    fn on_done(&mut self, d: Done) {
+        match d {
+            Done::Executed {
+                seq,
+                state_root,
+                block_hash,
+            } => {
+                // The block's transactions left the pool; what was held back
+                // behind it may be proposed again.
+                if !self.held.is_empty() {
+                    self.state.mempool.requeue(std::mem::take(&mut self.held));
+                }
+                self.foreign_ids.clear();
+                self.step(Input::Executed {
+                    seq,
+                    state_root,
+                    block_hash,
+                });
+            }
+            Done::Transferred {
+                seq,
+                state_root,
+                block_hash,
+            } => self.step(Input::StateTransferred {
+                seq,
+                state_root,
+                block_hash,
+            }),
+        }
+    }
+
+    fn on_validated(&mut self, v: Validated) {
+        self.step(Input::PayloadValidated {
+            seq: v.seq,
+            view: v.view,
+            digest: v.digest,
+            valid: v.valid,
+        });
+    }
+
+    fn fire_due_timers(&mut self) {
+        let now = Instant::now();
+        let due: Vec<TimerId> = self
+            .timers
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.timers.remove(&id);
+            tracing::debug!(?id, "timer fired");
+            self.step(Input::TimerFired(id));
+        }
+    }
+
+    fn update_pending(&mut self) {
+        let pending = self.state.mempool_len() > 0;
+        if self.last_pending != Some(pending) {
+            self.last_pending = Some(pending);
+            self.step(Input::RequestsPending(pending));
+        }
+    }
+
+    /// Proposes a block when this replica is primary and the cutter says
+    /// so; returns when to look again.
+    fn maybe_propose(&mut self) -> Option<Instant> {
+        let status = self.replica.status();
+        if !status.is_primary
+            || status.view_change_in_progress
+            || status.state_transfer_target.is_some()
+            || self.my_proposals.len() >= MAX_OUTSTANDING_PROPOSALS
+        {
+            return None;
+        }
+        let now = Instant::now();
+        let stats = self.state.mempool.stats();
+        let decision = if *self.state.stopping().borrow() && stats.queued > 0 {
+            Decision::Cut
+        } else {
+            self.cutter.decide(now, stats.queued, stats.queued_bytes)
+        };
+        match decision {
+            Decision::Idle => None,
+            Decision::WaitUntil(t) => Some(t),
+            Decision::Cut => {
+                self.cutter.cut(now);
+                self.propose();
+                Some(now)
+            }
+        }
+    }
+
+    fn in_flight_ids(&mut self) -> HashSet<TxId> {
+        let chain_id = self.state.ledger.chain_id().to_owned();
+        let limits = self.state.tx_limits();
+        let mut ids = HashSet::new();
+        let payloads: Vec<(Digest, &Payload)> = self
+            .replica
+            .in_flight_payloads()
+            .map(|(_, p)| (p.digest(), p))
+            .collect();
+        for (digest, payload) in payloads {
+            if self.my_proposals.contains_key(&digest) {
+                continue; // taken from our own pool: cannot be taken again
+            }
+            let set = self.foreign_ids.entry(digest).or_insert_with(|| {
+                payload
+                    .txs
+                    .iter()
+                    .filter_map(|b| codec::tx_from_payload(b, &chain_id, &limits).ok())
+                    .map(|t| t.id)
+                    .collect()
+            });
+            ids.extend(set.iter().copied());
+        }
+        ids
+    }
+
+    fn propose(&mut self) {
+        let limits = self.cutter.limits();
+        let taken = self.state.mempool.take(limits.max_txs, limits.max_bytes);
+        if taken.is_empty() {
+            return;
+        }
+        let in_flight = self.in_flight_ids();
+        let (txs, held): (Vec<_>, Vec<_>) = taken
+            .into_iter()
+            .partition(|t| !in_flight.contains(&t.id));
+        self.held.extend(held);
+        if txs.is_empty() {
+            return;
+        }
+        let ts = now_ms()
+            .max(self.last_ts)
+            .max(self.state.ledger.tip().timestamp_ms);
+        self.last_ts = ts;
+        let payload = Payload {
+            timestamp_ms: ts,
+            txs: txs.iter().map(|t| codec::tx_to_payload(t)).collect(),
+        };
+        let digest = payload.digest();
+        let span = tracing::debug_span!("propose", txs = txs.len());
+        let _e = span.enter();
+        self.cache.insert(digest, txs.clone());
+        self.my_proposals.insert(digest, txs);
+        self.step(Input::Propose { payload });
+    }
+
+    fn handle(&mut self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        let sends = actions
+            .iter()
+            .any(|a| matches!(a, Action::Broadcast(_) | Action::Send { .. }));
+        let mut may_send = true;
+        if sends {
+            // Promises are durable before anyone hears them.
+            if let Err(e) = self.persister.save(self.replica.persistent()) {
+                tracing::error!(error = %e, "persisting replica state failed; not sending");
+                self.state.set_storage_error(Some(e.to_string()));
+                may_send = false;
+            }
+        }
+        for action in actions {
+            match action {
+                Action::Broadcast(msg) if may_send => match codec::encode_message(&msg) {
+                    Ok(b) => self.links.broadcast(b),
+                    Err(e) => tracing::error!(error = %e, "cannot encode message"),
+                },
+                Action::Send { to, msg } if may_send => match codec::encode_message(&msg) {
+                    Ok(b) => self.links.send(to, b),
+                    Err(e) => tracing::error!(error = %e, "cannot encode message"),
+                },
+                Action::Broadcast(_) | Action::Send { .. } => {}
+                Action::ValidatePayload {
+                    seq,
+                    view,
+                    digest,
+                    payload,
+                } => self.validate(seq, view, digest, payload),
+                Action::Commit {
+                    seq,
+                    view,
+                    payload,
+                    certificate,
+                } => {
+                    self.my_proposals.remove(&certificate.digest);
+                    tracing::debug!(seq, view, txs = payload.txs.len(), "committed");
+                    let _ = self.jobs.send(Job::Commit {
+                        seq,
+                        view,
+                        payload,
+                        certificate,
+                    });
+                }
+                Action::SetTimer { id, after_ms } => {
+                    self.timers
+                        .insert(id, Instant::now() + Duration::from_millis(after_ms));
+                }
+                Action::CancelTimer { id } => {
+                    self.timers.remove(&id);
+                }
+                Action::FetchState {
+                    target_seq,
+                    block_hash,
+                    certificate,
+                    peers,
+                    ..
+                } => {
+                    tracing::info!(target_seq, "state transfer requested");
+                    let _ = self.jobs.send(Job::Fetch {
+                        target_seq,
+                        block_hash,
+                        certificate,
+                        peers,
+                    });
+                }
+                Action::ViewChanged { view, primary } => self.on_view_changed(view, primary),
+                Action::CheckpointStable { seq, .. } => {
+                    tracing::debug!(seq, "checkpoint stable");
+                    self.state.metrics.checkpoints_stable.inc();
+                }
+                Action::ProposalRejected { payload, reason } => {
+                    tracing::debug!(?reason, "proposal not ordered");
+                    if let Some(txs) = self.my_proposals.remove(&payload.digest()) {
+                        self.state.mempool.requeue(txs);
+                    }
+                }
+            }
+        }
+    }
+
+    fn validate(&self, seq: Seq, view: View, digest: Digest, payload: Payload) {
+        let state = self.state.clone();
+        let cache = self.cache.clone();
+        let tx = self.validated_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let span = tracing::debug_span!("validate", seq, view, txs = payload.txs.len());
+            let _e = span.enter();
+            let valid = match validate::validate(&state, &payload, now_ms()) {
+                Ok(txs) => {
+                    cache.insert(digest, txs);
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(seq, view, error = %e, "refusing proposed block");
+                    false
+                }
+            };
+            let _ = tx.send(Validated {
+                seq,
+                view,
+                digest,
+                valid,
+            });
+        });
+    }
+
+    fn on_view_changed(&mut self, view: View, primary: ReplicaIndex) {
+        tracing::info!(view, primary, "new view installed");
+        self.state.metrics.view_changes.inc();
+        // Proposals of the old view that were not carried over return to
+        // the pool (the cutter skips whatever the new view re-proposes).
+        let mut back: Vec<Arc<VerifiedTx>> = self.held.drain(..).collect();
+        for (_, txs) in self.my_proposals.drain() {
+            back.extend(txs);
+        }
+        if !back.is_empty() {
+            self.state.mempool.requeue(back);
+        }
+        self.foreign_ids.clear();
+        self.cutter = BlockCutter::new(
+            crate::runtime::cutter_limits(&self.state),
+            Instant::now(),
+        );
+        self.publish();
+        if primary != self.replica.id() {
+            let queued = self.state.mempool.queued();
+            for chunk in queued.chunks(FORWARD_CHUNK) {
+                let txs = chunk.iter().map(|t| t.signed.clone()).collect();
+                self.links.forward_txs(primary, txs);
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let s = self.replica.status();
+        if self.last_view != Some(s.view) {
+            self.last_view = Some(s.view);
+            self.state.metrics.consensus_view.set(s.view as i64);
+        }
+        self.state.consensus.publish(Snapshot {
+            view: s.view,
+            primary: s.primary,
+            low_watermark: s.low_watermark,
+            high_watermark: s.high_watermark,
+            stable_checkpoint: s.stable_checkpoint,
+            last_committed: s.last_committed,
+            view_changes: s.view_changes,
+            view_change_in_progress: s.view_change_in_progress,
+            state_transfer_target: s.state_transfer_target,
+        });
+    }
+}

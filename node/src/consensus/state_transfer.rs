@@ -1,0 +1,217 @@
+//! Catching up from peers: fetch the committed blocks up to a certified
+//! checkpoint, check the hash chain ends at the checkpoint's block hash,
+//! then re-execute them (which recomputes and so checks every state root).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kubeledger_pbft::{Digest, ReplicaIndex, Seq, SignedMessage};
+
+use super::codec;
+use crate::block::verify::verify_successor;
+use crate::block::Proposal;
+use crate::proto::peer_client::PeerClient;
+use crate::proto::{Block, GetBlocksRequest};
+use crate::runtime::NodeState;
+use crate::tx::VerifiedTx;
+
+/// Largest block message accepted during state transfer.
+const MAX_BLOCK_MESSAGE: usize = 512 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("peer {0} has no address in the genesis")]
+    UnknownPeer(ReplicaIndex),
+    #[error("cannot reach peer {peer}: {message}")]
+    Unreachable { peer: String, message: String },
+    #[error("peer {peer} sent a block that does not extend the chain: {message}")]
+    BadChain { peer: String, message: String },
+    #[error("peer {peer} stopped at height {reached}, before the target {target}")]
+    Short {
+        peer: String,
+        reached: u64,
+        target: u64,
+    },
+    #[error("fetched chain ends at {found}, the checkpoint certifies {expected}")]
+    WrongTip { expected: String, found: String },
+    #[error("re-executing block {height} gave hash {found}, the peer's block has {expected}")]
+    Diverged {
+        height: u64,
+        expected: String,
+        found: String,
+    },
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+}
+
+/// Fetches and applies blocks until the ledger reaches `target_seq` with
+/// `block_hash`, trying each listed peer in turn (then all others), and
+/// retrying with back-off until done or the node stops.
+pub async fn run(
+    state: &Arc<NodeState>,
+    target_seq: Seq,
+    block_hash: Digest,
+    _certificate: &[SignedMessage],
+    peers: &[ReplicaIndex],
+) {
+    let n = state.ledger.genesis().validators.len() as u32;
+    let me = state
+        .consensus
+        .me
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut order: Vec<ReplicaIndex> = peers.to_vec();
+    order.extend((0..n).filter(|i| *i != me && !peers.contains(i)));
+    let mut backoff = Duration::from_millis(200);
+    let stopping = state.stopping();
+    loop {
+        if state.ledger.tip().height >= target_seq {
+            return;
+        }
+        for peer in &order {
+            match fetch_from(state, *peer, target_seq, block_hash).await {
+                Ok(()) => {
+                    state.metrics.state_transfers.inc();
+                    tracing::info!(peer, height = target_seq, "state transfer complete");
+                    return;
+                }
+                Err(e) => tracing::warn!(peer, error = %e, "state transfer from peer failed"),
+            }
+            if *stopping.borrow() {
+                return;
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        if *stopping.borrow() {
+            return;
+        }
+    }
+}
+
+async fn fetch_from(
+    state: &Arc<NodeState>,
+    peer: ReplicaIndex,
+    target_seq: Seq,
+    block_hash: Digest,
+) -> Result<(), TransferError> {
+    let address = state
+        .ledger
+        .genesis()
+        .validators
+        .get(peer as usize)
+        .map(|v| v.peer_address.clone())
+        .ok_or(TransferError::UnknownPeer(peer))?;
+    let unreachable = |message: String| TransferError::Unreachable {
+        peer: address.clone(),
+        message,
+    };
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| unreachable(e.to_string()))?
+        .connect_timeout(Duration::from_secs(2));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?;
+    let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_BLOCK_MESSAGE);
+    let tip = state.ledger.tip();
+    let mut stream = client
+        .get_blocks(GetBlocksRequest {
+            from_height: tip.height + 1,
+            to_height: target_seq,
+        })
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .into_inner();
+
+    // Fetch and check the hash chain before executing anything.
+    let mut prev_header = state
+        .ledger
+        .header(tip.height)?
+        .ok_or_else(|| unreachable("local tip header missing".into()))?;
+    let mut prev_hash = tip.hash;
+    let mut fetched: Vec<(Block, Digest, Vec<u8>)> = Vec::new();
+    while let Some(item) = stream.next().await {
+        let item = item.map_err(|e| unreachable(e.to_string()))?;
+        let block = item.block.ok_or_else(|| TransferError::BadChain {
+            peer: address.clone(),
+            message: "empty block".into(),
+        })?;
+        let header = verify_successor(&prev_header, &prev_hash, &block)
+            .map_err(|e| TransferError::BadChain {
+                peer: address.clone(),
+                message: e.to_string(),
+            })?
+            .clone();
+        let hash = crate::block::header_hash(&header);
+        let height = header.height;
+        prev_header = header;
+        prev_hash = hash;
+        fetched.push((block, hash, item.certificate));
+        if height >= target_seq {
+            break;
+        }
+    }
+    if prev_header.height < target_seq {
+        return Err(TransferError::Short {
+            peer: address.clone(),
+            reached: prev_header.height,
+            target: target_seq,
+        });
+    }
+    if prev_hash != block_hash {
+        return Err(TransferError::WrongTip {
+            expected: hex::encode(block_hash),
+            found: hex::encode(prev_hash),
+        });
+    }
+    let state2 = state.clone();
+    tokio::task::spawn_blocking(move || apply(&state2, fetched))
+        .await
+        .map_err(|e| unreachable(format!("apply task failed: {e}")))?
+}
+
+/// Re-executes verified blocks; each must reproduce the fetched hash.
+fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(), TransferError> {
+    let chain_id = state.ledger.chain_id().to_owned();
+    // Transactions of a certified chain were validated when ordered; the
+    // size limits still apply through decoding.
+    let limits = crate::tx::envelope::TxLimits {
+        max_tx_bytes: usize::MAX,
+        max_key_bytes: usize::MAX,
+        max_value_bytes: usize::MAX,
+    };
+    for (block, hash, cert) in blocks {
+        let Some(header) = block.header.clone() else {
+            continue;
+        };
+        let mut txs: Vec<Arc<VerifiedTx>> = Vec::with_capacity(block.txs.len());
+        for signed in block.txs {
+            let tx = crate::tx::envelope::decode(signed, &chain_id, &limits).map_err(|r| {
+                TransferError::BadChain {
+                    peer: "fetched".into(),
+                    message: r.message,
+                }
+            })?;
+            txs.push(Arc::new(tx));
+        }
+        let proposal = Proposal {
+            height: header.height,
+            timestamp_ms: header.timestamp_ms,
+            proposer: header.proposer.as_slice().try_into().unwrap_or_default(),
+            txs,
+        };
+        let cert = (!cert.is_empty() && codec::decode_certificate(&cert).is_ok()).then_some(cert);
+        let committed = state.ledger.commit_certified(&proposal, cert.as_deref())?;
+        if committed.hash != hash {
+            return Err(TransferError::Diverged {
+                height: header.height,
+                expected: hex::encode(hash),
+                found: hex::encode(committed.hash),
+            });
+        }
+        state.mempool.committed(&committed.tx_ids);
+        state.on_committed(Arc::new(committed));
+    }
+    Ok(())
+}

@@ -1,0 +1,364 @@
+//! Replica-to-replica transport over tonic: one outbound stream per peer,
+//! reconnected with exponential back-off and fed from a bounded queue that
+//! drops on overflow (PBFT tolerates message loss; a dead peer must never
+//! block the sender), and the server side that decodes inbound frames into
+//! the consensus task's priority queue.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use kubeledger_pbft::{Message, ReplicaIndex, SignedMessage};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::codec;
+use super::status::PeerHealth;
+use crate::proto::peer_client::PeerClient;
+use crate::proto::peer_server::Peer;
+use crate::proto::{CertifiedBlock, GetBlocksRequest, PeerAck, PeerFrame, SignedTransaction};
+use crate::runtime::{admission, NodeState};
+
+/// Outbound items queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Largest frame on a peer stream, both directions.
+pub const MAX_FRAME_BYTES: usize = codec::MAX_MESSAGE_BYTES + 16 * 1024 * 1024;
+/// A frame is sent once it holds this many bytes of queued items.
+const FRAME_TARGET_BYTES: usize = 4 * 1024 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Blocks a state-transfer request may ask for at once.
+const MAX_BLOCKS_PER_REQUEST: u64 = 10_000;
+
+#[derive(Debug)]
+enum Outbound {
+    Consensus(Bytes),
+    Txs(Vec<SignedTransaction>),
+}
+
+/// The send side of every peer link, indexed by replica.
+pub struct PeerLinks {
+    links: Vec<Option<mpsc::Sender<Outbound>>>,
+    /// Weak: the node state holds these links (no cycle keeps the ledger open).
+    state: std::sync::Weak<NodeState>,
+}
+
+impl std::fmt::Debug for PeerLinks {
+    // Not the node state: it refers back to these links.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerLinks")
+            .field("peers", &self.links.len())
+            .finish()
+    }
+}
+
+impl PeerLinks {
+    /// Starts one link task per other validator.
+    pub fn start(
+        state: Arc<NodeState>,
+        me: ReplicaIndex,
+        peers: &[Arc<PeerHealth>],
+        stopping: watch::Receiver<bool>,
+    ) -> Arc<Self> {
+        let mut links = Vec::with_capacity(peers.len());
+        for (i, health) in peers.iter().enumerate() {
+            if i as u32 == me {
+                links.push(None);
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            tokio::spawn(run_link(
+                me,
+                health.clone(),
+                rx,
+                state.clone(),
+                stopping.clone(),
+            ));
+            links.push(Some(tx));
+        }
+        Arc::new(Self {
+            links,
+            state: Arc::downgrade(&state),
+        })
+    }
+
+    fn push(&self, to: ReplicaIndex, item: Outbound) -> bool {
+        match self.links.get(to as usize).and_then(Option::as_ref) {
+            Some(q) => q.try_send(item).is_ok(),
+            None => false,
+        }
+    }
+
+    pub fn send(&self, to: ReplicaIndex, msg: Bytes) {
+        let dir = if self.push(to, Outbound::Consensus(msg)) {
+            "sent"
+        } else {
+            "dropped"
+        };
+        if let Some(state) = self.state.upgrade() {
+            state.metrics.consensus_message(dir, 1);
+        }
+    }
+
+    pub fn broadcast(&self, msg: Bytes) {
+        for to in 0..self.links.len() as u32 {
+            if self.links[to as usize].is_some() {
+                self.send(to, msg.clone());
+            }
+        }
+    }
+
+    pub fn forward_txs(&self, to: ReplicaIndex, txs: Vec<SignedTransaction>) {
+        if !self.push(to, Outbound::Txs(txs)) {
+            tracing::debug!(to, "forward queue full; the request timer will recover");
+        }
+    }
+}
+
+async fn run_link(
+    me: ReplicaIndex,
+    health: Arc<PeerHealth>,
+    mut queue: mpsc::Receiver<Outbound>,
+    state: Arc<NodeState>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut carry: Option<Outbound> = None;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let endpoint = match tonic::transport::Endpoint::from_shared(format!(
+            "http://{}",
+            health.address
+        )) {
+            Ok(e) => e
+                .connect_timeout(Duration::from_secs(2))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10)),
+            Err(e) => {
+                tracing::error!(peer = %health.name, address = %health.address, error = %e, "invalid peer address");
+                return;
+            }
+        };
+        let channel = tokio::select! {
+            c = endpoint.connect() => c,
+            _ = stopping.wait_for(|s| *s) => return,
+        };
+        let channel = match channel {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(peer = %health.name, error = %e, ?backoff, "peer unreachable");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stopping.wait_for(|s| *s) => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let mut client = PeerClient::new(channel)
+            .max_encoding_message_size(MAX_FRAME_BYTES)
+            .max_decoding_message_size(MAX_FRAME_BYTES);
+        let (frames, frames_rx) = mpsc::channel::<PeerFrame>(16);
+        let mut call =
+            tokio::spawn(async move { client.messages(ReceiverStream::new(frames_rx)).await });
+        health.connected.store(true, Ordering::Relaxed);
+        state.metrics.peers_connected.inc();
+        tracing::info!(peer = %health.name, "peer stream open");
+        backoff = BACKOFF_MIN;
+        loop {
+            let first = match carry.take() {
+                Some(item) => Some(item),
+                None => tokio::select! {
+                    item = queue.recv() => item,
+                    _ = &mut call => break,
+                    _ = stopping.wait_for(|s| *s) => None,
+                },
+            };
+            let Some(first) = first else {
+                health.connected.store(false, Ordering::Relaxed);
+                state.metrics.peers_connected.dec();
+                return;
+            };
+            let mut frame = PeerFrame {
+                from: me,
+                consensus: Vec::new(),
+                txs: Vec::new(),
+            };
+            let mut size = add(&mut frame, first);
+            while size < FRAME_TARGET_BYTES {
+                match queue.try_recv() {
+                    Ok(item) => size += add(&mut frame, item),
+                    Err(_) => break,
+                }
+            }
+            if frames.send(frame).await.is_err() {
+                break;
+            }
+        }
+        health.connected.store(false, Ordering::Relaxed);
+        state.metrics.peers_connected.dec();
+        tracing::info!(peer = %health.name, "peer stream closed; reconnecting");
+        call.abort();
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn add(frame: &mut PeerFrame, item: Outbound) -> usize {
+    match item {
+        Outbound::Consensus(b) => {
+            let n = b.len();
+            frame.consensus.push(b);
+            n
+        }
+        Outbound::Txs(txs) => {
+            let n = txs.iter().map(|t| t.body.len() + 100).sum();
+            frame.txs.extend(txs);
+            n
+        }
+    }
+}
+
+/// Inbound consensus messages waiting for the consensus task.
+pub type InboundQueue = mpsc::Sender<(ReplicaIndex, SignedMessage)>;
+
+/// The `kubeledger.v1.Peer` service.
+#[derive(Debug, Clone)]
+pub struct PeerService {
+    state: Arc<NodeState>,
+    inbound: InboundQueue,
+    n: u32,
+}
+
+impl PeerService {
+    pub fn new(state: Arc<NodeState>, inbound: InboundQueue) -> Self {
+        let n = state.ledger.genesis().validators.len() as u32;
+        Self { state, inbound, n }
+    }
+}
+
+fn message_height(m: &SignedMessage) -> Option<u64> {
+    match &m.message {
+        Message::PrePrepare(pp) => Some(pp.seq),
+        Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
+        Message::Checkpoint(c) => Some(c.seq),
+        Message::ViewChange(vc) => Some(vc.last_committed),
+        _ => None,
+    }
+}
+
+type BlockStream = Pin<Box<dyn Stream<Item = Result<CertifiedBlock, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn messages(
+        &self,
+        request: Request<Streaming<PeerFrame>>,
+    ) -> Result<Response<PeerAck>, Status> {
+        let mut frames = request.into_inner();
+        while let Some(frame) = frames.next().await {
+            let frame = frame?;
+            if frame.from >= self.n {
+                return Err(Status::invalid_argument(format!(
+                    "replica index {} is not in the validator set of {}",
+                    frame.from, self.n
+                )));
+            }
+            let mut received = 0;
+            for bytes in &frame.consensus {
+                match codec::decode_message(bytes) {
+                    Ok(msg) => {
+                        received += 1;
+                        if let (Some(h), Some(peers)) =
+                            (message_height(&msg), self.state.consensus.peers.get())
+                        {
+                            if msg.signer == frame.from {
+                                if let Some(p) = peers.get(frame.from as usize) {
+                                    p.last_seen_height.fetch_max(h, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        if self.inbound.try_send((frame.from, msg)).is_err() {
+                            self.state.metrics.consensus_message("dropped", 1);
+                        }
+                    }
+                    Err(e) => {
+                        self.state.metrics.consensus_message("dropped", 1);
+                        tracing::debug!(from = frame.from, error = %e, "undecodable consensus message");
+                    }
+                }
+            }
+            self.state.metrics.consensus_message("received", received);
+            if !frame.txs.is_empty() {
+                admit_forwarded(&self.state, frame.txs).await;
+            }
+        }
+        Ok(Response::new(PeerAck {}))
+    }
+
+    type GetBlocksStream = BlockStream;
+
+    async fn get_blocks(
+        &self,
+        request: Request<GetBlocksRequest>,
+    ) -> Result<Response<Self::GetBlocksStream>, Status> {
+        let r = request.into_inner();
+        let from = r.from_height.max(1);
+        let to = r
+            .to_height
+            .min(self.state.ledger.tip().height)
+            .min(from.saturating_add(MAX_BLOCKS_PER_REQUEST));
+        let ledger = self.state.ledger.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for height in from..=to {
+                let l = ledger.clone();
+                let item = tokio::task::spawn_blocking(move || {
+                    let block = l.block_by_height(height)?;
+                    let cert = l.certificate(height)?;
+                    Ok::<_, crate::ledger::LedgerError>(block.map(|(b, _)| CertifiedBlock {
+                        block: Some(b),
+                        certificate: cert.unwrap_or_default(),
+                    }))
+                })
+                .await;
+                let item = match item {
+                    Ok(Ok(Some(b))) => Ok(b),
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => Err(Status::internal(e.to_string())),
+                    Err(e) => Err(Status::internal(e.to_string())),
+                };
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Admits transactions a backup forwarded; ones already pending here are
+/// skipped before their signatures are checked again.
+async fn admit_forwarded(state: &Arc<NodeState>, txs: Vec<SignedTransaction>) {
+    let ids: Vec<_> = txs.iter().map(crate::tx::envelope::tx_id).collect();
+    let known = state.mempool.contains_all(&ids);
+    let fresh: Vec<SignedTransaction> = txs
+        .into_iter()
+        .zip(known)
+        .filter(|(_, k)| !k)
+        .map(|(t, _)| t)
+        .collect();
+    if !fresh.is_empty() {
+        let _ = admission::admit(state, fresh).await;
+    }
+}

@@ -1,0 +1,123 @@
+//! A backup's check of a proposed payload before it votes: every
+//! transaction decodes, is for this chain and within the size limits,
+//! carries a valid signature, appears once and is not already committed;
+//! the block fits the block limits and its timestamp is sane.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kubeledger_pbft::Payload;
+
+use super::codec;
+use crate::runtime::NodeState;
+use crate::tx::{signature_batch, TxId, VerifiedTx};
+
+/// How far a proposal's timestamp may run ahead of this node's clock.
+pub const MAX_CLOCK_SKEW_MS: u64 = 10_000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InvalidPayload {
+    #[error("block holds {count} transactions, the limit is {limit}")]
+    TooManyTxs { count: usize, limit: usize },
+    #[error("block holds {size} bytes of transactions, the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("block timestamp {proposed} is before the last block's {tip}")]
+    TimestampRegressed { proposed: u64, tip: u64 },
+    #[error("block timestamp {proposed} is more than 10 s ahead of this node's clock {now}")]
+    TimestampAhead { proposed: u64, now: u64 },
+    #[error("transaction #{index}: {message}")]
+    BadTx { index: usize, message: String },
+    #[error("transaction {0} appears twice in the block")]
+    DuplicateInBlock(TxId),
+    #[error("transaction {0} is already committed")]
+    AlreadyCommitted(TxId),
+    #[error("transaction {0}: signature does not verify")]
+    BadSignature(TxId),
+    #[error("ledger lookup failed: {0}")]
+    Ledger(String),
+}
+
+/// Validates `payload`; on success returns its decoded transactions.
+pub fn validate(
+    state: &NodeState,
+    payload: &Payload,
+    now_ms: u64,
+) -> Result<Vec<Arc<VerifiedTx>>, InvalidPayload> {
+    if payload.is_null() {
+        return Ok(Vec::new());
+    }
+    let params = state.params();
+    let limits = params.tx_limits();
+    let max_txs = params.max_block_txs as usize;
+    if payload.txs.len() > max_txs {
+        return Err(InvalidPayload::TooManyTxs {
+            count: payload.txs.len(),
+            limit: max_txs,
+        });
+    }
+    let size: usize = payload.txs.iter().map(Vec::len).sum();
+    let max_bytes = usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX);
+    // A single transaction may exceed the block byte limit on its own.
+    if size > max_bytes && payload.txs.len() > 1 {
+        return Err(InvalidPayload::TooLarge {
+            size,
+            limit: max_bytes,
+        });
+    }
+    let tip = state.ledger.tip();
+    if payload.timestamp_ms < tip.timestamp_ms {
+        return Err(InvalidPayload::TimestampRegressed {
+            proposed: payload.timestamp_ms,
+            tip: tip.timestamp_ms,
+        });
+    }
+    if payload.timestamp_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+        return Err(InvalidPayload::TimestampAhead {
+            proposed: payload.timestamp_ms,
+            now: now_ms,
+        });
+    }
+    let chain_id = state.ledger.chain_id();
+    let mut txs = Vec::with_capacity(payload.txs.len());
+    let mut seen = HashSet::with_capacity(payload.txs.len());
+    for (index, bytes) in payload.txs.iter().enumerate() {
+        let tx = codec::tx_from_payload(bytes, chain_id, &limits).map_err(|r| {
+            InvalidPayload::BadTx {
+                index,
+                message: r.message,
+            }
+        })?;
+        if !seen.insert(tx.id) {
+            return Err(InvalidPayload::DuplicateInBlock(tx.id));
+        }
+        txs.push(tx);
+    }
+    let ids: Vec<TxId> = txs.iter().map(|t| t.id).collect();
+    let committed = state
+        .ledger
+        .contains_txs(&ids)
+        .map_err(|e| InvalidPayload::Ledger(e.to_string()))?;
+    if let Some((id, _)) = ids.iter().zip(&committed).find(|(_, c)| **c) {
+        return Err(InvalidPayload::AlreadyCommitted(*id));
+    }
+    // Transactions this node admitted itself were verified then.
+    let known = state.mempool.contains_all(&ids);
+    let unknown: Vec<VerifiedTx> = txs
+        .iter()
+        .zip(&known)
+        .filter(|(_, k)| !**k)
+        .map(|(t, _)| t.clone())
+        .collect();
+    if !unknown.is_empty() {
+        let started = std::time::Instant::now();
+        let valid = signature_batch::verify(&unknown);
+        state
+            .metrics
+            .signature_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Some((t, _)) = unknown.iter().zip(&valid).find(|(_, ok)| !**ok) {
+            return Err(InvalidPayload::BadSignature(t.id));
+        }
+    }
+    Ok(txs.into_iter().map(Arc::new).collect())
+}

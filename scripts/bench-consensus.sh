@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The consensus benchmark of the README: fresh PBFT consortia on loopback,
+# signed 100-byte puts spread over every replica, block interval 200 ms.
+#   1. 4 replicas, saturation: sustained throughput and commit latency
+#   2. 4 replicas, commit latency at a moderate offered load (--rate)
+#   3. 4 replicas, kill -9 of the primary under load: time to the next block
+#   4. 7 replicas, saturation
+# Usage: scripts/bench-consensus.sh [--quick]   (--quick: smaller runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+cargo build --release --locked -p kubeledger-node --bin kubeledger
+bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
+
+txs=200000; rate=8000; rate_txs=80000
+if [ "${1:-}" = "--quick" ]; then txs=30000; rate=3000; rate_txs=15000; fi
+
+up_pid=""
+dir=""
+cleanup() {
+  if [ -n "$up_pid" ]; then kill -INT "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi
+  if [ -n "$dir" ]; then rm -rf "$dir"; fi
+}
+trap cleanup EXIT
+
+# start_consortium N: a fresh consortium of N replicas on 127.0.0.1.
+start_consortium() {
+  cleanup
+  dir=$(mktemp -d /tmp/kubeledger-consensus.XXXXXX)
+  port=$((20000 + RANDOM % 20000))
+  "$bin" up --dir "$dir" --nodes "$1" --same-host --base-port "$port" --block-interval 200ms >"$dir/up.log" 2>&1 &
+  up_pid=$!
+  endpoints=()
+  for i in $(seq 0 $(($1 - 1))); do endpoints+=("http://127.0.0.1:$((port + 10 * i))"); done
+  for e in "${endpoints[@]}"; do
+    for _ in $(seq 1 150); do "$bin" status --endpoint "$e" >/dev/null 2>&1 && break; sleep 0.2; done
+  done
+  first=${endpoints[0]}
+  rest=$(IFS=,; echo "${endpoints[*]:1}")
+}
+
+field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+start_consortium 4
+echo "== 1. 4 replicas, saturation: $txs signed 100-byte puts over all replicas"
+"$bin" bench --endpoint "$first" --endpoints "$rest" --txs "$txs" --value-size 100
+echo
+echo "== 2. 4 replicas, commit latency at an offered load of $rate tx/s ($rate_txs txs)"
+"$bin" bench --endpoint "$first" --endpoints "$rest" --txs "$rate_txs" --value-size 100 --rate "$rate"
+echo
+echo "== 3. 4 replicas, kill -9 of the primary under load (view-change timeout 2 s)"
+primary=$("$bin" status --endpoint "$first" -o json | field primary_index)
+survivor=${endpoints[$(((primary + 1) % 4))]}
+"$bin" bench --endpoint "$survivor" --txs 100000 --value-size 100 --rate 2000 --timeout 60s >"$dir/kill-load.log" 2>&1 &
+load_pid=$!
+sleep 3
+before=$("$bin" status --endpoint "$survivor" -o json | field height)
+pid=$(pgrep -f -- "node --config $dir/node-$primary/node.toml" | head -n1)
+t0=$(date +%s%N)
+kill -9 "$pid"
+while :; do
+  h=$("$bin" status --endpoint "$survivor" -o json 2>/dev/null | field height || echo 0)
+  at_kill=${at_kill:-$h}
+  if [ "$h" -gt "$at_kill" ]; then break; fi
+  if [ $((($(date +%s%N) - t0) / 1000000)) -gt 60000 ]; then echo "no block within 60 s"; break; fi
+  sleep 0.05
+done
+t1=$(date +%s%N)
+view=$("$bin" status --endpoint "$survivor" -o json | field view)
+echo "killed primary replica $primary at height $at_kill (height 3 s before: $before); next block $h after $(((t1 - t0) / 1000000)) ms; view now $view"
+kill "$load_pid" 2>/dev/null || true; wait "$load_pid" 2>/dev/null || true
+echo
+start_consortium 7
+echo "== 4. 7 replicas, saturation: $txs signed 100-byte puts over all replicas"
+"$bin" bench --endpoint "$first" --endpoints "$rest" --txs "$txs" --value-size 100
+"$bin" status --endpoint "$first"
