@@ -195,7 +195,11 @@ async fn kill_and_rejoin(cluster: &mut Cluster, victim: usize, expect_view_chang
     let others: Vec<usize> = (0..N).filter(|i| *i != victim).collect();
     let (_, view_before) = primary_of(cluster, &others).await;
     cluster.kill(victim).await;
-    let at_kill = *live_heights(cluster, &others).await.iter().max().unwrap_or(&0);
+    let at_kill = *live_heights(cluster, &others)
+        .await
+        .iter()
+        .max()
+        .unwrap_or(&0);
     eprintln!("killed replica {victim} at height {at_kill}");
     wait_for(
         &format!("the {} surviving replicas to commit 5 more blocks", N - 1),
@@ -214,7 +218,11 @@ async fn kill_and_rejoin(cluster: &mut Cluster, victim: usize, expect_view_chang
         eprintln!("view {view_before} -> {view}, primary now replica {primary}");
     }
     cluster.start(victim).await;
-    let target = *live_heights(cluster, &others).await.iter().max().unwrap_or(&0);
+    let target = *live_heights(cluster, &others)
+        .await
+        .iter()
+        .max()
+        .unwrap_or(&0);
     eprintln!("restarted replica {victim}; catching up to height {target}");
     let endpoint = cluster.endpoint(victim);
     wait_for(
@@ -311,7 +319,10 @@ async fn four_replicas_survive_primary_and_backup_crashes() {
                 for tx in b.block.map(|b| b.txs).unwrap_or_default() {
                     total_txs += 1;
                     let id = kubeledger_node::crypto::sha256(&tx.body).to_vec();
-                    assert!(seen_txs.insert(id), "a transaction committed twice (height {h})");
+                    assert!(
+                        seen_txs.insert(id),
+                        "a transaction committed twice (height {h})"
+                    );
                 }
             }
         }
@@ -323,7 +334,11 @@ async fn four_replicas_survive_primary_and_backup_crashes() {
 
     // Every acknowledged transaction is on every replica, where it was seen.
     let ack = acknowledged.lock().expect("lock").clone();
-    assert!(ack.len() >= 20, "load produced acknowledgements ({})", ack.len());
+    assert!(
+        ack.len() >= 20,
+        "load produced acknowledgements ({})",
+        ack.len()
+    );
     for c in clients.iter_mut() {
         for (id, at) in &ack {
             let tx = c

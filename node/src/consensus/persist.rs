@@ -114,7 +114,10 @@ fn keep<'a>(d: &Digest, p: &'a Payload, out: &mut HashMap<Digest, &'a Payload>) 
     }
 }
 
-fn strip_signed<'a>(sm: &'a SignedMessage, out: &mut HashMap<Digest, &'a Payload>) -> SignedMessage {
+fn strip_signed<'a>(
+    sm: &'a SignedMessage,
+    out: &mut HashMap<Digest, &'a Payload>,
+) -> SignedMessage {
     let message = match &sm.message {
         Message::PrePrepare(pp) => {
             keep(&pp.digest, &pp.payload, out);
@@ -141,8 +144,16 @@ fn strip_signed<'a>(sm: &'a SignedMessage, out: &mut HashMap<Digest, &'a Payload
         }),
         Message::NewView(nv) => Message::NewView(NewView {
             view: nv.view,
-            view_changes: nv.view_changes.iter().map(|m| strip_signed(m, out)).collect(),
-            pre_prepares: nv.pre_prepares.iter().map(|m| strip_signed(m, out)).collect(),
+            view_changes: nv
+                .view_changes
+                .iter()
+                .map(|m| strip_signed(m, out))
+                .collect(),
+            pre_prepares: nv
+                .pre_prepares
+                .iter()
+                .map(|m| strip_signed(m, out))
+                .collect(),
         }),
         Message::Committed {
             payload,

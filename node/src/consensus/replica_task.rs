@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use kubeledger_pbft::{
-    Action, Config, Digest, Input, Payload, Replica, ReplicaIndex, Seq, TimerId, ValidatorSet,
-    View,
+    Action, Config, Digest, Input, Payload, Replica, ReplicaIndex, Seq, TimerId, ValidatorSet, View,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -432,9 +431,8 @@ impl ConsensusTask {
             return;
         }
         let in_flight = self.in_flight_ids();
-        let (txs, held): (Vec<_>, Vec<_>) = taken
-            .into_iter()
-            .partition(|t| !in_flight.contains(&t.id));
+        let (txs, held): (Vec<_>, Vec<_>) =
+            taken.into_iter().partition(|t| !in_flight.contains(&t.id));
         self.held.extend(held);
         if txs.is_empty() {
             return;
@@ -579,10 +577,7 @@ impl ConsensusTask {
             self.state.mempool.requeue(back);
         }
         self.foreign_ids.clear();
-        self.cutter = BlockCutter::new(
-            crate::runtime::cutter_limits(&self.state),
-            Instant::now(),
-        );
+        self.cutter = BlockCutter::new(crate::runtime::cutter_limits(&self.state), Instant::now());
         self.publish();
         if primary != self.replica.id() {
             let queued = self.state.mempool.queued();

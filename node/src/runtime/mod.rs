@@ -282,7 +282,8 @@ pub async fn run(
             })?,
     };
 
-    let consensus = crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?;
+    let consensus =
+        crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?;
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,
