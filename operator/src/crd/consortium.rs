@@ -61,13 +61,23 @@ pub struct ConsortiumSpec {
 
     /// Maximum encoded size of one transaction in bytes.
     #[serde(default = "default_max_tx_bytes")]
-    #[schemars(range(min = 128, max = 16777216))]
+    #[schemars(range(min = 256, max = 16777216))]
     pub max_tx_bytes: u64,
+
+    /// Maximum size of a state key in bytes.
+    #[serde(default = "default_max_key_bytes")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_key_bytes: u32,
+
+    /// Maximum size of a state value in bytes.
+    #[serde(default = "default_max_value_bytes")]
+    #[schemars(range(min = 1, max = 16777216))]
+    pub max_value_bytes: u64,
 
     /// Blocks between PBFT checkpoints.
     #[serde(default = "default_checkpoint_interval")]
     #[schemars(range(min = 1, max = 100000))]
-    pub checkpoint_interval: u64,
+    pub checkpoint_interval: u32,
 
     /// Time without progress before replicas start a view change (Go duration).
     #[serde(default = "default_view_change_timeout")]
@@ -289,12 +299,14 @@ pub struct ValidatorStatus {
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveConfig {
     pub chain_id: String,
-    pub block_interval_ms: u64,
+    pub block_interval_ms: u32,
     pub max_block_txs: u32,
     pub max_block_bytes: u64,
     pub max_tx_bytes: u64,
-    pub checkpoint_interval: u64,
-    pub view_change_timeout_ms: u64,
+    pub max_key_bytes: u32,
+    pub max_value_bytes: u64,
+    pub checkpoint_interval: u32,
+    pub view_change_timeout_ms: u32,
 }
 
 fn default_block_interval() -> String {
@@ -309,7 +321,13 @@ fn default_max_block_bytes() -> u64 {
 fn default_max_tx_bytes() -> u64 {
     64 * 1024
 }
-fn default_checkpoint_interval() -> u64 {
+fn default_max_key_bytes() -> u32 {
+    1024
+}
+fn default_max_value_bytes() -> u64 {
+    128 * 1024
+}
+fn default_checkpoint_interval() -> u32 {
     100
 }
 fn default_view_change_timeout() -> String {
