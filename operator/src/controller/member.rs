@@ -373,12 +373,14 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
     delete_if_exists::<ConfigMap>(client, &ns, &names::config_map(&name)).await?;
     delete_if_exists::<ServiceAccount>(client, &ns, &names::service_account(&name)).await?;
     delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
-    let delete_volumes = member
-        .spec
-        .storage
-        .as_ref()
-        .map(|s| s.delete_on_teardown)
-        .unwrap_or(false);
+    // The Member's storage, or else the Consortium's node defaults (if it still exists).
+    let delete_volumes = match &member.spec.storage {
+        Some(storage) => storage.delete_on_teardown,
+        None => Api::<Consortium>::all(client.clone())
+            .get_opt(&member.spec.consortium)
+            .await?
+            .is_some_and(|c| c.spec.node_defaults.storage.delete_on_teardown),
+    };
     if delete_volumes {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
         let selector =

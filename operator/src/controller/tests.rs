@@ -51,6 +51,13 @@ impl Call {
         );
         self
     }
+    fn fail(mut self, code: u16) -> Self {
+        self.status = code;
+        self.respond = Some(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "InternalError", "message": "etcd unavailable", "code": code}),
+        );
+        self
+    }
     fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
         self.check = Some(Box::new(f));
         self
@@ -404,6 +411,9 @@ async fn member_teardown_deletes_in_order_and_keeps_volumes() {
         Call::new("DELETE", format!("{ns}/configmaps/org1-config?")).not_found(),
         Call::new("DELETE", format!("{ns}/serviceaccounts/org1-node?")).respond(success()),
         Call::new("DELETE", format!("{ns}/secrets/org1-keys?")).respond(success()),
+        // The Member has no storage of its own: the Consortium's default decides.
+        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
+            .respond(serde_json::to_value(fixtures::consortium()).expect("json")),
         // No PVC deletion: storage.deleteOnTeardown defaults to false.
         Call::new(
             "PATCH",
@@ -592,6 +602,186 @@ async fn consortium_teardown_removes_genesis_copies() {
             }),
     ];
     run_consortium(c, StaticProber::default(), calls).await;
+}
+
+#[tokio::test]
+async fn member_teardown_deletes_volumes_when_asked() {
+    let mut m = with_finalizer(fixtures::member());
+    m.spec.storage = Some(crate::crd::StorageSpec {
+        delete_on_teardown: true,
+        ..Default::default()
+    });
+    m.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let ns = "/api/v1/namespaces/org1";
+    let mut calls = vec![event_call("org1", "TearingDown")];
+    for path in [
+        "/apis/apps/v1/namespaces/org1/statefulsets/org1?".to_string(),
+        "/apis/policy/v1/namespaces/org1/poddisruptionbudgets/org1?".to_string(),
+        format!("{ns}/services/org1-client?"),
+        format!("{ns}/services/org1-nodes?"),
+        format!("{ns}/configmaps/org1-config?"),
+        format!("{ns}/serviceaccounts/org1-node?"),
+        format!("{ns}/secrets/org1-keys?"),
+    ] {
+        calls.push(Call::new("DELETE", path).respond(success()));
+    }
+    // Volumes last, by the node selector, only after the pods' StatefulSet is gone.
+    calls.push(
+        Call::new(
+            "DELETE",
+            format!("{ns}/persistentvolumeclaims?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Capp.kubernetes.io%2Finstance%3Dorg1"),
+        )
+        .respond(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []})),
+    );
+    calls.push(
+        Call::new(
+            "PATCH",
+            "/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1?",
+        )
+        .respond(member_json(&m)),
+    );
+    let (action, _) = run_member(m, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_back_off() {
+    let c = consortium_with_genesis();
+    let m = with_finalizer(fixtures::member());
+    let (ctx, handle) = context(StaticProber::default());
+    let mut calls = member_apply_calls(&c, None);
+    // The API server fails the first apply: the reconcile stops there.
+    calls.truncate(3);
+    calls[2] = Call::new(
+        "PATCH",
+        apply_uri("/api/v1/namespaces/org1/serviceaccounts/org1-node"),
+    )
+    .fail(500);
+    let server = serve(handle, calls);
+    let m = Arc::new(m);
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        member::reconcile(m.clone(), ctx.clone()),
+    )
+    .await
+    .expect("reconcile timed out")
+    .expect_err("a failed apply fails the reconcile");
+    assert!(err.to_string().contains("etcd unavailable"), "{err}");
+    server.await.expect("verifier");
+
+    // Retries back off exponentially per object, capped at five minutes.
+    let delays: Vec<Action> = (0..8)
+        .map(|_| member::error_policy(m.clone(), &err, ctx.clone()))
+        .collect();
+    let secs = [5, 10, 20, 40, 80, 160, 300, 300];
+    for (delay, s) in delays.iter().zip(secs) {
+        assert_eq!(*delay, Action::requeue(Duration::from_secs(s)));
+    }
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains(
+            r#"kubeledger_operator_reconcile_failures_total{controller="member",error="kube"} 8"#
+        ),
+        "{text}"
+    );
+    // Another object has its own back-off.
+    let other = Arc::new(fixtures::member_named("org2", 1));
+    assert_eq!(
+        member::error_policy(other, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn watches_end_before_load_balancers_drop_them() {
+    // Common idle timeouts: AWS NLB 350 s, Azure LB 4 min (240 s) is configurable
+    // up, GCP 600 s; 290 s stays under the usual 300 s default of proxies.
+    const { assert!(super::WATCH_TIMEOUT_SECS < 300) };
+}
+
+#[tokio::test]
+async fn consortium_status_is_not_rewritten_when_nothing_changed() {
+    let c = consortium_with_genesis();
+    let mut members = fixtures::members_with_keys();
+    for m in &mut members {
+        if let Some(s) = m.status.as_mut() {
+            s.phase = Some("Active".into());
+        }
+    }
+    let hosts = [
+        "org1-0.org1-nodes.org1.svc.cluster.local",
+        "org1-1.org1-nodes.org1.svc.cluster.local",
+        "org2-0.org2-nodes.org2.svc.cluster.local",
+    ];
+    let prober = StaticProber(
+        hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.to_string(),
+                    NodeReport {
+                        height: 9,
+                        view: 0,
+                        txs_committed: 50,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    );
+    let genesis_applies = || {
+        vec![
+            Call::new(
+                "PATCH",
+                apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+            ),
+            Call::new(
+                "PATCH",
+                apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+            ),
+        ]
+    };
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_applies());
+    calls.push(event_call("default", "Running"));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json")),
+    );
+    let (_, bodies) = run_consortium(c.clone(), prober.clone(), calls).await;
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+    assert_eq!(status.height, Some(9));
+
+    // Second poll, no new transactions: the rate becomes known (0) and is written.
+    let mut c2 = c;
+    c2.status = Some(status);
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_applies());
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c2).expect("json"))
+        .check(|b| assert_eq!(b["status"]["recentTps"], 0.0)),
+    );
+    let (_, bodies) = run_consortium(c2.clone(), prober.clone(), calls).await;
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+
+    // Same cluster, same answers again: no status write and no second Running event.
+    let mut c3 = c2;
+    c3.status = Some(status);
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_applies());
+    let (action, _) = run_consortium(c3, prober, calls).await;
+    assert_eq!(action, Action::requeue(super::POLL_INTERVAL));
 }
 
 fn base64(bytes: &[u8]) -> String {
