@@ -25,6 +25,7 @@ pub mod leader;
 pub mod metrics;
 pub mod probe;
 pub mod render;
+pub mod server;
 pub mod telemetry;
 
 #[cfg(test)]
