@@ -25,7 +25,7 @@ def operator_bin() -> pathlib.Path:
     if explicit:
         return pathlib.Path(explicit)
     build = subprocess.run(
-        ["cargo", "build", "-p", "kubeledger-operator", "--bin", "kubeledger-operator",
+        ["cargo", "build", "--locked", "-p", "kubeledger-operator", "--bin", "kubeledger-operator",
          "--message-format=json-render-diagnostics"],
         cwd=ROOT, check=True, stdout=subprocess.PIPE, text=True,
     )
