@@ -129,7 +129,19 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let existing = secrets.get_opt(&names::secret(&name)).await?;
 
-    // 2. validate: keys already issued must parse; never regenerated.
+    // 2. validate: keys already issued must parse and belong to this consortium;
+    // they are never regenerated.
+    if let Err(e) = retained_keys_match(existing.as_ref(), &member.spec.consortium) {
+        ctx.event(
+            member,
+            EventType::Warning,
+            "RetainedKeysMismatch",
+            "Validate",
+            e.to_string(),
+        )
+        .await;
+        return Err(e);
+    }
     let keys = ensure_keys(existing.as_ref(), &node_names, &mut rand::rngs::OsRng)?;
     let genesis: Option<Genesis> = consortium
         .status
@@ -274,6 +286,27 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
     }))
 }
 
+/// A key Secret kept from an earlier Member of the same name must belong to the
+/// same consortium: its keys sign the retained volumes' chain, not another one.
+fn retained_keys_match(existing: Option<&Secret>, consortium: &str) -> Result<()> {
+    let Some(previous) = existing
+        .and_then(|s| s.metadata.labels.as_ref())
+        .and_then(|l| l.get("kubeledger.io/consortium"))
+    else {
+        return Ok(());
+    };
+    if previous == consortium {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "Secret {} holds node keys kept for consortium {previous}, not {consortium}; \
+         delete that Secret and the member's volumes to start this member afresh",
+        existing
+            .and_then(|s| s.metadata.name.as_deref())
+            .unwrap_or_default()
+    )))
+}
+
 /// Pod readiness and restarts from the API, chain state from each node.
 async fn observe_nodes(
     ctx: &Context,
@@ -350,29 +383,16 @@ async fn patch_status(
     Ok(())
 }
 
-/// Tears down in order: nodes first, then what they used; volumes only when
-/// `storage.deleteOnTeardown` is set. The genesis ConfigMap belongs to the Consortium.
+/// Tears down in order: nodes first, then what they used. The node keys follow
+/// the data: with `storage.deleteOnTeardown` the volumes go and then the key
+/// Secret; otherwise both stay for a Member re-created under the same name.
+/// The genesis ConfigMap belongs to the Consortium.
 async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
     let name = member.name_any();
     let ns = member
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let client = &ctx.client;
-    ctx.event(
-        member,
-        EventType::Normal,
-        "TearingDown",
-        "Teardown",
-        "Deleting the member's nodes".into(),
-    )
-    .await;
-    delete_if_exists::<StatefulSet>(client, &ns, &names::statefulset(&name)).await?;
-    delete_if_exists::<PodDisruptionBudget>(client, &ns, &names::pdb(&name)).await?;
-    delete_if_exists::<Service>(client, &ns, &names::client_service(&name)).await?;
-    delete_if_exists::<Service>(client, &ns, &names::headless_service(&name)).await?;
-    delete_if_exists::<ConfigMap>(client, &ns, &names::config_map(&name)).await?;
-    delete_if_exists::<ServiceAccount>(client, &ns, &names::service_account(&name)).await?;
-    delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
     // The Member's storage, or else the Consortium's node defaults (if it still exists).
     let delete_volumes = match &member.spec.storage {
         Some(storage) => storage.delete_on_teardown,
@@ -381,6 +401,27 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
             .await?
             .is_some_and(|c| c.spec.node_defaults.storage.delete_on_teardown),
     };
+    ctx.event(
+        member,
+        EventType::Normal,
+        "TearingDown",
+        "Teardown",
+        if delete_volumes {
+            "Deleting the member's nodes, their volumes and their keys".into()
+        } else {
+            format!(
+                "Deleting the member's nodes; volumes and Secret {} are kept for a Member re-created as {name}",
+                names::secret(&name)
+            )
+        },
+    )
+    .await;
+    delete_if_exists::<StatefulSet>(client, &ns, &names::statefulset(&name)).await?;
+    delete_if_exists::<PodDisruptionBudget>(client, &ns, &names::pdb(&name)).await?;
+    delete_if_exists::<Service>(client, &ns, &names::client_service(&name)).await?;
+    delete_if_exists::<Service>(client, &ns, &names::headless_service(&name)).await?;
+    delete_if_exists::<ConfigMap>(client, &ns, &names::config_map(&name)).await?;
+    delete_if_exists::<ServiceAccount>(client, &ns, &names::service_account(&name)).await?;
     if delete_volumes {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
         let selector =
@@ -390,6 +431,8 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
             &ListParams::default().labels(&selector),
         )
         .await?;
+        // Keys last: if the volume deletion failed, the retry still finds them.
+        delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
     }
     info!(delete_volumes, "member torn down");
     Ok(Action::await_change())

@@ -199,7 +199,8 @@ fn member_apply_calls(c: &Consortium, existing_secret: Option<Value>) -> Vec<Cal
     calls.push(
         Call::new("PATCH", apply_uri(&format!("{ns}/secrets/org1-keys"))).check(|b| {
             assert_eq!(b["kind"], "Secret");
-            assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Member");
+            // Keys follow the volumes, not the Member: never garbage-collected with it.
+            assert!(b["metadata"].get("ownerReferences").is_none(), "{b}");
         }),
     );
     calls
@@ -399,7 +400,13 @@ async fn member_teardown_deletes_in_order_and_keeps_volumes() {
     ));
     let ns = "/api/v1/namespaces/org1";
     let calls = vec![
-        event_call("org1", "TearingDown"),
+        // The Member has no storage of its own: the Consortium's default decides.
+        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
+            .respond(serde_json::to_value(fixtures::consortium()).expect("json")),
+        event_call("org1", "TearingDown").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.contains("org1-keys are kept"), "{note}");
+        }),
         Call::new("DELETE", "/apis/apps/v1/namespaces/org1/statefulsets/org1?").respond(success()),
         Call::new(
             "DELETE",
@@ -410,11 +417,8 @@ async fn member_teardown_deletes_in_order_and_keeps_volumes() {
         Call::new("DELETE", format!("{ns}/services/org1-nodes?")).respond(success()),
         Call::new("DELETE", format!("{ns}/configmaps/org1-config?")).not_found(),
         Call::new("DELETE", format!("{ns}/serviceaccounts/org1-node?")).respond(success()),
-        Call::new("DELETE", format!("{ns}/secrets/org1-keys?")).respond(success()),
-        // The Member has no storage of its own: the Consortium's default decides.
-        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
-            .respond(serde_json::to_value(fixtures::consortium()).expect("json")),
-        // No PVC deletion: storage.deleteOnTeardown defaults to false.
+        // No PVC deletion (storage.deleteOnTeardown defaults to false) and so no
+        // key deletion either: a re-created org1 gets its old identities back.
         Call::new(
             "PATCH",
             "/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1?",
@@ -430,6 +434,81 @@ async fn member_teardown_deletes_in_order_and_keeps_volumes() {
     ];
     let (action, _) = run_member(m, StaticProber::default(), calls).await;
     assert_eq!(action, Action::await_change());
+}
+
+/// The Secret a deleted org1 left behind (no owner, as the operator wrote it).
+fn retained_secret(consortium: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": "org1-keys", "namespace": "org1",
+            "labels": {"kubeledger.io/member": "org1", "kubeledger.io/consortium": consortium}
+        },
+        "data": fixtures::keys().to_files().into_iter().map(|(k, v)| (k, Value::from(base64(v.as_bytes())))).collect::<serde_json::Map<_, _>>()
+    })
+}
+
+#[tokio::test]
+async fn recreated_member_adopts_retained_keys_without_issuing_new_ones() {
+    let c = consortium_with_genesis();
+    // A new org1 (new uid) after the old one was deleted with its volumes kept.
+    let mut m = with_finalizer(fixtures::member());
+    m.metadata.uid = Some("33333333-3333-3333-3333-333333333333".into());
+    let mut calls = member_apply_calls(&c, Some(retained_secret("escrow")));
+    calls[3] = Call::new(
+        "PATCH",
+        apply_uri("/api/v1/namespaces/org1/secrets/org1-keys"),
+    )
+    .check(|b| {
+        for (file, seed) in [
+            ("org1-0.key", "01"),
+            ("org1-1.key", "02"),
+            ("admin.key", "03"),
+        ] {
+            let expected = base64(format!("{}\n", seed.repeat(32)).as_bytes());
+            assert_eq!(
+                b["data"][file],
+                Value::from(expected),
+                "{file} was reissued"
+            );
+        }
+    });
+    // No KeysGenerated event: nothing was issued.
+    calls.extend(member_workload_calls());
+    calls.push(pods_call(json!([])));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1/status"),
+        )
+        .respond(member_json(&m))
+        .check(|b| {
+            let expected = crate::keys::public_key_hex(&"01".repeat(32)).expect("key");
+            assert_eq!(b["status"]["nodePublicKeys"][0]["publicKey"], expected);
+        }),
+    );
+    run_member(m, StaticProber::default(), calls).await;
+}
+
+#[tokio::test]
+async fn retained_keys_of_another_consortium_are_refused() {
+    let c = consortium_with_genesis();
+    let m = with_finalizer(fixtures::member());
+    let (ctx, handle) = context(StaticProber::default());
+    let mut calls = member_apply_calls(&c, Some(retained_secret("other-chain")));
+    calls.truncate(2);
+    calls.push(event_call("org1", "RetainedKeysMismatch").check(|b| {
+        assert_eq!(b["type"], "Warning");
+        let note = b["note"].as_str().unwrap_or_default();
+        assert!(note.contains("other-chain"), "{note}");
+    }));
+    let server = serve(handle, calls);
+    let err = tokio::time::timeout(Duration::from_secs(5), member::reconcile(Arc::new(m), ctx))
+        .await
+        .expect("reconcile timed out (an unexpected API call?)")
+        .expect_err("keys of another chain must not be adopted");
+    assert!(err.to_string().contains("other-chain"), "{err}");
+    server.await.expect("verifier");
 }
 
 fn members_list(members: &[Member]) -> Call {
@@ -623,11 +702,10 @@ async fn member_teardown_deletes_volumes_when_asked() {
         format!("{ns}/services/org1-nodes?"),
         format!("{ns}/configmaps/org1-config?"),
         format!("{ns}/serviceaccounts/org1-node?"),
-        format!("{ns}/secrets/org1-keys?"),
     ] {
         calls.push(Call::new("DELETE", path).respond(success()));
     }
-    // Volumes last, by the node selector, only after the pods' StatefulSet is gone.
+    // Volumes after the pods' StatefulSet is gone, by the node selector ...
     calls.push(
         Call::new(
             "DELETE",
@@ -635,6 +713,8 @@ async fn member_teardown_deletes_volumes_when_asked() {
         )
         .respond(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []})),
     );
+    // ... and the keys only with them, last.
+    calls.push(Call::new("DELETE", format!("{ns}/secrets/org1-keys?")).respond(success()));
     calls.push(
         Call::new(
             "PATCH",

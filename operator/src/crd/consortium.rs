@@ -131,7 +131,16 @@ pub struct StorageSpec {
     /// StorageClass; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Delete the nodes' PersistentVolumeClaims when the Member is deleted.
+    /// What deleting the Member does with its nodes' data and identities.
+    ///
+    /// `false` (default): the nodes' PersistentVolumeClaims **and** the node key
+    /// Secret (`<member>-keys`) are kept. A Member re-created with the same name
+    /// in the same namespace (and the same consortium) reuses both, so its nodes
+    /// come back with their old keys and their old data; keys are never issued
+    /// again while that Secret exists.
+    ///
+    /// `true`: the volumes are deleted and then the key Secret, in that order, so
+    /// that keys never disappear while data signed with them remains.
     #[serde(default)]
     pub delete_on_teardown: bool,
 }

@@ -43,7 +43,8 @@ pub struct MemberSpec {
     /// Overrides the consortium's node resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Overrides the consortium's node storage.
+    /// Overrides the consortium's node storage, including what deletion of this
+    /// Member does with the volumes and node keys (`deleteOnTeardown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 }
