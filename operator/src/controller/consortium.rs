@@ -38,12 +38,25 @@ pub const PHASE_PENDING: &str = "Pending";
 pub const PHASE_BOOTSTRAPPING: &str = "Bootstrapping";
 pub const PHASE_RUNNING: &str = "Running";
 pub const PHASE_DEGRADED: &str = "Degraded";
+pub const PHASE_TERMINATING: &str = "Terminating";
 
 /// Reconciles one Consortium (entry point of the controller).
 #[instrument(skip_all, fields(consortium = %consortium.name_any()))]
 pub async fn reconcile(consortium: Arc<Consortium>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.count_and_measure(CONTROLLER);
     let key = format!("consortium/{}", consortium.name_any());
+    // Members' pods mount the genesis copies: teardown waits for the Members.
+    let holds_finalizer = consortium.finalizers().iter().any(|f| f == FINALIZER);
+    if consortium.metadata.deletion_timestamp.is_some() && holds_finalizer {
+        let members = members_of(&ctx, &consortium.name_any()).await?;
+        if !members.is_empty() {
+            let action = wait_for_members(&consortium, &members, &ctx).await;
+            if action.is_ok() {
+                ctx.backoff.reset(&key);
+            }
+            return action;
+        }
+    }
     let api: Api<Consortium> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, consortium, |event| async {
         match event {
@@ -206,7 +219,8 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         }
     }
 
-    // 4. apply: the same genesis text in every member namespace
+    // 4. apply: the same genesis text in every member namespace; copies in
+    // namespaces without Members any more are removed.
     let genesis: Option<Genesis> = base
         .genesis
         .as_deref()
@@ -214,9 +228,18 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         .transpose()?;
     if let Some(text) = &base.genesis {
         let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
-        for ns in namespaces {
-            apply(&ctx.client, &ns, &config_map::build_genesis(c, &ns, text)?).await?;
+        for ns in &namespaces {
+            apply(&ctx.client, ns, &config_map::build_genesis(c, ns, text)?).await?;
         }
+        for ns in old
+            .genesis_namespaces
+            .iter()
+            .filter(|ns| !namespaces.contains(*ns))
+        {
+            delete_if_exists::<ConfigMap>(&ctx.client, ns, &names::genesis_config_map(&name))
+                .await?;
+        }
+        base.genesis_namespaces = namespaces.into_iter().collect();
     }
 
     // 5. status from the nodes and the Members
@@ -460,7 +483,62 @@ async fn patch_status(
     Ok(())
 }
 
-/// Removes the genesis copies; Members (and their nodes) belong to their owners.
+/// A deleted Consortium whose Members still exist keeps its finalizer: their
+/// pods mount its genesis. Members belong to their organisations, so the
+/// operator does not delete them; it says what it waits for and checks again
+/// (a Member's final removal is not a watch event the predicates pass on).
+async fn wait_for_members(c: &Consortium, members: &[Member], ctx: &Context) -> Result<Action> {
+    let old = c.status.clone().unwrap_or_default();
+    let generation = c.metadata.generation;
+    let waiting: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}/{}", m.namespace().unwrap_or_default(), m.name_any()))
+        .collect();
+    let msg = format!(
+        "deletion waits for {} Member(s) to be deleted first: {}",
+        waiting.len(),
+        waiting.join(", ")
+    );
+    let status = ConsortiumStatus {
+        phase: Some(PHASE_TERMINATING.into()),
+        conditions: vec![
+            condition(
+                &old.conditions,
+                "Ready",
+                false,
+                "WaitingForMembers",
+                msg.clone(),
+                generation,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                true,
+                "WaitingForMembers",
+                msg.clone(),
+                generation,
+            ),
+            condition(
+                &old.conditions,
+                "Degraded",
+                false,
+                "WaitingForMembers",
+                "",
+                generation,
+            ),
+        ],
+        ..old.clone()
+    };
+    if status != old {
+        ctx.event(c, EventType::Normal, "WaitingForMembers", "Teardown", msg)
+            .await;
+    }
+    patch_status(ctx, c, &old, status).await?;
+    Ok(Action::requeue(WAIT_INTERVAL))
+}
+
+/// Runs once no Member is left: removes the genesis copies, then the finalizer.
+/// (They are also owned by the Consortium, so the garbage collector would.)
 async fn cleanup_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     let name = c.name_any();
     ctx.event(
@@ -468,11 +546,14 @@ async fn cleanup_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         EventType::Normal,
         "TearingDown",
         "Teardown",
-        "Removing genesis copies".into(),
+        "No Members left; removing genesis copies".into(),
     )
     .await;
-    let members = members_of(ctx, &name).await?;
-    let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
+    let namespaces = c
+        .status
+        .as_ref()
+        .map(|s| s.genesis_namespaces.clone())
+        .unwrap_or_default();
     for ns in namespaces {
         delete_if_exists::<ConfigMap>(&ctx.client, &ns, &names::genesis_config_map(&name)).await?;
     }

@@ -552,6 +552,7 @@ async fn consortium_creates_genesis_once_and_distributes_it() {
         .check(|b| {
             assert_eq!(b["status"]["phase"], "Bootstrapping");
             assert_eq!(b["status"]["membersSummary"], "0/2");
+            assert_eq!(b["status"]["genesisNamespaces"], json!(["org1", "org2"]));
         }),
     ];
     let (_, bodies) = run_consortium(c, StaticProber::default(), calls).await;
@@ -651,15 +652,58 @@ async fn consortium_aggregates_node_status() {
 }
 
 #[tokio::test]
-async fn consortium_teardown_removes_genesis_copies() {
+async fn consortium_deletion_waits_for_its_members() {
     let mut c = consortium_with_genesis();
     c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         jiff::Timestamp::now(),
     ));
     let members = fixtures::members_with_keys();
+    // Members still exist: no genesis copy is deleted, the finalizer stays.
     let calls = vec![
-        event_call("default", "TearingDown"),
         members_list(&members),
+        event_call("default", "WaitingForMembers").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.contains("org1/org1, org2/org2"), "{note}");
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["phase"], "Terminating");
+            assert_eq!(s["conditions"][1]["type"], "Progressing");
+            assert_eq!(s["conditions"][1]["reason"], "WaitingForMembers");
+            // The genesis is still there for the Members' pods.
+            assert!(s["genesis"].is_string());
+        }),
+    ];
+    let (action, bodies) = run_consortium(c.clone(), StaticProber::default(), calls).await;
+    assert_eq!(action, Action::requeue(super::WAIT_INTERVAL));
+
+    // Checked again later with the same Members: no new Event, no status write.
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies[2]["status"].clone()).expect("status");
+    let mut c2 = c;
+    c2.status = Some(status);
+    let (action, _) =
+        run_consortium(c2, StaticProber::default(), vec![members_list(&members)]).await;
+    assert_eq!(action, Action::requeue(super::WAIT_INTERVAL));
+}
+
+#[tokio::test]
+async fn consortium_teardown_removes_genesis_copies_after_the_members() {
+    let mut c = consortium_with_genesis();
+    c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    if let Some(s) = c.status.as_mut() {
+        s.genesis_namespaces = vec!["org1".into(), "org2".into()];
+    }
+    let calls = vec![
+        members_list(&[]),
+        event_call("default", "TearingDown"),
         Call::new(
             "DELETE",
             "/api/v1/namespaces/org1/configmaps/escrow-genesis?",

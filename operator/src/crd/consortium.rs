@@ -243,7 +243,8 @@ impl Default for HealingSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsortiumStatus {
-    /// Pending (waiting for founders' keys), Bootstrapping, Running or Degraded.
+    /// Pending (waiting for founders' keys), Bootstrapping, Running, Degraded or
+    /// Terminating (deleted, waiting for its Members to be deleted first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -287,6 +288,10 @@ pub struct ConsortiumStatus {
     /// SHA-256 of `genesis`, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis_hash: Option<String>,
+    /// Namespaces holding a copy of the genesis ConfigMap (removed on teardown,
+    /// after the last Member is gone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub genesis_namespaces: Vec<String>,
 }
 
 /// One validator of the genesis set.
