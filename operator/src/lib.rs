@@ -20,6 +20,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod genesis;
+pub mod health;
 pub mod keys;
 pub mod leader;
 pub mod metrics;

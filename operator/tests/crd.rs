@@ -127,12 +127,53 @@ fn cel_rejects_invalid_consortia() {
     let mut s = valid_spec();
     s["viewChangeTimeout"] = json!("2x");
     cases.push(("view change timeout that does not parse", s));
+    for (field, value, what) in [
+        ("stuckAfter", "10s", "stuckAfter below the 30 s poll"),
+        ("stuckAfter", "soon", "stuckAfter that does not parse"),
+        ("lagFor", "48h", "lagFor above a day"),
+        ("restartBackoff", "1s", "restartBackoff below 10 s"),
+    ] {
+        let mut s = valid_spec();
+        s["healing"] = json!({ field: value });
+        cases.push((what, s));
+    }
+    let mut s = valid_spec();
+    s["healing"] = json!({"enabled": false, "rebuildCorruptReplicas": true});
+    cases.push(("rebuild without healing", s));
     for (what, spec) in cases {
         assert!(
             check(&consortium(spec), None).is_err(),
             "{what} was accepted"
         );
     }
+}
+
+#[test]
+fn cel_accepts_healing_settings() {
+    let mut s = valid_spec();
+    s["healing"] = json!({
+        "enabled": true, "stuckAfter": "90s", "maxLag": 500, "lagFor": "10m",
+        "maxRestartsPerHour": 5, "restartBackoff": "30s", "rebuildCorruptReplicas": true
+    });
+    check(&consortium(s), None).expect("valid healing settings");
+    let mut s = valid_spec();
+    s["healing"] = json!({"enabled": false});
+    check(&consortium(s), None).expect("healing off");
+}
+
+#[test]
+fn healing_defaults_are_in_the_schema() {
+    let schema = schema_of(&Consortium::crd());
+    let healing = &schema["properties"]["spec"]["properties"]["healing"];
+    assert_eq!(healing["default"]["enabled"], true, "{healing}");
+    let props = &healing["properties"];
+    assert_eq!(props["stuckAfter"]["default"], "2m");
+    assert_eq!(props["lagFor"]["default"], "5m");
+    assert_eq!(props["maxLag"]["default"], 1000);
+    assert_eq!(props["maxRestartsPerHour"]["default"], 3);
+    assert_eq!(props["maxRestartsPerHour"]["maximum"].as_f64(), Some(60.0));
+    assert_eq!(props["restartBackoff"]["default"], "1m");
+    assert_eq!(props["rebuildCorruptReplicas"]["default"], false);
 }
 
 #[test]

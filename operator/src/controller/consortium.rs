@@ -292,8 +292,7 @@ fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
             member: v.member.clone(),
             public_key: v.public_key.clone(),
             peer_address: v.peer_address.clone(),
-            reachable: false,
-            height: None,
+            ..Default::default()
         })
         .collect()
 }

@@ -349,6 +349,7 @@ async fn observe_nodes(
                 .as_ref()
                 .and_then(|r| crate::probe::rfc3339_ms(r.last_block_time_ms)),
             restarts,
+            ..Default::default()
         });
     }
     Ok(out)
