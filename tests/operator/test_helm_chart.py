@@ -96,8 +96,8 @@ EXPECTED_CLUSTER_RULES = {
     ("", "serviceaccounts"): {"create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"create", "patch", "delete"},
     ("", "secrets"): {"get", "create", "patch", "delete"},
-    ("", "pods"): {"list"},
-    ("", "persistentvolumeclaims"): {"deletecollection"},
+    ("", "pods"): {"list", "delete"},
+    ("", "persistentvolumeclaims"): {"delete", "deletecollection"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 

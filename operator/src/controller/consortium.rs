@@ -23,12 +23,13 @@ use tracing::{info, instrument, warn};
 
 use super::member::PHASE_ACTIVE;
 use super::{
-    apply, condition, delete_if_exists, now_ms, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
+    apply, condition, delete_if_exists, healing, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
     WATCH_TIMEOUT_SECS,
 };
 use crate::build::{config_map, names};
 use crate::crd::{Consortium, ConsortiumStatus, Member, ValidatorStatus};
 use crate::genesis::{build_genesis, chain_params, genesis_hash, Genesis};
+use crate::health::HealthClass;
 use crate::probe::rfc3339_ms;
 use crate::{Error, Result, FIELD_MANAGER};
 
@@ -151,7 +152,12 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     let mut base = old.clone();
     let mut pending_reason = None;
     if base.genesis.is_none() {
-        match build_genesis(c, &members, now_ms(), &ctx.settings.cluster_domain) {
+        match build_genesis(
+            c,
+            &members,
+            ctx.clock.now_ms(),
+            &ctx.settings.cluster_domain,
+        ) {
             Ok(Ok(g)) => {
                 let text = g.to_json()?;
                 base.genesis_hash = Some(genesis_hash(&text));
@@ -242,17 +248,22 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         base.genesis_namespaces = namespaces.into_iter().collect();
     }
 
-    // 5. status from the nodes and the Members
+    // 5. health of every validator (healing them where needed), then status
+    // from the nodes and the Members
+    let observations = match &genesis {
+        Some(g) => healing::monitor_and_heal(ctx, c, &old, g, &members).await?,
+        None => Vec::new(),
+    };
     let status = aggregate(
-        ctx,
         c,
         &old,
         base,
         genesis.as_ref(),
+        &observations,
         &members,
         pending_reason,
-    )
-    .await;
+        ctx.clock.now_ms(),
+    );
     let running = status.phase.as_deref() == Some(PHASE_RUNNING);
     if running && old.phase.as_deref() != Some(PHASE_RUNNING) {
         ctx.event(
@@ -272,7 +283,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
             EventType::Warning,
             "QuorumLost",
             "Reconcile",
-            "Fewer than 2f+1 validators answer".into(),
+            "Fewer validators answer than a quorum".into(),
         )
         .await;
     }
@@ -297,15 +308,17 @@ fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
         .collect()
 }
 
-/// Polls every validator and folds the answers and the Members' phases into status.
-async fn aggregate(
-    ctx: &Context,
+/// Folds the validators' answers and the Members' phases into status.
+#[allow(clippy::too_many_arguments)]
+fn aggregate(
     c: &Consortium,
     old: &ConsortiumStatus,
     mut status: ConsortiumStatus,
     genesis: Option<&Genesis>,
+    observations: &[healing::Observation],
     members: &[Member],
     pending_reason: Option<String>,
+    now: u64,
 ) -> ConsortiumStatus {
     let generation = c.metadata.generation;
     let members_ready = u32::try_from(
@@ -353,26 +366,23 @@ async fn aggregate(
         return status;
     };
 
-    let mut reachable = 0usize;
-    let mut best: Option<crate::probe::NodeReport> = None;
-    let mut validators = validators_of(genesis);
-    for v in &mut validators {
-        let host = v
-            .peer_address
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&v.peer_address);
-        if let Some(r) = ctx.prober.status(host).await {
-            reachable += 1;
-            v.reachable = true;
-            v.height = Some(r.height);
-            if best.as_ref().is_none_or(|b| r.height > b.height) {
-                best = Some(r);
-            }
-        }
-    }
-    status.validators = validators;
-    if let Some(b) = &best {
+    let reachable = observations.iter().filter(|o| o.report.is_some()).count();
+    let best = observations.iter().filter_map(|o| o.report.as_ref()).fold(
+        None::<&crate::probe::NodeReport>,
+        |best, r| match best {
+            Some(b) if b.height >= r.height => Some(b),
+            _ => Some(r),
+        },
+    );
+    status.validators = observations.iter().map(|o| o.status.clone()).collect();
+    let healthy = status
+        .validators
+        .iter()
+        .filter(|v| v.health.as_deref() == Some(HealthClass::Healthy.as_str()))
+        .count();
+    status.validators_healthy = u32::try_from(healthy).unwrap_or(u32::MAX);
+    status.nodes_summary = Some(format!("{healthy}/{}", genesis.validators.len()));
+    if let Some(b) = best {
         status.height = Some(b.height);
         status.view = Some(b.view);
         status.primary = Some(
@@ -384,7 +394,6 @@ async fn aggregate(
                 .unwrap_or_else(|| b.primary.chars().take(16).collect()),
         );
         status.last_block_time = rfc3339_ms(b.last_block_time_ms);
-        let now = now_ms();
         match (old.txs_committed, old.polled_at_ms) {
             (Some(prev), Some(at)) if b.txs_committed > prev && now > at => {
                 let tps = (b.txs_committed - prev) as f64 * 1000.0 / (now - at) as f64;
@@ -401,7 +410,7 @@ async fn aggregate(
     }
 
     let n = genesis.validators.len();
-    let quorum = n - (n.saturating_sub(1)) / 3;
+    let quorum = crate::health::plan::quorum(n);
     let was_running = matches!(
         old.phase.as_deref(),
         Some(PHASE_RUNNING) | Some(PHASE_DEGRADED)

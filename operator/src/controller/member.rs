@@ -27,8 +27,9 @@ use super::{
     WATCH_TIMEOUT_SECS,
 };
 use crate::build::{self, names, MemberInputs};
-use crate::crd::{Consortium, Member, MemberStatus, NodeKey, NodeStatus};
+use crate::crd::{Consortium, Member, MemberStatus, NodeKey, NodeStatus, ValidatorStatus};
 use crate::genesis::Genesis;
+use crate::health::Hold;
 use crate::keys::ensure_keys;
 use crate::{Error, Result, FIELD_MANAGER};
 
@@ -184,10 +185,19 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
 
     // 5. status
     let nodes = if statefulset.is_some() {
-        observe_nodes(ctx, member, &ns, &node_names).await?
+        observe_nodes(ctx, member, &ns, &node_names, &consortium).await?
     } else {
         Vec::new()
     };
+    // The Consortium's health monitor gave up restarting some node: Degraded.
+    let capped: Vec<&str> = nodes
+        .iter()
+        .filter(|n| {
+            validator_of(&consortium, &n.name).and_then(|v| v.healing.as_deref())
+                == Some(Hold::CapReached.as_str())
+        })
+        .map(|n| n.name.as_str())
+        .collect();
     let ready_nodes = i32::try_from(nodes.iter().filter(|n| n.ready).count()).unwrap_or(i32::MAX);
     let all_ready = admitted && ready_nodes == member.spec.replicas;
     let (phase, reason, message) = if genesis.is_none() {
@@ -235,22 +245,36 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
                 message,
                 generation,
             ),
-            condition(
-                &old_status.conditions,
-                "Degraded",
-                unreachable > 0,
-                if unreachable > 0 {
-                    "NodeUnreachable"
-                } else {
-                    "AsExpected"
-                },
-                if unreachable > 0 {
-                    format!("{unreachable} ready node(s) did not answer Status")
-                } else {
-                    String::new()
-                },
-                generation,
-            ),
+            if !capped.is_empty() {
+                condition(
+                    &old_status.conditions,
+                    "Degraded",
+                    true,
+                    "RestartCapReached",
+                    format!(
+                        "healing stopped restarting {}: maxRestartsPerHour reached",
+                        capped.join(", ")
+                    ),
+                    generation,
+                )
+            } else {
+                condition(
+                    &old_status.conditions,
+                    "Degraded",
+                    unreachable > 0,
+                    if unreachable > 0 {
+                        "NodeUnreachable"
+                    } else {
+                        "AsExpected"
+                    },
+                    if unreachable > 0 {
+                        format!("{unreachable} ready node(s) did not answer Status")
+                    } else {
+                        String::new()
+                    },
+                    generation,
+                )
+            },
         ],
         observed_generation: generation,
         node_public_keys: node_names
@@ -307,12 +331,22 @@ fn retained_keys_match(existing: Option<&Secret>, consortium: &str) -> Result<()
     )))
 }
 
-/// Pod readiness and restarts from the API, chain state from each node.
+/// The Consortium's status entry of validator `node`.
+fn validator_of<'a>(consortium: &'a Consortium, node: &str) -> Option<&'a ValidatorStatus> {
+    consortium
+        .status
+        .as_ref()
+        .and_then(|s| s.validators.iter().find(|v| v.name == node))
+}
+
+/// Pod readiness and restarts from the API, chain state from each node, health
+/// and healing restarts from the Consortium's monitor.
 async fn observe_nodes(
     ctx: &Context,
     member: &Member,
     ns: &str,
     node_names: &[String],
+    consortium: &Consortium,
 ) -> Result<Vec<NodeStatus>> {
     let name = member.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -349,7 +383,14 @@ async fn observe_nodes(
                 .as_ref()
                 .and_then(|r| crate::probe::rfc3339_ms(r.last_block_time_ms)),
             restarts,
-            ..Default::default()
+            health: validator_of(consortium, node).and_then(|v| v.health.clone()),
+            healing_restarts: validator_of(consortium, node)
+                .map(|v| u32::try_from(v.recent_restarts.len()).unwrap_or(u32::MAX))
+                .unwrap_or_default(),
+            last_restart_time: validator_of(consortium, node)
+                .and_then(|v| v.last_restart_time.clone()),
+            last_restart_reason: validator_of(consortium, node)
+                .and_then(|v| v.last_restart_reason.clone()),
         });
     }
     Ok(out)
@@ -449,15 +490,18 @@ fn member_predicate(m: &Member) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Consortium changes Members care about: spec and genesis.
+/// Consortium changes Members care about: spec, genesis, and what healing did
+/// (health classes, restarts, holds), not heights or views.
 fn consortium_predicate(c: &Consortium) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     c.metadata.generation.hash(&mut h);
-    c.status
-        .as_ref()
-        .and_then(|s| s.genesis_hash.clone())
-        .hash(&mut h);
+    if let Some(s) = &c.status {
+        s.genesis_hash.hash(&mut h);
+        for v in &s.validators {
+            (&v.name, &v.health, &v.healing, &v.last_restart_time).hash(&mut h);
+        }
+    }
     Some(h.finish())
 }
 

@@ -107,14 +107,22 @@ fn serve(mut handle: Handle, calls: Vec<Call>) -> tokio::task::JoinHandle<Vec<Va
 }
 
 fn context(prober: StaticProber) -> (Arc<Context>, Handle) {
+    context_at(prober, None)
+}
+
+/// A context whose health monitor sees the time `now` (the real clock if None).
+fn context_at(prober: StaticProber, now: Option<u64>) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let ctx = Context::new(
+    let mut ctx = Context::new(
         client,
         fixtures::settings(),
         Arc::new(Metrics::default()),
         Arc::new(prober),
     );
+    if let Some(now) = now {
+        ctx.clock = super::Clock::manual(now);
+    }
     (Arc::new(ctx), handle)
 }
 
@@ -138,6 +146,15 @@ async fn run_consortium(
     calls: Vec<Call>,
 ) -> (Action, Vec<Value>) {
     let (ctx, handle) = context(prober);
+    run_consortium_in(ctx, handle, c, calls).await
+}
+
+async fn run_consortium_in(
+    ctx: Arc<Context>,
+    handle: Handle,
+    c: Consortium,
+    calls: Vec<Call>,
+) -> (Action, Vec<Value>) {
     let server = serve(handle, calls);
     let action = tokio::time::timeout(
         Duration::from_secs(5),
@@ -231,6 +248,26 @@ fn pods_call(pods: Value) -> Call {
         "/api/v1/namespaces/org1/pods?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Capp.kubernetes.io%2Finstance%3Dorg1",
     )
     .respond(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}))
+}
+
+/// The health monitor's pod LIST in one member namespace.
+fn node_pods_call(ns: &str, pods: Value) -> Call {
+    Call::new(
+        "GET",
+        format!("/api/v1/namespaces/{ns}/pods?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Ckubeledger.io%2Fconsortium%3Descrow"),
+    )
+    .respond(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}))
+}
+
+/// Both member namespaces with every node's pod ready (fixture sizes).
+fn all_pods_ready() -> Vec<Call> {
+    vec![
+        node_pods_call(
+            "org1",
+            json!([ready_pod("org1-0", 0), ready_pod("org1-1", 0)]),
+        ),
+        node_pods_call("org2", json!([ready_pod("org2-0", 0)])),
+    ]
 }
 
 fn event_call(ns: &str, reason: &'static str) -> Call {
@@ -544,6 +581,9 @@ async fn consortium_creates_genesis_once_and_distributes_it() {
             apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
         )
         .check(|b| assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Consortium")),
+        // The health monitor starts with the first genesis: no pods yet.
+        node_pods_call("org1", json!([])),
+        node_pods_call("org2", json!([])),
         Call::new(
             "PATCH",
             apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
@@ -559,7 +599,7 @@ async fn consortium_creates_genesis_once_and_distributes_it() {
     // The final status still carries the very genesis written first.
     assert_eq!(
         bodies[1]["status"]["genesis"],
-        bodies[5]["status"]["genesis"]
+        bodies[7]["status"]["genesis"]
     );
 }
 
@@ -619,7 +659,7 @@ async fn consortium_aggregates_node_status() {
             })
             .collect(),
     );
-    let calls = vec![
+    let mut calls = vec![
         members_list(&members),
         Call::new(
             "PATCH",
@@ -629,6 +669,9 @@ async fn consortium_aggregates_node_status() {
             "PATCH",
             apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
         ),
+    ];
+    calls.extend(all_pods_ready());
+    calls.extend([
         event_call("default", "Running"),
         Call::new(
             "PATCH",
@@ -645,8 +688,12 @@ async fn consortium_aggregates_node_status() {
             assert_eq!(s["lastBlockTime"], "2025-11-24T16:00:00Z");
             assert_eq!(s["conditions"][0]["type"], "Ready");
             assert_eq!(s["conditions"][0]["status"], "True");
+            assert_eq!(s["nodesSummary"], "3/3");
+            assert_eq!(s["validators"][0]["health"], "Healthy");
+            assert_eq!(s["validators"][0]["view"], 3);
+            assert!(s["validators"][0].get("healing").is_none());
         }),
-    ];
+    ]);
     let (action, _) = run_consortium(c, prober, calls).await;
     assert_eq!(action, Action::requeue(super::POLL_INTERVAL));
 }
@@ -856,7 +903,7 @@ async fn consortium_status_is_not_rewritten_when_nothing_changed() {
             .collect(),
     );
     let genesis_applies = || {
-        vec![
+        let mut calls = vec![
             Call::new(
                 "PATCH",
                 apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
@@ -865,7 +912,9 @@ async fn consortium_status_is_not_rewritten_when_nothing_changed() {
                 "PATCH",
                 apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
             ),
-        ]
+        ];
+        calls.extend(all_pods_ready());
+        calls
     };
     let mut calls = vec![members_list(&members)];
     calls.extend(genesis_applies());
@@ -927,4 +976,319 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+// ---- health monitor and healing ------------------------------------------------
+
+const T0: u64 = 1_764_000_000_000;
+const NODES4: [(&str, &str); 4] = [
+    ("org1-0", "org1"),
+    ("org1-1", "org1"),
+    ("org2-0", "org2"),
+    ("org2-1", "org2"),
+];
+
+fn host(node: &str, member: &str) -> String {
+    format!("{node}.{member}-nodes.{member}.svc.cluster.local")
+}
+
+/// Four validators: org1 (2 nodes) and org2 (2 nodes), genesis fixed.
+fn consortium_of_four() -> (Consortium, Vec<Member>) {
+    let members = fixtures::members_with_keys_sized(2);
+    let mut c = with_finalizer(fixtures::consortium());
+    let g = build_genesis(&c, &members, 1, "cluster.local")
+        .expect("valid")
+        .expect("ready");
+    let text = g.to_json().expect("json");
+    c.status = Some(ConsortiumStatus {
+        genesis_hash: Some(genesis_hash(&text)),
+        genesis: Some(text),
+        config: Some(g.effective_config()),
+        genesis_namespaces: vec!["org1".into(), "org2".into()],
+        ..Default::default()
+    });
+    (c, members)
+}
+
+/// Heights answered now: `frozen` nodes at 10, the others at 160.
+fn prober_with_frozen(frozen: &[&str]) -> StaticProber {
+    StaticProber(
+        NODES4
+            .iter()
+            .map(|(n, m)| {
+                let height = if frozen.contains(n) { 10 } else { 160 };
+                (
+                    host(n, m),
+                    NodeReport {
+                        height,
+                        view: 2,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The monitor's memory: polls every 30 s over the last 150 s in which the
+/// `frozen` nodes stayed at height 10 while the others advanced.
+fn seed_history(ctx: &Context, frozen: &[&str], now: u64) {
+    use crate::health::classify::{NodeObservation, PodObservation, Sample};
+    for i in (1..=5u64).rev() {
+        let at = now - i * 30_000;
+        let consortium = 160 - i * 30;
+        for (n, _) in NODES4 {
+            let height = if frozen.contains(&n) { 10 } else { consortium };
+            ctx.health.record(
+                &format!("escrow/{n}"),
+                Sample {
+                    at_ms: at,
+                    pod: PodObservation::READY,
+                    node: Some(NodeObservation {
+                        height,
+                        view: 2,
+                        corrupt: None,
+                    }),
+                    consortium_height: Some(consortium),
+                },
+                u64::MAX,
+            );
+        }
+    }
+}
+
+fn genesis_and_pods(pods_org1: Value, pods_org2: Value) -> Vec<Call> {
+    vec![
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+        node_pods_call("org1", pods_org1),
+        node_pods_call("org2", pods_org2),
+    ]
+}
+
+fn four_ready_pods() -> (Value, Value) {
+    (
+        json!([ready_pod("org1-0", 0), ready_pod("org1-1", 0)]),
+        json!([ready_pod("org2-0", 0), ready_pod("org2-1", 0)]),
+    )
+}
+
+#[tokio::test]
+async fn two_of_four_stuck_only_one_pod_is_deleted() {
+    let (c, members) = consortium_of_four();
+    let frozen = ["org1-1", "org2-1"];
+    let (ctx, handle) = context_at(prober_with_frozen(&frozen), Some(T0));
+    seed_history(&ctx, &frozen, T0);
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.extend([
+        // One pod deleted: the StatefulSet recreates it, state transfer catches up.
+        Call::new("DELETE", "/api/v1/namespaces/org1/pods/org1-1?").respond(success()),
+        event_call("org1", "NodeRestarted").check(|b| {
+            assert_eq!(b["type"], "Normal");
+            assert_eq!(b["regarding"]["kind"], "Member");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.starts_with("Deleted pod org1-1 (Stuck: height 10 for 150s"),
+                "{note}"
+            );
+            assert!(note.ends_with("restart 1 of at most 3 per hour"), "{note}");
+        }),
+        // The other would make two of four out: held, and said so once.
+        event_call("default", "QuorumGuard").check(|b| {
+            assert_eq!(b["type"], "Warning");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.starts_with("Not restarting org2-1 is Stuck"), "{note}");
+            assert!(
+                note.contains("1 of 4 validators out already, at most 1"),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["height"], 160);
+            assert_eq!(s["nodesSummary"], "2/4");
+            let v = &s["validators"];
+            assert_eq!(v[1]["name"], "org1-1");
+            assert_eq!(v[1]["health"], "Stuck");
+            assert_eq!(v[1]["healing"], "Restarting");
+            assert_eq!(v[1]["lastRestartTime"], "2025-11-24T16:00:00Z");
+            assert_eq!(v[1]["recentRestarts"], json!(["2025-11-24T16:00:00Z"]));
+            assert!(v[1]["lastRestartReason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Stuck: height 10")));
+            assert_eq!(v[1]["unhealthySince"], "2025-11-24T15:57:30Z");
+            assert_eq!(v[3]["health"], "Stuck");
+            assert_eq!(v[3]["healing"], "QuorumGuard");
+            assert_eq!(v[0]["health"], "Healthy");
+        }),
+    ]);
+    let (_, bodies) = run_consortium_in(ctx.clone(), handle, c.clone(), calls).await;
+    let text = ctx.metrics.encode();
+    for line in [
+        r#"kubeledger_operator_node_restarts_total{consortium="escrow",reason="Stuck"} 1"#,
+        r#"kubeledger_operator_nodes{consortium="escrow",health="Stuck"} 2"#,
+        r#"kubeledger_operator_nodes{consortium="escrow",health="Healthy"} 2"#,
+        r#"kubeledger_operator_healing_held_total{consortium="escrow",hold="QuorumGuard"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+
+    // 30 s later: org1-1's pod is gone (being recreated), org2-1 still stuck.
+    // Still only one out at a time: no DELETE, no repeated Warning.
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+    let mut c2 = c;
+    c2.status = Some(status);
+    ctx.clock.set(T0 + 30_000);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut next = (*ctx).clone();
+    next.client = Client::new(service, "default");
+    next.prober = Arc::new(StaticProber(
+        prober_with_frozen(&frozen)
+            .0
+            .into_iter()
+            .filter(|(h, _)| !h.starts_with("org1-1."))
+            .collect(),
+    ));
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(
+        json!([ready_pod("org1-0", 0)]),
+        four_ready_pods().1,
+    ));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c2).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"];
+            assert_eq!(v[1]["health"], "Unreachable");
+            assert_eq!(v[1]["healthReason"], "pod missing");
+            assert_eq!(v[1]["healing"], "Restarting");
+            assert_eq!(v[3]["healing"], "QuorumGuard");
+        }),
+    );
+    run_consortium_in(Arc::new(next), handle, c2, calls).await;
+}
+
+#[tokio::test]
+async fn restart_cap_holds_and_marks_the_member_degraded() {
+    let (mut c, members) = consortium_of_four();
+    let frozen = ["org1-1"];
+    // Three restarts of org1-1 within the last hour already.
+    if let Some(s) = c.status.as_mut() {
+        let times = [50, 30, 10].map(|m| crate::probe::rfc3339_ms(T0 - m * 60_000).expect("t"));
+        s.validators = vec![crate::crd::ValidatorStatus {
+            name: "org1-1".into(),
+            recent_restarts: times.to_vec(),
+            last_restart_time: Some(times[2].clone()),
+            last_restart_reason: Some("Stuck: height 10".into()),
+            ..Default::default()
+        }];
+    }
+    let (ctx, handle) = context_at(prober_with_frozen(&frozen), Some(T0));
+    seed_history(&ctx, &frozen, T0);
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.extend([
+        // No DELETE: the cap is reached. A Warning on the Member instead.
+        event_call("org1", "RestartCapReached").check(|b| {
+            assert_eq!(b["type"], "Warning");
+            assert_eq!(b["regarding"]["name"], "org1");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.contains("restarted 3 time(s) in the last hour"),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"][1];
+            assert_eq!(v["healing"], "RestartCapReached");
+            assert_eq!(v["recentRestarts"].as_array().map(Vec::len), Some(3));
+        }),
+    ]);
+    let (_, bodies) = run_consortium_in(ctx, handle, c.clone(), calls).await;
+
+    // The Member reads it from the Consortium: Degraded, and per-node healing status.
+    let mut c2 = c;
+    c2.status =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+    let keys = fixtures::keys();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "org1-keys", "namespace": "org1", "labels": {"kubeledger.io/consortium": "escrow"}},
+        "data": keys.to_files().into_iter().map(|(k, v)| (k, Value::from(base64(v.as_bytes())))).collect::<serde_json::Map<_, _>>()
+    });
+    let m = with_finalizer(fixtures::member());
+    let mut calls = member_apply_calls(&c2, Some(secret));
+    calls.extend(member_workload_calls());
+    calls.push(pods_call(json!([
+        ready_pod("org1-0", 0),
+        ready_pod("org1-1", 0)
+    ])));
+    calls.push(event_call("org1", "Active"));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1/status"),
+        )
+        .respond(member_json(&m))
+        .check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["conditions"][2]["type"], "Degraded");
+            assert_eq!(s["conditions"][2]["status"], "True");
+            assert_eq!(s["conditions"][2]["reason"], "RestartCapReached");
+            let node = &s["nodes"][1];
+            assert_eq!(node["health"], "Stuck");
+            assert_eq!(node["healingRestarts"], 3);
+            assert_eq!(node["lastRestartReason"], "Stuck: height 10");
+            assert!(node["lastRestartTime"].is_string());
+        }),
+    );
+    run_member(m, StaticProber::default(), calls).await;
+}
+
+#[tokio::test]
+async fn healing_disabled_only_reports() {
+    let (mut c, members) = consortium_of_four();
+    c.spec.healing.enabled = false;
+    let frozen = ["org2-0"];
+    let (ctx, handle) = context_at(prober_with_frozen(&frozen), Some(T0));
+    seed_history(&ctx, &frozen, T0);
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"][2];
+            assert_eq!(v["health"], "Stuck");
+            assert_eq!(v["healing"], "Disabled");
+        }),
+    );
+    run_consortium_in(ctx, handle, c, calls).await;
 }

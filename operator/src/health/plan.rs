@@ -12,7 +12,8 @@
 //! 4. **observer check**: when no validator answered at all, the operator may
 //!    be the one cut off, so nothing is restarted;
 //! 5. **quorum guard**: with n validators and f = ⌊(n−1)/3⌋, at most
-//!    n − (2f + 1) validators may be out at once. Out are the nodes that do not
+//!    n − quorum(n) validators may be out at once (n − (2f + 1) for n = 3f + 1;
+//!    see [`quorum`] for other sizes). Out are the nodes that do not
 //!    vote (unreachable, crash-looping, corrupt), those restarted and not yet
 //!    seen healthy again, and those chosen in this round. Restarting a node that
 //!    is already out does not add to that count; when the count is already over
@@ -101,13 +102,18 @@ impl Decision {
     }
 }
 
-/// Validators that may be out at once: n − (2f + 1) with f = ⌊(n−1)/3⌋.
+/// The node's PBFT quorum (node/pbft/src/quorum.rs): ⌊(n + f)/2⌋ + 1 with
+/// f = ⌊(n−1)/3⌋, which is 2f + 1 when n = 3f + 1 and larger otherwise (two
+/// quorums must share f + 1 replicas), e.g. 4 of 5.
+pub fn quorum(n: usize) -> usize {
+    let f = n.saturating_sub(1) / 3;
+    (n + f) / 2 + 1
+}
+
+/// Validators that may be out at once: n − quorum(n), i.e. n − (2f + 1) for
+/// n = 3f + 1. Using 2f + 1 for other sizes would halt the chain (5 nodes need 4).
 pub fn max_out(n: usize) -> usize {
-    if n == 0 {
-        return 0;
-    }
-    let f = (n - 1) / 3;
-    n - (2 * f + 1)
+    n.saturating_sub(quorum(n))
 }
 
 /// Restarts within the hour before `now` (inclusive of `now`).
@@ -265,18 +271,21 @@ mod tests {
     fn quorum_budget_per_size() {
         let expected = [
             (1, 0),
-            (2, 1),
-            (3, 2),
+            (2, 0),
+            (3, 1),
             (4, 1),
-            (5, 2),
-            (6, 3),
+            (5, 1),
+            (6, 2),
             (7, 2),
             (10, 3),
             (13, 4),
         ];
         for (n, m) in expected {
-            // n − (2f+1) with f = ⌊(n−1)/3⌋
             assert_eq!(max_out(n), m, "n = {n}");
+        }
+        // n = 3f + 1: exactly n − (2f + 1).
+        for f in 0..10 {
+            assert_eq!(max_out(3 * f + 1), f, "f = {f}");
         }
         assert_eq!(max_out(0), 0);
     }
