@@ -47,6 +47,7 @@ def test_default_install_is_valid_kubernetes(defaults):
     assert kinds == {
         "CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 1,
         "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1, "Service": 1, "Deployment": 1,
+        "ConfigMap": 1,  # the Grafana dashboard
     }
     # CRDs are installed before anything that could use them.
     assert [o["kind"] for o in objects[:2]] == ["CustomResourceDefinition"] * 2
