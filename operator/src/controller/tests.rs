@@ -1292,3 +1292,47 @@ async fn healing_disabled_only_reports() {
     );
     run_consortium_in(ctx, handle, c, calls).await;
 }
+
+#[tokio::test]
+async fn corrupt_replica_is_rebuilt_volume_first_when_allowed() {
+    let (mut c, members) = consortium_of_four();
+    c.spec.healing.rebuild_corrupt_replicas = true;
+    let mut prober = prober_with_frozen(&[]);
+    if let Some(r) = prober.0.get_mut(&host("org2-0", "org2")) {
+        r.corrupt = Some("state root disagrees with checkpoint 100".into());
+    }
+    let (ctx, handle) = context_at(prober, Some(T0));
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.extend([
+        // The claim first (held by pvc-protection until the pod is gone), then
+        // the pod: the StatefulSet recreates both, the keys stay.
+        Call::new(
+            "DELETE",
+            "/api/v1/namespaces/org2/persistentvolumeclaims/data-org2-0?",
+        )
+        .respond(success()),
+        Call::new("DELETE", "/api/v1/namespaces/org2/pods/org2-0?").respond(success()),
+        event_call("org2", "NodeRebuilt").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.starts_with(
+                    "Deleted pod org2-0 and its volume (Corrupt: reports corruption: state root"
+                ),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"][2];
+            assert_eq!(v["health"], "Corrupt");
+            assert_eq!(v["healing"], "Restarting");
+        }),
+    ]);
+    run_consortium_in(ctx, handle, c, calls).await;
+}
