@@ -213,7 +213,7 @@ pub async fn monitor_and_heal(
                 delete_if_exists::<Pod>(&ctx.client, ns, &v.name).await?;
                 ctx.health.reset(&format!("{name}/{}", v.name));
                 ctx.metrics.node_restart(&name, a.class.as_str());
-                let reason = format!("{}: {}", a.class, a.reason);
+                let reason = format!("{}: {}", a.class, a.detail);
                 let time = rfc3339_ms(now);
                 entry.healing = Some(RESTARTING.into());
                 entry.recent_restarts.extend(time.clone());
@@ -284,7 +284,7 @@ async fn hold_event(
     n: usize,
     policy: &health::Policy,
 ) {
-    let what = format!("{node} is {} ({})", a.class, a.reason);
+    let what = format!("{node} is {} ({})", a.class, a.detail);
     match hold {
         Hold::CapReached => {
             let note = format!(

@@ -1336,3 +1336,53 @@ async fn corrupt_replica_is_rebuilt_volume_first_when_allowed() {
     ]);
     run_consortium_in(ctx, handle, c, calls).await;
 }
+
+#[tokio::test]
+async fn unhealthy_node_status_is_not_rewritten_every_poll() {
+    let (c, members) = consortium_of_four();
+    // org2-1's pod is Ready but its Status does not answer; the chain is idle.
+    let prober = StaticProber(
+        prober_with_frozen(&[])
+            .0
+            .into_iter()
+            .filter(|(h, _)| !h.starts_with("org2-1."))
+            .collect(),
+    );
+    let (ctx, _) = context_at(prober, Some(T0));
+    let mut stored = c;
+    let mut writes = Vec::new();
+    for poll in 0..3u64 {
+        ctx.clock.set(T0 + poll * 30_000);
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let mut next = (*ctx).clone();
+        next.client = Client::new(service, "default");
+        let (p1, p2) = four_ready_pods();
+        let mut calls = vec![members_list(&members)];
+        calls.extend(genesis_and_pods(p1, p2));
+        // First poll: everything new; second: the rate becomes known; third: nothing.
+        if poll < 2 {
+            calls.push(
+                Call::new(
+                    "PATCH",
+                    apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+                )
+                .respond(serde_json::to_value(&stored).expect("json"))
+                .check(|b| {
+                    let v = &b["status"]["validators"][3];
+                    assert_eq!(v["health"], "Unreachable");
+                    assert_eq!(v["healthReason"], "pod ready but Status unanswered");
+                    assert_eq!(v["unhealthySince"], "2025-11-24T16:00:00Z");
+                    assert!(v.get("healing").is_none(), "not silent for stuckAfter yet");
+                }),
+            );
+        }
+        let (_, bodies) = run_consortium_in(Arc::new(next), handle, stored.clone(), calls).await;
+        if poll < 2 {
+            stored.status =
+                serde_json::from_value(bodies.last().expect("status")["status"].clone())
+                    .expect("status");
+            writes.push(poll);
+        }
+    }
+    assert_eq!(writes, [0, 1]);
+}

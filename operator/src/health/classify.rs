@@ -133,8 +133,11 @@ pub enum Remedy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Assessment {
     pub class: HealthClass,
-    /// Human-readable cause, for status and Events.
+    /// Human-readable cause that stays the same while the condition lasts
+    /// (for status: no rewrite on every poll).
     pub reason: String,
+    /// The cause with the current figures (for Events and logs).
+    pub detail: String,
     /// When the current condition began (Unix ms).
     pub since_ms: u64,
     pub remedy: Remedy,
@@ -158,18 +161,23 @@ pub fn classify(samples: &[Sample], t: &Thresholds) -> Assessment {
         return Assessment {
             class: HealthClass::Unreachable,
             reason: "not polled yet".into(),
+            detail: "not polled yet".into(),
             since_ms: 0,
             remedy: Remedy::LeaveToKubernetes,
             answered: false,
         };
     };
     let answered = now.node.is_some();
-    let assessment = |class, reason: String, since: &Sample, remedy| Assessment {
+    let detailed = |class, reason: String, detail: String, since: &Sample, remedy| Assessment {
         class,
         reason,
+        detail,
         since_ms: since.at_ms,
         remedy,
         answered,
+    };
+    let assessment = |class, reason: String, since: &Sample, remedy| {
+        detailed(class, reason.clone(), reason, since, remedy)
     };
 
     if let Some(why) = now.node.as_ref().and_then(|n| n.corrupt.clone()) {
@@ -220,8 +228,9 @@ pub fn classify(samples: &[Sample], t: &Thresholds) -> Assessment {
         } else {
             Remedy::None
         };
-        return assessment(
+        return detailed(
             HealthClass::Unreachable,
+            "pod ready but Status unanswered".into(),
             format!("pod ready but Status unanswered for {}", secs(silent)),
             since,
             remedy,
@@ -234,8 +243,9 @@ pub fn classify(samples: &[Sample], t: &Thresholds) -> Assessment {
         let stalled = now.at_ms.saturating_sub(start.at_ms);
         let consortium_moved = consortium > start.consortium_height.unwrap_or(height);
         if stalled >= t.stuck_after_ms && consortium_moved && consortium > height {
-            return assessment(
+            return detailed(
                 HealthClass::Stuck,
+                format!("height {height} not advancing while the consortium does"),
                 format!(
                     "height {height} for {} while the consortium reached {consortium}",
                     secs(stalled)
@@ -248,8 +258,9 @@ pub fn classify(samples: &[Sample], t: &Thresholds) -> Assessment {
     if let Some(start) = streak_start(samples, |s| s.lag().is_some_and(|l| l > t.max_lag)) {
         let behind_for = now.at_ms.saturating_sub(start.at_ms);
         if behind_for >= t.lag_for_ms {
-            return assessment(
+            return detailed(
                 HealthClass::Lagging,
+                format!("more than {} blocks behind", t.max_lag),
                 format!(
                     "{} blocks behind (more than {}) for {}",
                     consortium.saturating_sub(height),
@@ -346,8 +357,15 @@ mod tests {
         assert_eq!(a.since_ms, 60_000);
         assert_eq!(a.remedy, Remedy::RestartPod);
         assert_eq!(
-            a.reason,
+            a.detail,
             "height 60 for 120s while the consortium reached 180"
+        );
+        // The status text does not change from poll to poll.
+        let later = classify(&series(210_000, f), &T);
+        assert_eq!(later.reason, a.reason);
+        assert_eq!(
+            a.reason,
+            "height 60 not advancing while the consortium does"
         );
     }
 

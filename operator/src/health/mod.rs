@@ -95,6 +95,7 @@ mod tests {
                     assessment: Assessment {
                         class: HealthClass::Healthy,
                         reason: String::new(),
+                        detail: String::new(),
                         since_ms: now,
                         remedy: Remedy::None,
                         answered: true,

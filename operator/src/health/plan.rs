@@ -243,6 +243,7 @@ mod tests {
         Assessment {
             class,
             reason: String::new(),
+            detail: String::new(),
             since_ms: 0,
             remedy,
             answered,
