@@ -185,6 +185,16 @@ impl Metrics {
         }
     }
 
+    /// Drops the per-class node gauges of a deleted consortium.
+    pub fn forget_consortium(&self, consortium: &str, classes: &[&str]) {
+        for health in classes {
+            self.nodes.remove(&HealthLabels {
+                consortium: consortium.into(),
+                health: (*health).into(),
+            });
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -211,6 +221,17 @@ impl Drop for ReconcileMeasurer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_gauges_go_with_their_consortium() {
+        let m = Metrics::default();
+        m.set_nodes_by_health("escrow", &[("Healthy", 3), ("Stuck", 1)]);
+        assert!(m
+            .encode()
+            .contains(r#"kubeledger_operator_nodes{consortium="escrow",health="Stuck"} 1"#));
+        m.forget_consortium("escrow", &["Healthy", "Stuck"]);
+        assert!(!m.encode().contains(r#"consortium="escrow""#));
+    }
 
     #[test]
     fn encodes_counters() {

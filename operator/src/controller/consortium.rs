@@ -565,6 +565,9 @@ async fn cleanup_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     for ns in namespaces {
         delete_if_exists::<ConfigMap>(&ctx.client, &ns, &names::genesis_config_map(&name)).await?;
     }
+    ctx.health.retain(&format!("{name}/"), &[]);
+    let classes: Vec<&str> = HealthClass::ALL.iter().map(|c| c.as_str()).collect();
+    ctx.metrics.forget_consortium(&name, &classes);
     info!("consortium torn down");
     Ok(Action::await_change())
 }

@@ -20,6 +20,7 @@ use crate::build::names;
 use crate::crd::{Consortium, ConsortiumStatus, Member, ValidatorStatus};
 use crate::genesis::Genesis;
 use crate::health::classify::{NodeObservation, PodObservation};
+use crate::health::plan as planner;
 use crate::health::plan::HOUR_MS;
 use crate::health::{self, classify, plan, Decision, HealthClass, Hold, NodeState, Sample};
 use crate::probe::{rfc3339_ms, NodeReport};
@@ -145,8 +146,10 @@ pub async fn monitor_and_heal(
                     .collect()
             })
             .unwrap_or_default();
-        let recovering = previous.and_then(|p| p.healing.as_deref()) == Some(RESTARTING)
-            && assessment.class != HealthClass::Healthy;
+        let recovering = planner::still_recovering(
+            previous.and_then(|p| p.healing.as_deref()) == Some(RESTARTING),
+            &assessment,
+        );
         states.push(NodeState {
             name: v.name.clone(),
             assessment,

@@ -116,6 +116,16 @@ pub fn max_out(n: usize) -> usize {
     n.saturating_sub(quorum(n))
 }
 
+/// Whether a node the operator restarted is still coming back: not yet seen
+/// healthy, and not yet unhealthy for long enough to need another restart (a
+/// node that returns stuck or silent becomes a candidate again, under the
+/// back-off and the cap, instead of blocking the budget for ever).
+pub fn still_recovering(was_restarting: bool, a: &Assessment) -> bool {
+    was_restarting
+        && a.class != HealthClass::Healthy
+        && !matches!(a.remedy, Remedy::RestartPod | Remedy::RebuildReplica)
+}
+
 /// Restarts within the hour before `now` (inclusive of `now`).
 pub fn restarts_in_last_hour(restarts_ms: &[u64], now_ms: u64) -> usize {
     restarts_ms
@@ -432,6 +442,23 @@ mod tests {
                 rebuild: true
             }
         );
+    }
+
+    #[test]
+    fn recovery_ends_healthy_or_when_a_restart_is_due_again() {
+        let mut a = assessment(HealthClass::Unreachable);
+        a.remedy = Remedy::LeaveToKubernetes; // pod starting
+        assert!(still_recovering(true, &a));
+        assert!(!still_recovering(false, &a));
+        a.remedy = Remedy::None; // answering soon, not silent for long yet
+        assert!(still_recovering(true, &a));
+        // Back but silent for stuckAfter, or stuck again: a candidate once more.
+        assert!(!still_recovering(
+            true,
+            &assessment(HealthClass::Unreachable)
+        ));
+        assert!(!still_recovering(true, &assessment(HealthClass::Stuck)));
+        assert!(!still_recovering(true, &assessment(HealthClass::Healthy)));
     }
 
     #[test]
