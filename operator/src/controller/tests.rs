@@ -1386,3 +1386,39 @@ async fn unhealthy_node_status_is_not_rewritten_every_poll() {
     }
     assert_eq!(writes, [0, 1]);
 }
+
+#[tokio::test]
+async fn genesis_copy_is_removed_where_no_member_is_left() {
+    let mut c = consortium_with_genesis();
+    if let Some(s) = c.status.as_mut() {
+        // A copy was distributed to "retired" for a Member deleted since.
+        s.genesis_namespaces = vec!["org1".into(), "org2".into(), "retired".into()];
+    }
+    let members = fixtures::members_with_keys();
+    let mut calls = vec![
+        members_list(&members),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "DELETE",
+            "/api/v1/namespaces/retired/configmaps/escrow-genesis?",
+        )
+        .respond(success()),
+    ];
+    calls.extend(all_pods_ready());
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| assert_eq!(b["status"]["genesisNamespaces"], json!(["org1", "org2"]))),
+    );
+    run_consortium(c, StaticProber::default(), calls).await;
+}
