@@ -102,8 +102,13 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     // 1. dereference
     let members = members_of(ctx, &name).await?;
 
-    // 2. validate what the schema cannot
-    if let Err(e) = chain_params(&c.spec) {
+    // 2. validate what the schema cannot (or what an API server without CEL let through)
+    let valid = chain_params(&c.spec).map(|_| ()).and_then(|()| {
+        crate::health::settings(&c.spec.healing)
+            .map(|_| ())
+            .map_err(|e| Error::InvalidSpec(format!("spec.healing: {e}")))
+    });
+    if let Err(e) = valid {
         let msg = e.to_string();
         ctx.event(
             c,

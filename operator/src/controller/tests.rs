@@ -1422,3 +1422,29 @@ async fn genesis_copy_is_removed_where_no_member_is_left() {
     );
     run_consortium(c, StaticProber::default(), calls).await;
 }
+
+#[tokio::test]
+async fn unparsable_healing_settings_are_refused_with_a_warning() {
+    let mut c = consortium_with_genesis();
+    c.spec.healing.stuck_after = "soon".into();
+    let calls = vec![
+        members_list(&fixtures::members_with_keys()),
+        event_call("default", "InvalidSpec").check(|b| {
+            assert_eq!(b["type"], "Warning");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.contains("spec.healing") && note.contains("soon"),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| assert_eq!(b["status"]["phase"], "Degraded")),
+    ];
+    // No pod is listed, polled or deleted with settings that do not parse.
+    let (action, _) = run_consortium(c, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::await_change());
+}
