@@ -30,6 +30,11 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum NodeError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(
+        "the genesis names {validators} validators, but this build orders blocks as a single \
+         replica; multi-validator consortia need PBFT replication"
+    )]
+    ReplicationUnavailable { validators: usize },
     #[error(transparent)]
     Genesis(#[from] crate::genesis::GenesisError),
     #[error(transparent)]
@@ -207,6 +212,12 @@ pub async fn run(
     on_bound: impl FnOnce(BoundAddrs) + Send,
 ) -> Result<(), NodeError> {
     let genesis = Genesis::load(&config.genesis_file)?;
+    if genesis.validators.len() > 1 {
+        // Ordering alone with several validators would fork the chain.
+        return Err(NodeError::ReplicationUnavailable {
+            validators: genesis.validators.len(),
+        });
+    }
     let key: SigningKey = keys::load(&config.key_file)?;
     let node_key = key.verifying_key();
     let node_hex = hex::encode(node_key.to_bytes());

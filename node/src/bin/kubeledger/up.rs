@@ -77,6 +77,11 @@ pub async fn run(args: UpArgs, output: Output) -> Result<()> {
         (1..=100).contains(&args.nodes),
         "--nodes must be between 1 and 100"
     );
+    anyhow::ensure!(
+        args.nodes == 1,
+        "--nodes {}: this build runs a one-replica consortium; several replicas need PBFT replication",
+        args.nodes
+    );
     let params = ChainParams {
         block_interval_ms: u32::try_from(args.block_interval.as_millis()).unwrap_or(u32::MAX),
         max_block_txs: args.max_block_txs,
