@@ -118,37 +118,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
             msg.clone(),
         )
         .await;
-        let status = ConsortiumStatus {
-            phase: Some(PHASE_DEGRADED.into()),
-            conditions: vec![
-                condition(
-                    &old.conditions,
-                    "Ready",
-                    false,
-                    "InvalidSpec",
-                    msg.clone(),
-                    generation,
-                ),
-                condition(
-                    &old.conditions,
-                    "Progressing",
-                    false,
-                    "InvalidSpec",
-                    msg.clone(),
-                    generation,
-                ),
-                condition(
-                    &old.conditions,
-                    "Degraded",
-                    true,
-                    "InvalidSpec",
-                    msg,
-                    generation,
-                ),
-            ],
-            observed_generation: generation,
-            ..old.clone()
-        };
+        let status = invalid_spec_status(&old, msg, generation);
         patch_status(ctx, c, &old, status).await?;
         return Ok(Action::await_change());
     }
@@ -192,37 +162,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
                     msg.clone(),
                 )
                 .await;
-                let status = ConsortiumStatus {
-                    phase: Some(PHASE_DEGRADED.into()),
-                    conditions: vec![
-                        condition(
-                            &old.conditions,
-                            "Ready",
-                            false,
-                            "InvalidSpec",
-                            msg.clone(),
-                            generation,
-                        ),
-                        condition(
-                            &old.conditions,
-                            "Progressing",
-                            false,
-                            "InvalidSpec",
-                            msg.clone(),
-                            generation,
-                        ),
-                        condition(
-                            &old.conditions,
-                            "Degraded",
-                            true,
-                            "InvalidSpec",
-                            msg,
-                            generation,
-                        ),
-                    ],
-                    observed_generation: generation,
-                    ..old.clone()
-                };
+                let status = invalid_spec_status(&old, msg, generation);
                 patch_status(ctx, c, &old, status).await?;
                 return Ok(Action::requeue(POLL_INTERVAL));
             }
@@ -632,4 +572,33 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Status for a spec the operator refuses: Degraded, neither Ready nor
+/// Progressing, with the reason in every condition.
+fn invalid_spec_status(
+    old: &ConsortiumStatus,
+    msg: String,
+    generation: Option<i64>,
+) -> ConsortiumStatus {
+    let flag = |type_: &str, status: bool, msg: String| {
+        condition(
+            &old.conditions,
+            type_,
+            status,
+            "InvalidSpec",
+            msg,
+            generation,
+        )
+    };
+    ConsortiumStatus {
+        phase: Some(PHASE_DEGRADED.into()),
+        conditions: vec![
+            flag("Ready", false, msg.clone()),
+            flag("Progressing", false, msg.clone()),
+            flag("Degraded", true, msg),
+        ],
+        observed_generation: generation,
+        ..old.clone()
+    }
 }
