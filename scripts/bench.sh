@@ -33,7 +33,7 @@ echo "== 2. latency at an offered load of $rate tx/s ($rate_txs txs)"
 echo
 echo "== 3. $million distinct keys, then resident memory of the node"
 "$bin" bench --endpoint "$endpoint" --txs "$million" --value-size 100 --output json > "$dir/million.json"
-python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"wrote {r[\"committed\"]} keys at {r[\"tx_per_sec\"]:.0f} tx/s")' "$dir/million.json"
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print("wrote %d keys at %.0f tx/s" % (r["committed"], r["tx_per_sec"]))' "$dir/million.json"
 node_pid=$(pgrep -f -- "node --config $dir/node-0/node.toml" | head -n1)
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$node_pid/status")

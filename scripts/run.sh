@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: build kubeledger and start a local consortium on loopback.
-# Extra arguments go to `kubeledger up` (e.g. --nodes 4 --block-interval 1s).
+# Extra arguments go to `kubeledger up` (e.g. --block-interval 1s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -24,6 +24,8 @@ struct Inner {
     /// Queued ids with their encoded size.
     queued: HashMap<TxId, usize>,
     in_flight: HashSet<TxId>,
+    /// The signature each pending transaction was verified with.
+    signatures: HashMap<TxId, ed25519_dalek::Signature>,
     queued_bytes: usize,
     closed: bool,
 }
@@ -116,6 +118,7 @@ impl Mempool {
                 let size = tx.encoded_len();
                 inner.queued_bytes += size;
                 inner.queued.insert(id, size);
+                inner.signatures.insert(id, tx.signature);
                 inner.queue.push_back(Arc::new(tx));
                 added = true;
                 Ok(id)
@@ -166,6 +169,7 @@ impl Mempool {
         let mut inner = self.lock();
         for id in ids {
             inner.in_flight.remove(id);
+            inner.signatures.remove(id);
             if let Some(size) = inner.queued.remove(id) {
                 inner.queued_bytes = inner.queued_bytes.saturating_sub(size);
             }
@@ -182,6 +186,15 @@ impl Mempool {
         let inner = self.lock();
         ids.iter()
             .map(|id| inner.queued.contains_key(id) || inner.in_flight.contains(id))
+            .collect()
+    }
+
+    /// For each transaction, whether exactly it (same body, same signature)
+    /// is pending here, so its signature was verified at admission.
+    pub fn verified(&self, txs: &[VerifiedTx]) -> Vec<bool> {
+        let inner = self.lock();
+        txs.iter()
+            .map(|t| inner.signatures.get(&t.id) == Some(&t.signature))
             .collect()
     }
 

@@ -29,11 +29,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// A short label for metrics.
+    /// A short label for metrics: the cause, looking through the finalizer wrapper.
     pub fn metric_label(&self) -> String {
+        use kube::runtime::finalizer::Error as F;
         match self {
+            Error::Finalizer(e) => match e.as_ref() {
+                F::ApplyFailed(inner) | F::CleanupFailed(inner) => return inner.metric_label(),
+                _ => "finalizer",
+            },
             Error::Kube(_) => "kube",
-            Error::Finalizer(_) => "finalizer",
             Error::Json(_) | Error::Yaml(_) => "serialization",
             Error::InvalidSpec(_) | Error::Duration(_) => "invalid_spec",
             Error::InvalidKey { .. } => "invalid_key",

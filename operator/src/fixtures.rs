@@ -83,8 +83,13 @@ pub fn keys() -> KeyMaterial {
 
 /// org1 (2 nodes) and org2 (1 node), both with published keys.
 pub fn members_with_keys() -> Vec<Member> {
+    members_with_keys_sized(1)
+}
+
+/// org1 (2 nodes) and org2 (`org2_nodes` nodes), both with published keys.
+pub fn members_with_keys_sized(org2_nodes: i32) -> Vec<Member> {
     let mut out = Vec::new();
-    for (name, replicas, seed) in [("org1", 2, 1u8), ("org2", 1, 5u8)] {
+    for (name, replicas, seed) in [("org1", 2, 1u8), ("org2", org2_nodes, 5u8)] {
         let mut m = member_named(name, replicas);
         m.status = Some(MemberStatus {
             node_public_keys: (0..replicas)

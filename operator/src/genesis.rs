@@ -19,14 +19,18 @@ pub struct Genesis {
     pub validators: Vec<GenesisValidator>,
 }
 
+/// Chain parameters, field for field the node's `ChainParams` (same names,
+/// types and order), so the node's `deny_unknown_fields` parser accepts them.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct GenesisParams {
-    pub block_interval_ms: u64,
+    pub block_interval_ms: u32,
     pub max_block_txs: u32,
     pub max_block_bytes: u64,
     pub max_tx_bytes: u64,
-    pub checkpoint_interval: u64,
-    pub view_change_timeout_ms: u64,
+    pub max_key_bytes: u32,
+    pub max_value_bytes: u64,
+    pub checkpoint_interval: u32,
+    pub view_change_timeout_ms: u32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -50,6 +54,8 @@ impl Genesis {
             max_block_txs: self.params.max_block_txs,
             max_block_bytes: self.params.max_block_bytes,
             max_tx_bytes: self.params.max_tx_bytes,
+            max_key_bytes: self.params.max_key_bytes,
+            max_value_bytes: self.params.max_value_bytes,
             checkpoint_interval: self.params.checkpoint_interval,
             view_change_timeout_ms: self.params.view_change_timeout_ms,
         }
@@ -61,27 +67,47 @@ pub fn genesis_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-fn millis(s: &str) -> Result<u64> {
-    Ok(u64::try_from(parse_duration(s)?.as_millis()).unwrap_or(u64::MAX))
+fn millis(field: &str, s: &str) -> Result<u32> {
+    let d = parse_duration(s)?;
+    u32::try_from(d.as_millis())
+        .map_err(|_| Error::InvalidSpec(format!("{field} {s:?} is too long")))
 }
 
-/// Chain parameters from the spec, with the checks CEL cannot express.
+/// Chain parameters from the spec. The CRD's schema and CEL rules say the same;
+/// repeating the node's own genesis checks here keeps `render` (which has no API
+/// server to enforce them) from producing a genesis the node would refuse.
 pub fn chain_params(spec: &ConsortiumSpec) -> Result<GenesisParams> {
-    let block_interval_ms = millis(&spec.block_interval)?;
-    let view_change_timeout_ms = millis(&spec.view_change_timeout)?;
-    if block_interval_ms == 0 {
-        return Err(Error::InvalidSpec("blockInterval must be positive".into()));
+    let invalid = |m: &str| Err(Error::InvalidSpec(m.to_string()));
+    let block_interval_ms = millis("blockInterval", &spec.block_interval)?;
+    let view_change_timeout_ms = millis("viewChangeTimeout", &spec.view_change_timeout)?;
+    if !(10..=60_000).contains(&block_interval_ms) {
+        return invalid("blockInterval must be between 10ms and 1m");
     }
-    if spec.max_tx_bytes > spec.max_block_bytes {
-        return Err(Error::InvalidSpec(
-            "maxTxBytes must not exceed maxBlockBytes".into(),
-        ));
+    if view_change_timeout_ms <= block_interval_ms {
+        return invalid("viewChangeTimeout must be longer than blockInterval");
+    }
+    if !(1..=100_000).contains(&spec.max_block_txs) {
+        return invalid("maxBlockTxs must be between 1 and 100000");
+    }
+    if !(256..=16 * 1024 * 1024).contains(&spec.max_tx_bytes) {
+        return invalid("maxTxBytes must be between 256 bytes and 16 MiB");
+    }
+    if spec.max_tx_bytes > spec.max_block_bytes || spec.max_block_bytes > 64 * 1024 * 1024 {
+        return invalid("maxBlockBytes must be at least maxTxBytes and at most 64 MiB");
+    }
+    if spec.max_key_bytes == 0 || spec.max_value_bytes == 0 {
+        return invalid("maxKeyBytes and maxValueBytes must be positive");
+    }
+    if spec.checkpoint_interval == 0 {
+        return invalid("checkpointInterval must be positive");
     }
     Ok(GenesisParams {
         block_interval_ms,
         max_block_txs: spec.max_block_txs,
         max_block_bytes: spec.max_block_bytes,
         max_tx_bytes: spec.max_tx_bytes,
+        max_key_bytes: spec.max_key_bytes,
+        max_value_bytes: spec.max_value_bytes,
         checkpoint_interval: spec.checkpoint_interval,
         view_change_timeout_ms,
     })

@@ -14,17 +14,23 @@
 //!    field manager [`FIELD_MANAGER`];
 //! 5. **update status** – derived from what was applied and from polling the
 //!    nodes' `Status` RPC; patched only when it changed.
+//!
+//! The Consortium reconcile also runs the health monitor: [`health`] classifies
+//! every validator from its recent polls and plans restarts within the quorum
+//! budget (pure functions, explicit time); `controller::healing` performs them.
 
 pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod genesis;
+pub mod health;
 pub mod keys;
 pub mod leader;
 pub mod metrics;
 pub mod probe;
 pub mod render;
+pub mod server;
 pub mod telemetry;
 
 #[cfg(test)]

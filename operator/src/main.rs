@@ -7,15 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::State;
-use axum::routing::get;
 use clap::{Parser, Subcommand};
 use kubeledger_operator::build::Settings;
 use kubeledger_operator::controller::{self, Context};
 use kubeledger_operator::leader::{self, LeaseConfig};
 use kubeledger_operator::metrics::Metrics;
 use kubeledger_operator::probe::GrpcProber;
-use kubeledger_operator::{crd, render, telemetry};
+use kubeledger_operator::{crd, render, server, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -110,22 +108,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to Kubernetes")?;
     let metrics = Arc::new(Metrics::default());
-    let app = axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(|State(m): State<Arc<Metrics>>| async move { m.encode() }),
-        )
-        .with_state(metrics.clone());
-    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+    let addr = server::spawn(args.metrics_addr, metrics.clone())
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
-    tracing::info!(addr = %args.metrics_addr, "serving /metrics and /healthz");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
+    tracing::info!(%addr, "serving /metrics and /healthz");
 
     let (lost_tx, lost_rx) = tokio::sync::watch::channel(false);
     if args.leader_elect {

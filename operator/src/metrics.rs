@@ -21,6 +21,25 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestartLabels {
+    pub consortium: String,
+    /// The health class that caused the restart.
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    pub consortium: String,
+    pub health: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HoldLabels {
+    pub consortium: String,
+    pub hold: String,
+}
+
 /// Counters and histograms shared by both controllers.
 #[derive(Clone)]
 pub struct Metrics {
@@ -29,6 +48,12 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     pub status_writes: Family<ControllerLabels, Counter>,
     pub leader: Gauge,
+    /// Pods deleted (or replicas rebuilt) by healing.
+    pub node_restarts: Family<RestartLabels, Counter>,
+    /// Validators by health class, as last classified.
+    pub nodes: Family<HealthLabels, Gauge>,
+    /// Restarts held back, counted when a node enters the hold.
+    pub healing_held: Family<HoldLabels, Counter>,
     pub registry: Arc<Registry>,
 }
 
@@ -67,7 +92,28 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let node_restarts = Family::<RestartLabels, Counter>::default();
+        registry.register(
+            "node_restarts",
+            "Validator pods deleted by healing, by health class",
+            node_restarts.clone(),
+        );
+        let nodes = Family::<HealthLabels, Gauge>::default();
+        registry.register(
+            "nodes",
+            "Validators by health class (Healthy, Unreachable, Stuck, Lagging, CrashLooping, Corrupt)",
+            nodes.clone(),
+        );
+        let healing_held = Family::<HoldLabels, Counter>::default();
+        registry.register(
+            "healing_held",
+            "Restarts held back (quorum guard, hourly cap, back-off, ...)",
+            healing_held.clone(),
+        );
         Self {
+            node_restarts,
+            nodes,
+            healing_held,
             reconciliations,
             failures,
             duration,
@@ -109,6 +155,46 @@ impl Metrics {
             .inc();
     }
 
+    pub fn node_restart(&self, consortium: &str, reason: &str) {
+        self.node_restarts
+            .get_or_create(&RestartLabels {
+                consortium: consortium.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn healing_hold(&self, consortium: &str, hold: &str) {
+        self.healing_held
+            .get_or_create(&HoldLabels {
+                consortium: consortium.into(),
+                hold: hold.into(),
+            })
+            .inc();
+    }
+
+    /// Sets the per-class node counts of one consortium (every class, zeros too).
+    pub fn set_nodes_by_health(&self, consortium: &str, counts: &[(&str, i64)]) {
+        for (health, n) in counts {
+            self.nodes
+                .get_or_create(&HealthLabels {
+                    consortium: consortium.into(),
+                    health: (*health).into(),
+                })
+                .set(*n);
+        }
+    }
+
+    /// Drops the per-class node gauges of a deleted consortium.
+    pub fn forget_consortium(&self, consortium: &str, classes: &[&str]) {
+        for health in classes {
+            self.nodes.remove(&HealthLabels {
+                consortium: consortium.into(),
+                health: (*health).into(),
+            });
+        }
+    }
+
     /// The text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -135,6 +221,17 @@ impl Drop for ReconcileMeasurer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_gauges_go_with_their_consortium() {
+        let m = Metrics::default();
+        m.set_nodes_by_health("escrow", &[("Healthy", 3), ("Stuck", 1)]);
+        assert!(m
+            .encode()
+            .contains(r#"kubeledger_operator_nodes{consortium="escrow",health="Stuck"} 1"#));
+        m.forget_consortium("escrow", &["Healthy", "Stuck"]);
+        assert!(!m.encode().contains(r#"consortium="escrow""#));
+    }
 
     #[test]
     fn encodes_counters() {

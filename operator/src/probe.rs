@@ -23,6 +23,10 @@ pub struct NodeReport {
     pub primary: String,
     pub txs_committed: u64,
     pub version: String,
+    /// Corruption the node reports (storage, or state disagreeing with a stable
+    /// checkpoint). The node's `Status` has no such field yet: always `None`
+    /// from [`GrpcProber`] until it does.
+    pub corrupt: Option<String>,
 }
 
 /// Something that can ask a node for its status.
@@ -72,6 +76,7 @@ impl NodeProber for GrpcProber {
                     primary: hex::encode(&s.primary),
                     txs_committed: s.txs_committed,
                     version: s.version,
+                    corrupt: None,
                 })
             };
             tokio::time::timeout(self.timeout * 2, poll)

@@ -21,7 +21,7 @@ pub use error::Error;
 pub use log::Slot;
 pub use message::{
     Checkpoint, CommitCertificate, Digest, Message, NewView, Payload, PrePrepare, PreparedCert,
-    ReplicaIndex, Seq, SignedMessage, View, ViewChange, Vote,
+    ReplicaIndex, Seq, SignedMessage, Txs, View, ViewChange, Vote,
 };
 pub use quorum::{max_faulty, quorum, weak_quorum};
 pub use replica::{

@@ -4,6 +4,8 @@
 //! encoding; signatures cover a hand-written canonical encoding (below) so
 //! they never depend on that choice.
 
+use std::sync::Arc;
+
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -26,7 +28,7 @@ const PAYLOAD_DOMAIN: &[u8] = b"kubeledger-pbft/payload/v1";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     pub timestamp_ms: u64,
-    pub txs: Vec<Vec<u8>>,
+    pub txs: Txs,
 }
 
 impl Payload {
@@ -34,7 +36,7 @@ impl Payload {
     pub fn null() -> Self {
         Payload {
             timestamp_ms: 0,
-            txs: Vec::new(),
+            txs: Txs::default(),
         }
     }
 
@@ -48,11 +50,66 @@ impl Payload {
         h.update(PAYLOAD_DOMAIN);
         h.update(self.timestamp_ms.to_be_bytes());
         h.update((self.txs.len() as u64).to_be_bytes());
-        for tx in &self.txs {
+        for tx in self.txs.iter() {
             h.update((tx.len() as u64).to_be_bytes());
             h.update(tx);
         }
         h.finalize().into()
+    }
+}
+
+/// The transactions of a payload, shared and immutable: the protocol keeps
+/// a payload in several places at once (log slot, prepared certificate,
+/// committed slot, view-change proofs, actions), and every copy is a
+/// reference count rather than a deep copy of thousands of transactions.
+/// Each transaction is encoded as one byte string, not byte by byte.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txs(Arc<Vec<Vec<u8>>>);
+
+impl Txs {
+    pub fn as_slice(&self) -> &[Vec<u8>] {
+        self.0.as_slice()
+    }
+
+    /// Mutable access, copying the batch first if it is shared.
+    pub fn make_mut(&mut self) -> &mut Vec<Vec<u8>> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for Txs {
+    type Target = [Vec<u8>];
+    fn deref(&self) -> &[Vec<u8>] {
+        self.0.as_slice()
+    }
+}
+
+impl From<Vec<Vec<u8>>> for Txs {
+    fn from(v: Vec<Vec<u8>>) -> Self {
+        Txs(Arc::new(v))
+    }
+}
+
+impl<'a> IntoIterator for &'a Txs {
+    type Item = &'a Vec<u8>;
+    type IntoIter = std::slice::Iter<'a, Vec<u8>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Serialize for Txs {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|t| serde_bytes::Bytes::new(t)))
+    }
+}
+
+impl<'de> Deserialize<'de> for Txs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<serde_bytes::ByteBuf> = Deserialize::deserialize(d)?;
+        Ok(Txs(Arc::new(
+            v.into_iter().map(serde_bytes::ByteBuf::into_vec).collect(),
+        )))
     }
 }
 
@@ -296,13 +353,24 @@ mod tests {
     fn payload_digest_is_length_prefixed() {
         let a = Payload {
             timestamp_ms: 1,
-            txs: vec![b"ab".to_vec(), b"c".to_vec()],
+            txs: vec![b"ab".to_vec(), b"c".to_vec()].into(),
         };
         let b = Payload {
             timestamp_ms: 1,
-            txs: vec![b"a".to_vec(), b"bc".to_vec()],
+            txs: vec![b"a".to_vec(), b"bc".to_vec()].into(),
         };
         assert_ne!(a.digest(), b.digest());
         assert!(Payload::null().is_null());
+    }
+
+    #[test]
+    fn txs_are_shared_and_encode_as_byte_strings() {
+        let txs: Txs = vec![vec![7u8; 3], Vec::new()].into();
+        let copy = txs.clone();
+        assert!(std::ptr::eq(txs.as_slice(), copy.as_slice()));
+        let json = serde_json::to_string(&txs).expect("encode");
+        assert_eq!(json, "[[7,7,7],[]]");
+        let back: Txs = serde_json::from_str(&json).expect("decode");
+        assert_eq!(back, txs);
     }
 }

@@ -96,7 +96,11 @@ impl Replica {
                 payload,
             });
         }
-        self.update_request_timer(false, out);
+        // A fresh proposal is the primary doing its part: the request timer
+        // restarts, so a large block that takes long to validate and commit
+        // is not mistaken for a silent primary. A primary that stops
+        // proposing (or proposes to too few) still times out.
+        self.update_request_timer(!already_decided, out);
     }
 
     pub(crate) fn on_payload_validated(

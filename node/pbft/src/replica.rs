@@ -383,16 +383,16 @@ impl Replica {
 
     /// Payloads ordered but not yet committed (in the current view), so the
     /// node's block cutter does not propose their transactions again.
-    pub fn in_flight_payloads(&self) -> impl Iterator<Item = (Seq, &Payload)> + '_ {
+    pub fn in_flight_payloads(&self) -> impl Iterator<Item = (Seq, Digest, &Payload)> + '_ {
         let lc = self.st.last_committed;
         self.st
             .slots
             .range(lc.saturating_add(1)..)
             .filter_map(|(s, slot)| {
-                if let Some((p, _)) = &slot.committed {
-                    return Some((*s, p));
+                if let Some((p, c)) = &slot.committed {
+                    return Some((*s, c.digest, p));
                 }
-                slot.pre_prepare().map(|pp| (*s, &pp.payload))
+                slot.pre_prepare().map(|pp| (*s, pp.digest, &pp.payload))
             })
     }
 
@@ -527,7 +527,10 @@ impl Replica {
             .slots
             .range(lc.saturating_add(1)..)
             .any(|(_, s)| s.pre_prepare.is_some() || s.committed.is_some());
+        // The timer watches the primary; the primary does not suspect itself
+        // (it would abandon its own view whenever the backups are slow).
         let needed = !self.st.in_view_change
+            && !self.is_primary()
             && self.fetching.is_none()
             && (self.requests_pending || outstanding);
         if needed && (!self.request_timer_armed || progressed) {

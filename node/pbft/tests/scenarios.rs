@@ -43,7 +43,7 @@ fn cfg(k: u64, window: u64) -> Config {
 fn payload(tag: &str) -> Payload {
     Payload {
         timestamp_ms: 1,
-        txs: vec![tag.as_bytes().to_vec()],
+        txs: vec![tag.as_bytes().to_vec()].into(),
     }
 }
 

@@ -59,7 +59,7 @@ impl LedgerApi for LedgerService {
         request: Request<proto::SubmitRequest>,
     ) -> Result<Response<proto::SubmitResponse>, Status> {
         let tx = request.into_inner().tx.ok_or_else(missing_tx)?;
-        let mut results = admission::admit(&self.state, vec![tx]).await;
+        let mut results = admission::admit(&self.state, vec![tx], admission::Origin::Client).await;
         match results.pop() {
             Some(Ok(id)) => Ok(Response::new(proto::SubmitResponse {
                 tx_id: id.0.to_vec(),
@@ -78,7 +78,7 @@ impl LedgerApi for LedgerService {
             .iter()
             .map(|t| crate::crypto::sha256(&t.body).to_vec())
             .collect();
-        let results = admission::admit(&self.state, txs).await;
+        let results = admission::admit(&self.state, txs, admission::Origin::Client).await;
         let results = results
             .into_iter()
             .zip(ids)
@@ -111,7 +111,10 @@ impl LedgerApi for LedgerService {
         let id = crate::tx::envelope::tx_id(&tx);
         // Wait first, submit second: the commit cannot slip by unseen.
         let waiter = self.state.feed.wait_for(id);
-        match admission::admit(&self.state, vec![tx]).await.pop() {
+        match admission::admit(&self.state, vec![tx], admission::Origin::Client)
+            .await
+            .pop()
+        {
             Some(Ok(_)) => {}
             Some(Err(rejection)) => {
                 self.state.feed.forget(&id);

@@ -192,6 +192,7 @@ pub async fn start(
         last_pending: None,
         last_ts: 0,
         last_view: None,
+        outbox: Vec::new(),
     };
     let consensus = tokio::spawn(task.run());
     Ok(Running {
@@ -225,6 +226,8 @@ struct ConsensusTask {
     last_pending: Option<bool>,
     last_ts: u64,
     last_view: Option<View>,
+    /// Messages produced since the last flush: (recipient, or every peer).
+    outbox: Vec<(Option<ReplicaIndex>, kubeledger_pbft::SignedMessage)>,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -274,6 +277,7 @@ impl ConsensusTask {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
+            self.flush();
             self.publish();
             tokio::select! {
                 biased;
@@ -298,6 +302,7 @@ impl ConsensusTask {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
         }
+        self.flush();
         tracing::info!("consensus task stopped");
     }
 
@@ -405,7 +410,7 @@ impl ConsensusTask {
         let payloads: Vec<(Digest, &Payload)> = self
             .replica
             .in_flight_payloads()
-            .map(|(_, p)| (p.digest(), p))
+            .map(|(_, d, p)| (d, p))
             .collect();
         for (digest, payload) in payloads {
             if self.my_proposals.contains_key(&digest) {
@@ -443,7 +448,11 @@ impl ConsensusTask {
         self.last_ts = ts;
         let payload = Payload {
             timestamp_ms: ts,
-            txs: txs.iter().map(|t| codec::tx_to_payload(t)).collect(),
+            txs: txs
+                .iter()
+                .map(|t| codec::tx_to_payload(t))
+                .collect::<Vec<_>>()
+                .into(),
         };
         let digest = payload.digest();
         let span = tracing::debug_span!("propose", txs = txs.len());
@@ -454,32 +463,11 @@ impl ConsensusTask {
     }
 
     fn handle(&mut self, actions: Vec<Action>) {
-        if actions.is_empty() {
-            return;
-        }
-        let sends = actions
-            .iter()
-            .any(|a| matches!(a, Action::Broadcast(_) | Action::Send { .. }));
-        let mut may_send = true;
-        if sends {
-            // Promises are durable before anyone hears them.
-            if let Err(e) = self.persister.save(self.replica.persistent()) {
-                tracing::error!(error = %e, "persisting replica state failed; not sending");
-                self.state.set_storage_error(Some(e.to_string()));
-                may_send = false;
-            }
-        }
         for action in actions {
             match action {
-                Action::Broadcast(msg) if may_send => match codec::encode_message(&msg) {
-                    Ok(b) => self.links.broadcast(b),
-                    Err(e) => tracing::error!(error = %e, "cannot encode message"),
-                },
-                Action::Send { to, msg } if may_send => match codec::encode_message(&msg) {
-                    Ok(b) => self.links.send(to, b),
-                    Err(e) => tracing::error!(error = %e, "cannot encode message"),
-                },
-                Action::Broadcast(_) | Action::Send { .. } => {}
+                // Sent by `flush`, once the state that promises them is durable.
+                Action::Broadcast(msg) => self.outbox.push((None, msg)),
+                Action::Send { to, msg } => self.outbox.push((Some(to), msg)),
                 Action::ValidatePayload {
                     seq,
                     view,
@@ -534,6 +522,35 @@ impl ConsensusTask {
                         self.state.mempool.requeue(txs);
                     }
                 }
+            }
+        }
+    }
+
+    /// Makes the replica state durable once for everything stepped since the
+    /// last flush (one fsynced write however many messages arrived), then
+    /// sends what those steps produced. Promises are durable before anyone
+    /// hears them; a failed write sends nothing.
+    fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let outbox = std::mem::take(&mut self.outbox);
+        if let Err(e) = self.persister.save(self.replica.persistent()) {
+            tracing::error!(error = %e, dropped = outbox.len(), "persisting replica state failed; not sending");
+            self.state.set_storage_error(Some(e.to_string()));
+            return;
+        }
+        for (to, msg) in outbox {
+            let bytes = match codec::encode_message(&msg) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode message");
+                    continue;
+                }
+            };
+            match to {
+                Some(to) => self.links.send(to, bytes),
+                None => self.links.broadcast(bytes),
             }
         }
     }

@@ -71,14 +71,14 @@ impl ConsensusShared {
         self.validator_keys.get().and_then(|k| k.get(p)).copied()
     }
 
-    /// Sends transactions this node admitted to the primary, unless this
-    /// node is the primary (or runs without peers).
-    pub fn forward_to_primary(&self, txs: Vec<SignedTransaction>) {
-        if txs.is_empty() || self.is_primary() {
+    /// Sends transactions a client handed to this node to every peer
+    /// (nothing when it runs without peers).
+    pub fn gossip(&self, txs: Vec<SignedTransaction>) {
+        if txs.is_empty() {
             return;
         }
         if let Some(links) = self.links.get() {
-            links.forward_txs(self.primary.load(Ordering::Relaxed), txs);
+            links.gossip_txs(txs);
         }
     }
 }

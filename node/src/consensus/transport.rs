@@ -1,8 +1,12 @@
-//! Replica-to-replica transport over tonic: one outbound stream per peer,
-//! reconnected with exponential back-off and fed from a bounded queue that
-//! drops on overflow (PBFT tolerates message loss; a dead peer must never
-//! block the sender), and the server side that decodes inbound frames into
-//! the consensus task's priority queue.
+//! Replica-to-replica transport over tonic. Each peer gets two outbound
+//! streams on one HTTP/2 connection, so agreement never waits behind
+//! client traffic: the consensus lane carries PBFT messages, the
+//! transaction lane carries transactions forwarded to the primary (whose
+//! admission, with its signature checks, back-pressures only that lane).
+//! Each lane is fed from its own bounded queue that drops on overflow
+//! (PBFT tolerates message loss; a dead peer must never block the sender)
+//! and reconnects with exponential back-off. The server side decodes
+//! inbound frames into the consensus task's queue.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -23,8 +27,10 @@ use crate::proto::peer_server::Peer;
 use crate::proto::{CertifiedBlock, GetBlocksRequest, PeerAck, PeerFrame, SignedTransaction};
 use crate::runtime::{admission, NodeState};
 
-/// Outbound items queued per peer before new ones are dropped.
-const PEER_QUEUE: usize = 4096;
+/// Consensus messages queued per peer before new ones are dropped.
+const CONSENSUS_QUEUE: usize = 4096;
+/// Forwarded transaction batches queued per peer before new ones are dropped.
+const TX_QUEUE: usize = 256;
 /// Largest frame on a peer stream, both directions.
 pub const MAX_FRAME_BYTES: usize = codec::MAX_MESSAGE_BYTES + 16 * 1024 * 1024;
 /// A frame is sent once it holds this many bytes of queued items.
@@ -40,9 +46,21 @@ enum Outbound {
     Txs(Vec<SignedTransaction>),
 }
 
+/// Which of a peer's two streams a link task drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Lane {
+    Consensus,
+    Transactions,
+}
+
+struct Link {
+    consensus: mpsc::Sender<Outbound>,
+    txs: mpsc::Sender<Outbound>,
+}
+
 /// The send side of every peer link, indexed by replica.
 pub struct PeerLinks {
-    links: Vec<Option<mpsc::Sender<Outbound>>>,
+    links: Vec<Option<Link>>,
     /// Weak: the node state holds these links (no cycle keeps the ledger open).
     state: std::sync::Weak<NodeState>,
 }
@@ -57,7 +75,7 @@ impl std::fmt::Debug for PeerLinks {
 }
 
 impl PeerLinks {
-    /// Starts one link task per other validator.
+    /// Starts two link tasks (consensus, transactions) per other validator.
     pub fn start(
         state: Arc<NodeState>,
         me: ReplicaIndex,
@@ -70,15 +88,22 @@ impl PeerLinks {
                 links.push(None);
                 continue;
             }
-            let (tx, rx) = mpsc::channel(PEER_QUEUE);
-            tokio::spawn(run_link(
-                me,
-                health.clone(),
-                rx,
-                state.clone(),
-                stopping.clone(),
-            ));
-            links.push(Some(tx));
+            let (consensus, consensus_rx) = mpsc::channel(CONSENSUS_QUEUE);
+            let (txs, txs_rx) = mpsc::channel(TX_QUEUE);
+            for (lane, rx) in [
+                (Lane::Consensus, consensus_rx),
+                (Lane::Transactions, txs_rx),
+            ] {
+                tokio::spawn(run_link(
+                    lane,
+                    me,
+                    health.clone(),
+                    rx,
+                    state.clone(),
+                    stopping.clone(),
+                ));
+            }
+            links.push(Some(Link { consensus, txs }));
         }
         Arc::new(Self {
             links,
@@ -86,21 +111,18 @@ impl PeerLinks {
         })
     }
 
-    fn push(&self, to: ReplicaIndex, item: Outbound) -> bool {
-        match self.links.get(to as usize).and_then(Option::as_ref) {
-            Some(q) => q.try_send(item).is_ok(),
-            None => false,
-        }
+    fn link(&self, to: ReplicaIndex) -> Option<&Link> {
+        self.links.get(to as usize).and_then(Option::as_ref)
     }
 
     pub fn send(&self, to: ReplicaIndex, msg: Bytes) {
-        let dir = if self.push(to, Outbound::Consensus(msg)) {
-            "sent"
-        } else {
-            "dropped"
-        };
+        let sent = self
+            .link(to)
+            .is_some_and(|l| l.consensus.try_send(Outbound::Consensus(msg)).is_ok());
         if let Some(state) = self.state.upgrade() {
-            state.metrics.consensus_message(dir, 1);
+            state
+                .metrics
+                .consensus_message(if sent { "sent" } else { "dropped" }, 1);
         }
     }
 
@@ -113,13 +135,33 @@ impl PeerLinks {
     }
 
     pub fn forward_txs(&self, to: ReplicaIndex, txs: Vec<SignedTransaction>) {
-        if !self.push(to, Outbound::Txs(txs)) {
-            tracing::debug!(to, "forward queue full; the request timer will recover");
+        let queued = self
+            .link(to)
+            .is_some_and(|l| l.txs.try_send(Outbound::Txs(txs)).is_ok());
+        if !queued {
+            tracing::debug!(
+                to,
+                "transaction queue full; the peer verifies these when it sees them proposed"
+            );
+        }
+    }
+
+    /// Sends transactions to every peer.
+    pub fn gossip_txs(&self, txs: Vec<SignedTransaction>) {
+        let peers: Vec<ReplicaIndex> = (0..self.links.len() as u32)
+            .filter(|i| self.links[*i as usize].is_some())
+            .collect();
+        if let Some((last, rest)) = peers.split_last() {
+            for to in rest {
+                self.forward_txs(*to, txs.clone());
+            }
+            self.forward_txs(*last, txs);
         }
     }
 }
 
 async fn run_link(
+    lane: Lane,
     me: ReplicaIndex,
     health: Arc<PeerHealth>,
     mut queue: mpsc::Receiver<Outbound>,
@@ -168,9 +210,12 @@ async fn run_link(
         let (frames, frames_rx) = mpsc::channel::<PeerFrame>(16);
         let mut call =
             tokio::spawn(async move { client.messages(ReceiverStream::new(frames_rx)).await });
-        health.connected.store(true, Ordering::Relaxed);
-        state.metrics.peers_connected.inc();
-        tracing::info!(peer = %health.name, "peer stream open");
+        let counts = lane == Lane::Consensus;
+        if counts {
+            health.connected.store(true, Ordering::Relaxed);
+            state.metrics.peers_connected.inc();
+            tracing::info!(peer = %health.name, "peer stream open");
+        }
         backoff = BACKOFF_MIN;
         loop {
             let first = match carry.take() {
@@ -182,8 +227,10 @@ async fn run_link(
                 },
             };
             let Some(first) = first else {
-                health.connected.store(false, Ordering::Relaxed);
-                state.metrics.peers_connected.dec();
+                if counts {
+                    health.connected.store(false, Ordering::Relaxed);
+                    state.metrics.peers_connected.dec();
+                }
                 return;
             };
             let mut frame = PeerFrame {
@@ -202,9 +249,11 @@ async fn run_link(
                 break;
             }
         }
-        health.connected.store(false, Ordering::Relaxed);
-        state.metrics.peers_connected.dec();
-        tracing::info!(peer = %health.name, "peer stream closed; reconnecting");
+        if counts {
+            health.connected.store(false, Ordering::Relaxed);
+            state.metrics.peers_connected.dec();
+        }
+        tracing::info!(peer = %health.name, ?lane, "peer stream closed; reconnecting");
         call.abort();
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -347,18 +396,23 @@ impl Peer for PeerService {
     }
 }
 
-/// Admits transactions a backup forwarded; ones already pending here are
-/// skipped before their signatures are checked again.
+/// Admits transactions a peer gossiped; ones already pending or committed
+/// here are skipped before their signatures are checked again.
 async fn admit_forwarded(state: &Arc<NodeState>, txs: Vec<SignedTransaction>) {
     let ids: Vec<_> = txs.iter().map(crate::tx::envelope::tx_id).collect();
-    let known = state.mempool.contains_all(&ids);
+    let pending = state.mempool.contains_all(&ids);
+    // Gossip often arrives after the block that carries it committed.
+    let committed = state
+        .ledger
+        .contains_txs(&ids)
+        .unwrap_or_else(|_| vec![false; ids.len()]);
     let fresh: Vec<SignedTransaction> = txs
         .into_iter()
-        .zip(known)
-        .filter(|(_, k)| !k)
+        .zip(pending.into_iter().zip(committed))
+        .filter(|(_, (p, c))| !p && !c)
         .map(|(t, _)| t)
         .collect();
     if !fresh.is_empty() {
-        let _ = admission::admit(state, fresh).await;
+        let _ = admission::admit(state, fresh, admission::Origin::Peer).await;
     }
 }

@@ -100,8 +100,9 @@ pub fn validate(
     if let Some((id, _)) = ids.iter().zip(&committed).find(|(_, c)| **c) {
         return Err(InvalidPayload::AlreadyCommitted(*id));
     }
-    // Transactions this node admitted itself were verified then.
-    let known = state.mempool.contains_all(&ids);
+    // Transactions this node admitted (from a client or a peer's gossip)
+    // were verified then, with exactly this signature.
+    let known = state.mempool.verified(&txs);
     let unknown: Vec<VerifiedTx> = txs
         .iter()
         .zip(&known)

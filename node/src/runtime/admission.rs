@@ -11,10 +11,20 @@ use crate::tx::{signature_batch, Rejection, TxId};
 
 use super::NodeState;
 
+/// Where a batch of transactions came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of this node: what is admitted is gossiped to every peer.
+    Client,
+    /// Another replica's gossip: admitted here, not passed on again.
+    Peer,
+}
+
 /// Runs the pipeline for a batch; one result per input, in order.
 pub async fn admit(
     state: &Arc<NodeState>,
     txs: Vec<SignedTransaction>,
+    origin: Origin,
 ) -> Vec<Result<TxId, Rejection>> {
     let span = tracing::debug_span!("admit", txs = txs.len());
     let _entered = span.enter();
@@ -92,8 +102,13 @@ pub async fn admit(
         }
         results[pos] = Some(result);
     }
-    // A backup hands what it admitted to the primary, which orders it.
-    state.consensus.forward_to_primary(forward);
+    // Every replica gets what a client handed to this one: the primary to
+    // order it, the backups so that their check of the primary's proposal
+    // finds it verified already (off the critical path) and so that a new
+    // primary after a view change holds it.
+    if origin == Origin::Client {
+        state.consensus.gossip(forward);
+    }
     let results: Vec<Result<TxId, Rejection>> = results
         .into_iter()
         .map(|r| {

@@ -33,6 +33,16 @@ pub fn service_account(member: &str) -> String {
     format!("{member}-node")
 }
 
+/// The PersistentVolumeClaim of a node (volume claim template `data`).
+pub fn data_pvc(node: &str) -> String {
+    format!("data-{node}")
+}
+
+/// Namespace in a node host or peer address made by [`node_host`].
+pub fn namespace_of_host(host: &str) -> Option<&str> {
+    host.split('.').nth(2).filter(|ns| !ns.is_empty())
+}
+
 /// Stable DNS name of a node through its member's headless Service.
 pub fn node_host(node: &str, member: &str, namespace: &str, domain: &str) -> String {
     format!(
@@ -53,3 +63,13 @@ pub fn peer_address(node: &str, member: &str, namespace: &str, domain: &str) -> 
 pub const GRPC_PORT: i32 = 7050;
 pub const PEER_PORT: i32 = 7051;
 pub const METRICS_PORT: i32 = 9100;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn namespace_from_peer_address() {
+        let a = super::peer_address("org1-0", "org1", "bank", "cluster.local");
+        assert_eq!(super::namespace_of_host(&a), Some("bank"));
+        assert_eq!(super::namespace_of_host("localhost"), None);
+    }
+}

@@ -23,12 +23,13 @@ use tracing::{info, instrument, warn};
 
 use super::member::PHASE_ACTIVE;
 use super::{
-    apply, condition, delete_if_exists, now_ms, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
+    apply, condition, delete_if_exists, healing, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
     WATCH_TIMEOUT_SECS,
 };
 use crate::build::{config_map, names};
 use crate::crd::{Consortium, ConsortiumStatus, Member, ValidatorStatus};
 use crate::genesis::{build_genesis, chain_params, genesis_hash, Genesis};
+use crate::health::HealthClass;
 use crate::probe::rfc3339_ms;
 use crate::{Error, Result, FIELD_MANAGER};
 
@@ -38,12 +39,25 @@ pub const PHASE_PENDING: &str = "Pending";
 pub const PHASE_BOOTSTRAPPING: &str = "Bootstrapping";
 pub const PHASE_RUNNING: &str = "Running";
 pub const PHASE_DEGRADED: &str = "Degraded";
+pub const PHASE_TERMINATING: &str = "Terminating";
 
 /// Reconciles one Consortium (entry point of the controller).
 #[instrument(skip_all, fields(consortium = %consortium.name_any()))]
 pub async fn reconcile(consortium: Arc<Consortium>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.count_and_measure(CONTROLLER);
     let key = format!("consortium/{}", consortium.name_any());
+    // Members' pods mount the genesis copies: teardown waits for the Members.
+    let holds_finalizer = consortium.finalizers().iter().any(|f| f == FINALIZER);
+    if consortium.metadata.deletion_timestamp.is_some() && holds_finalizer {
+        let members = members_of(&ctx, &consortium.name_any()).await?;
+        if !members.is_empty() {
+            let action = wait_for_members(&consortium, &members, &ctx).await;
+            if action.is_ok() {
+                ctx.backoff.reset(&key);
+            }
+            return action;
+        }
+    }
     let api: Api<Consortium> = Api::all(ctx.client.clone());
     let result = finalizer(&api, FINALIZER, consortium, |event| async {
         match event {
@@ -88,8 +102,13 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     // 1. dereference
     let members = members_of(ctx, &name).await?;
 
-    // 2. validate what the schema cannot
-    if let Err(e) = chain_params(&c.spec) {
+    // 2. validate what the schema cannot (or what an API server without CEL let through)
+    let valid = chain_params(&c.spec).map(|_| ()).and_then(|()| {
+        crate::health::settings(&c.spec.healing)
+            .map(|_| ())
+            .map_err(|e| Error::InvalidSpec(format!("spec.healing: {e}")))
+    });
+    if let Err(e) = valid {
         let msg = e.to_string();
         ctx.event(
             c,
@@ -99,37 +118,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
             msg.clone(),
         )
         .await;
-        let status = ConsortiumStatus {
-            phase: Some(PHASE_DEGRADED.into()),
-            conditions: vec![
-                condition(
-                    &old.conditions,
-                    "Ready",
-                    false,
-                    "InvalidSpec",
-                    msg.clone(),
-                    generation,
-                ),
-                condition(
-                    &old.conditions,
-                    "Progressing",
-                    false,
-                    "InvalidSpec",
-                    msg.clone(),
-                    generation,
-                ),
-                condition(
-                    &old.conditions,
-                    "Degraded",
-                    true,
-                    "InvalidSpec",
-                    msg,
-                    generation,
-                ),
-            ],
-            observed_generation: generation,
-            ..old.clone()
-        };
+        let status = invalid_spec_status(&old, msg, generation);
         patch_status(ctx, c, &old, status).await?;
         return Ok(Action::await_change());
     }
@@ -138,7 +127,12 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     let mut base = old.clone();
     let mut pending_reason = None;
     if base.genesis.is_none() {
-        match build_genesis(c, &members, now_ms(), &ctx.settings.cluster_domain) {
+        match build_genesis(
+            c,
+            &members,
+            ctx.clock.now_ms(),
+            &ctx.settings.cluster_domain,
+        ) {
             Ok(Ok(g)) => {
                 let text = g.to_json()?;
                 base.genesis_hash = Some(genesis_hash(&text));
@@ -168,37 +162,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
                     msg.clone(),
                 )
                 .await;
-                let status = ConsortiumStatus {
-                    phase: Some(PHASE_DEGRADED.into()),
-                    conditions: vec![
-                        condition(
-                            &old.conditions,
-                            "Ready",
-                            false,
-                            "InvalidSpec",
-                            msg.clone(),
-                            generation,
-                        ),
-                        condition(
-                            &old.conditions,
-                            "Progressing",
-                            false,
-                            "InvalidSpec",
-                            msg.clone(),
-                            generation,
-                        ),
-                        condition(
-                            &old.conditions,
-                            "Degraded",
-                            true,
-                            "InvalidSpec",
-                            msg,
-                            generation,
-                        ),
-                    ],
-                    observed_generation: generation,
-                    ..old.clone()
-                };
+                let status = invalid_spec_status(&old, msg, generation);
                 patch_status(ctx, c, &old, status).await?;
                 return Ok(Action::requeue(POLL_INTERVAL));
             }
@@ -206,7 +170,8 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         }
     }
 
-    // 4. apply: the same genesis text in every member namespace
+    // 4. apply: the same genesis text in every member namespace; copies in
+    // namespaces without Members any more are removed.
     let genesis: Option<Genesis> = base
         .genesis
         .as_deref()
@@ -214,22 +179,36 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         .transpose()?;
     if let Some(text) = &base.genesis {
         let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
-        for ns in namespaces {
-            apply(&ctx.client, &ns, &config_map::build_genesis(c, &ns, text)?).await?;
+        for ns in &namespaces {
+            apply(&ctx.client, ns, &config_map::build_genesis(c, ns, text)?).await?;
         }
+        for ns in old
+            .genesis_namespaces
+            .iter()
+            .filter(|ns| !namespaces.contains(*ns))
+        {
+            delete_if_exists::<ConfigMap>(&ctx.client, ns, &names::genesis_config_map(&name))
+                .await?;
+        }
+        base.genesis_namespaces = namespaces.into_iter().collect();
     }
 
-    // 5. status from the nodes and the Members
+    // 5. health of every validator (healing them where needed), then status
+    // from the nodes and the Members
+    let observations = match &genesis {
+        Some(g) => healing::monitor_and_heal(ctx, c, &old, g, &members).await?,
+        None => Vec::new(),
+    };
     let status = aggregate(
-        ctx,
         c,
         &old,
         base,
         genesis.as_ref(),
+        &observations,
         &members,
         pending_reason,
-    )
-    .await;
+        ctx.clock.now_ms(),
+    );
     let running = status.phase.as_deref() == Some(PHASE_RUNNING);
     if running && old.phase.as_deref() != Some(PHASE_RUNNING) {
         ctx.event(
@@ -249,7 +228,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
             EventType::Warning,
             "QuorumLost",
             "Reconcile",
-            "Fewer than 2f+1 validators answer".into(),
+            "Fewer validators answer than a quorum".into(),
         )
         .await;
     }
@@ -269,21 +248,22 @@ fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
             member: v.member.clone(),
             public_key: v.public_key.clone(),
             peer_address: v.peer_address.clone(),
-            reachable: false,
-            height: None,
+            ..Default::default()
         })
         .collect()
 }
 
-/// Polls every validator and folds the answers and the Members' phases into status.
-async fn aggregate(
-    ctx: &Context,
+/// Folds the validators' answers and the Members' phases into status.
+#[allow(clippy::too_many_arguments)]
+fn aggregate(
     c: &Consortium,
     old: &ConsortiumStatus,
     mut status: ConsortiumStatus,
     genesis: Option<&Genesis>,
+    observations: &[healing::Observation],
     members: &[Member],
     pending_reason: Option<String>,
+    now: u64,
 ) -> ConsortiumStatus {
     let generation = c.metadata.generation;
     let members_ready = u32::try_from(
@@ -331,26 +311,23 @@ async fn aggregate(
         return status;
     };
 
-    let mut reachable = 0usize;
-    let mut best: Option<crate::probe::NodeReport> = None;
-    let mut validators = validators_of(genesis);
-    for v in &mut validators {
-        let host = v
-            .peer_address
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(&v.peer_address);
-        if let Some(r) = ctx.prober.status(host).await {
-            reachable += 1;
-            v.reachable = true;
-            v.height = Some(r.height);
-            if best.as_ref().is_none_or(|b| r.height > b.height) {
-                best = Some(r);
-            }
-        }
-    }
-    status.validators = validators;
-    if let Some(b) = &best {
+    let reachable = observations.iter().filter(|o| o.report.is_some()).count();
+    let best = observations.iter().filter_map(|o| o.report.as_ref()).fold(
+        None::<&crate::probe::NodeReport>,
+        |best, r| match best {
+            Some(b) if b.height >= r.height => Some(b),
+            _ => Some(r),
+        },
+    );
+    status.validators = observations.iter().map(|o| o.status.clone()).collect();
+    let healthy = status
+        .validators
+        .iter()
+        .filter(|v| v.health.as_deref() == Some(HealthClass::Healthy.as_str()))
+        .count();
+    status.validators_healthy = u32::try_from(healthy).unwrap_or(u32::MAX);
+    status.nodes_summary = Some(format!("{healthy}/{}", genesis.validators.len()));
+    if let Some(b) = best {
         status.height = Some(b.height);
         status.view = Some(b.view);
         status.primary = Some(
@@ -362,7 +339,6 @@ async fn aggregate(
                 .unwrap_or_else(|| b.primary.chars().take(16).collect()),
         );
         status.last_block_time = rfc3339_ms(b.last_block_time_ms);
-        let now = now_ms();
         match (old.txs_committed, old.polled_at_ms) {
             (Some(prev), Some(at)) if b.txs_committed > prev && now > at => {
                 let tps = (b.txs_committed - prev) as f64 * 1000.0 / (now - at) as f64;
@@ -379,7 +355,7 @@ async fn aggregate(
     }
 
     let n = genesis.validators.len();
-    let quorum = n - (n.saturating_sub(1)) / 3;
+    let quorum = crate::health::plan::quorum(n);
     let was_running = matches!(
         old.phase.as_deref(),
         Some(PHASE_RUNNING) | Some(PHASE_DEGRADED)
@@ -460,7 +436,62 @@ async fn patch_status(
     Ok(())
 }
 
-/// Removes the genesis copies; Members (and their nodes) belong to their owners.
+/// A deleted Consortium whose Members still exist keeps its finalizer: their
+/// pods mount its genesis. Members belong to their organisations, so the
+/// operator does not delete them; it says what it waits for and checks again
+/// (a Member's final removal is not a watch event the predicates pass on).
+async fn wait_for_members(c: &Consortium, members: &[Member], ctx: &Context) -> Result<Action> {
+    let old = c.status.clone().unwrap_or_default();
+    let generation = c.metadata.generation;
+    let waiting: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}/{}", m.namespace().unwrap_or_default(), m.name_any()))
+        .collect();
+    let msg = format!(
+        "deletion waits for {} Member(s) to be deleted first: {}",
+        waiting.len(),
+        waiting.join(", ")
+    );
+    let status = ConsortiumStatus {
+        phase: Some(PHASE_TERMINATING.into()),
+        conditions: vec![
+            condition(
+                &old.conditions,
+                "Ready",
+                false,
+                "WaitingForMembers",
+                msg.clone(),
+                generation,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                true,
+                "WaitingForMembers",
+                msg.clone(),
+                generation,
+            ),
+            condition(
+                &old.conditions,
+                "Degraded",
+                false,
+                "WaitingForMembers",
+                "",
+                generation,
+            ),
+        ],
+        ..old.clone()
+    };
+    if status != old {
+        ctx.event(c, EventType::Normal, "WaitingForMembers", "Teardown", msg)
+            .await;
+    }
+    patch_status(ctx, c, &old, status).await?;
+    Ok(Action::requeue(WAIT_INTERVAL))
+}
+
+/// Runs once no Member is left: removes the genesis copies, then the finalizer.
+/// (They are also owned by the Consortium, so the garbage collector would.)
 async fn cleanup_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     let name = c.name_any();
     ctx.event(
@@ -468,14 +499,20 @@ async fn cleanup_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         EventType::Normal,
         "TearingDown",
         "Teardown",
-        "Removing genesis copies".into(),
+        "No Members left; removing genesis copies".into(),
     )
     .await;
-    let members = members_of(ctx, &name).await?;
-    let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
+    let namespaces = c
+        .status
+        .as_ref()
+        .map(|s| s.genesis_namespaces.clone())
+        .unwrap_or_default();
     for ns in namespaces {
         delete_if_exists::<ConfigMap>(&ctx.client, &ns, &names::genesis_config_map(&name)).await?;
     }
+    ctx.health.retain(&format!("{name}/"), &[]);
+    let classes: Vec<&str> = HealthClass::ALL.iter().map(|c| c.as_str()).collect();
+    ctx.metrics.forget_consortium(&name, &classes);
     info!("consortium torn down");
     Ok(Action::await_change())
 }
@@ -535,4 +572,33 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Status for a spec the operator refuses: Degraded, neither Ready nor
+/// Progressing, with the reason in every condition.
+fn invalid_spec_status(
+    old: &ConsortiumStatus,
+    msg: String,
+    generation: Option<i64>,
+) -> ConsortiumStatus {
+    let flag = |type_: &str, status: bool, msg: String| {
+        condition(
+            &old.conditions,
+            type_,
+            status,
+            "InvalidSpec",
+            msg,
+            generation,
+        )
+    };
+    ConsortiumStatus {
+        phase: Some(PHASE_DEGRADED.into()),
+        conditions: vec![
+            flag("Ready", false, msg.clone()),
+            flag("Progressing", false, msg.clone()),
+            flag("Degraded", true, msg),
+        ],
+        observed_generation: generation,
+        ..old.clone()
+    }
 }

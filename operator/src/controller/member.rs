@@ -27,8 +27,9 @@ use super::{
     WATCH_TIMEOUT_SECS,
 };
 use crate::build::{self, names, MemberInputs};
-use crate::crd::{Consortium, Member, MemberStatus, NodeKey, NodeStatus};
+use crate::crd::{Consortium, Member, MemberStatus, NodeKey, NodeStatus, ValidatorStatus};
 use crate::genesis::Genesis;
+use crate::health::Hold;
 use crate::keys::ensure_keys;
 use crate::{Error, Result, FIELD_MANAGER};
 
@@ -129,7 +130,19 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     let existing = secrets.get_opt(&names::secret(&name)).await?;
 
-    // 2. validate: keys already issued must parse; never regenerated.
+    // 2. validate: keys already issued must parse and belong to this consortium;
+    // they are never regenerated.
+    if let Err(e) = retained_keys_match(existing.as_ref(), &member.spec.consortium) {
+        ctx.event(
+            member,
+            EventType::Warning,
+            "RetainedKeysMismatch",
+            "Validate",
+            e.to_string(),
+        )
+        .await;
+        return Err(e);
+    }
     let keys = ensure_keys(existing.as_ref(), &node_names, &mut rand::rngs::OsRng)?;
     let genesis: Option<Genesis> = consortium
         .status
@@ -172,10 +185,19 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
 
     // 5. status
     let nodes = if statefulset.is_some() {
-        observe_nodes(ctx, member, &ns, &node_names).await?
+        observe_nodes(ctx, member, &ns, &node_names, &consortium).await?
     } else {
         Vec::new()
     };
+    // The Consortium's health monitor gave up restarting some node: Degraded.
+    let capped: Vec<&str> = nodes
+        .iter()
+        .filter(|n| {
+            validator_of(&consortium, &n.name).and_then(|v| v.healing.as_deref())
+                == Some(Hold::CapReached.as_str())
+        })
+        .map(|n| n.name.as_str())
+        .collect();
     let ready_nodes = i32::try_from(nodes.iter().filter(|n| n.ready).count()).unwrap_or(i32::MAX);
     let all_ready = admitted && ready_nodes == member.spec.replicas;
     let (phase, reason, message) = if genesis.is_none() {
@@ -223,22 +245,36 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
                 message,
                 generation,
             ),
-            condition(
-                &old_status.conditions,
-                "Degraded",
-                unreachable > 0,
-                if unreachable > 0 {
-                    "NodeUnreachable"
-                } else {
-                    "AsExpected"
-                },
-                if unreachable > 0 {
-                    format!("{unreachable} ready node(s) did not answer Status")
-                } else {
-                    String::new()
-                },
-                generation,
-            ),
+            if !capped.is_empty() {
+                condition(
+                    &old_status.conditions,
+                    "Degraded",
+                    true,
+                    "RestartCapReached",
+                    format!(
+                        "healing stopped restarting {}: maxRestartsPerHour reached",
+                        capped.join(", ")
+                    ),
+                    generation,
+                )
+            } else {
+                condition(
+                    &old_status.conditions,
+                    "Degraded",
+                    unreachable > 0,
+                    if unreachable > 0 {
+                        "NodeUnreachable"
+                    } else {
+                        "AsExpected"
+                    },
+                    if unreachable > 0 {
+                        format!("{unreachable} ready node(s) did not answer Status")
+                    } else {
+                        String::new()
+                    },
+                    generation,
+                )
+            },
         ],
         observed_generation: generation,
         node_public_keys: node_names
@@ -274,12 +310,43 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
     }))
 }
 
-/// Pod readiness and restarts from the API, chain state from each node.
+/// A key Secret kept from an earlier Member of the same name must belong to the
+/// same consortium: its keys sign the retained volumes' chain, not another one.
+fn retained_keys_match(existing: Option<&Secret>, consortium: &str) -> Result<()> {
+    let Some(previous) = existing
+        .and_then(|s| s.metadata.labels.as_ref())
+        .and_then(|l| l.get("kubeledger.io/consortium"))
+    else {
+        return Ok(());
+    };
+    if previous == consortium {
+        return Ok(());
+    }
+    Err(Error::InvalidSpec(format!(
+        "Secret {} holds node keys kept for consortium {previous}, not {consortium}; \
+         delete that Secret and the member's volumes to start this member afresh",
+        existing
+            .and_then(|s| s.metadata.name.as_deref())
+            .unwrap_or_default()
+    )))
+}
+
+/// The Consortium's status entry of validator `node`.
+fn validator_of<'a>(consortium: &'a Consortium, node: &str) -> Option<&'a ValidatorStatus> {
+    consortium
+        .status
+        .as_ref()
+        .and_then(|s| s.validators.iter().find(|v| v.name == node))
+}
+
+/// Pod readiness and restarts from the API, chain state from each node, health
+/// and healing restarts from the Consortium's monitor.
 async fn observe_nodes(
     ctx: &Context,
     member: &Member,
     ns: &str,
     node_names: &[String],
+    consortium: &Consortium,
 ) -> Result<Vec<NodeStatus>> {
     let name = member.name_any();
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -316,6 +383,14 @@ async fn observe_nodes(
                 .as_ref()
                 .and_then(|r| crate::probe::rfc3339_ms(r.last_block_time_ms)),
             restarts,
+            health: validator_of(consortium, node).and_then(|v| v.health.clone()),
+            healing_restarts: validator_of(consortium, node)
+                .map(|v| u32::try_from(v.recent_restarts.len()).unwrap_or(u32::MAX))
+                .unwrap_or_default(),
+            last_restart_time: validator_of(consortium, node)
+                .and_then(|v| v.last_restart_time.clone()),
+            last_restart_reason: validator_of(consortium, node)
+                .and_then(|v| v.last_restart_reason.clone()),
         });
     }
     Ok(out)
@@ -350,20 +425,37 @@ async fn patch_status(
     Ok(())
 }
 
-/// Tears down in order: nodes first, then what they used; volumes only when
-/// `storage.deleteOnTeardown` is set. The genesis ConfigMap belongs to the Consortium.
+/// Tears down in order: nodes first, then what they used. The node keys follow
+/// the data: with `storage.deleteOnTeardown` the volumes go and then the key
+/// Secret; otherwise both stay for a Member re-created under the same name.
+/// The genesis ConfigMap belongs to the Consortium.
 async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
     let name = member.name_any();
     let ns = member
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let client = &ctx.client;
+    // The Member's storage, or else the Consortium's node defaults (if it still exists).
+    let delete_volumes = match &member.spec.storage {
+        Some(storage) => storage.delete_on_teardown,
+        None => Api::<Consortium>::all(client.clone())
+            .get_opt(&member.spec.consortium)
+            .await?
+            .is_some_and(|c| c.spec.node_defaults.storage.delete_on_teardown),
+    };
     ctx.event(
         member,
         EventType::Normal,
         "TearingDown",
         "Teardown",
-        "Deleting the member's nodes".into(),
+        if delete_volumes {
+            "Deleting the member's nodes, their volumes and their keys".into()
+        } else {
+            format!(
+                "Deleting the member's nodes; volumes and Secret {} are kept for a Member re-created as {name}",
+                names::secret(&name)
+            )
+        },
     )
     .await;
     delete_if_exists::<StatefulSet>(client, &ns, &names::statefulset(&name)).await?;
@@ -372,13 +464,6 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
     delete_if_exists::<Service>(client, &ns, &names::headless_service(&name)).await?;
     delete_if_exists::<ConfigMap>(client, &ns, &names::config_map(&name)).await?;
     delete_if_exists::<ServiceAccount>(client, &ns, &names::service_account(&name)).await?;
-    delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
-    let delete_volumes = member
-        .spec
-        .storage
-        .as_ref()
-        .map(|s| s.delete_on_teardown)
-        .unwrap_or(false);
     if delete_volumes {
         let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
         let selector =
@@ -388,6 +473,8 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
             &ListParams::default().labels(&selector),
         )
         .await?;
+        // Keys last: if the volume deletion failed, the retry still finds them.
+        delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
     }
     info!(delete_volumes, "member torn down");
     Ok(Action::await_change())
@@ -403,15 +490,18 @@ fn member_predicate(m: &Member) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Consortium changes Members care about: spec and genesis.
+/// Consortium changes Members care about: spec, genesis, and what healing did
+/// (health classes, restarts, holds), not heights or views.
 fn consortium_predicate(c: &Consortium) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     c.metadata.generation.hash(&mut h);
-    c.status
-        .as_ref()
-        .and_then(|s| s.genesis_hash.clone())
-        .hash(&mut h);
+    if let Some(s) = &c.status {
+        s.genesis_hash.hash(&mut h);
+        for v in &s.validators {
+            (&v.name, &v.health, &v.healing, &v.last_restart_time).hash(&mut h);
+        }
+    }
     Some(h.finish())
 }
 

@@ -4,6 +4,7 @@
 //! dereference → validate → build → apply → update status.
 
 pub mod consortium;
+pub mod healing;
 pub mod member;
 
 use std::fmt::Debug;
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::build::Settings;
+use crate::health::history::History;
 use crate::metrics::Metrics;
 use crate::probe::NodeProber;
 use crate::{Result, FIELD_MANAGER};
@@ -43,6 +45,34 @@ pub struct Context {
     pub prober: Arc<dyn NodeProber>,
     pub recorder: Recorder,
     pub backoff: Backoff,
+    /// Recent polls of every validator, for the health classifier.
+    pub health: Arc<History>,
+    pub clock: Clock,
+}
+
+/// Wall-clock time for the health monitor, settable in tests.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<std::sync::atomic::AtomicU64>>);
+
+impl Clock {
+    /// A clock standing at `ms` until [`Clock::set`].
+    pub fn manual(ms: u64) -> Self {
+        Self(Some(Arc::new(std::sync::atomic::AtomicU64::new(ms))))
+    }
+
+    pub fn set(&self, ms: u64) {
+        if let Some(t) = &self.0 {
+            t.store(ms, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        match &self.0 {
+            Some(t) => t.load(std::sync::atomic::Ordering::SeqCst),
+            None => now_ms(),
+        }
+    }
 }
 
 /// Per-object exponential back-off for failed reconciles.
@@ -86,6 +116,8 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             backoff: Backoff::default(),
+            health: Arc::default(),
+            clock: Clock::default(),
             client,
             settings,
             metrics,

@@ -51,6 +51,13 @@ impl Call {
         );
         self
     }
+    fn fail(mut self, code: u16) -> Self {
+        self.status = code;
+        self.respond = Some(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "InternalError", "message": "etcd unavailable", "code": code}),
+        );
+        self
+    }
     fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
         self.check = Some(Box::new(f));
         self
@@ -100,14 +107,22 @@ fn serve(mut handle: Handle, calls: Vec<Call>) -> tokio::task::JoinHandle<Vec<Va
 }
 
 fn context(prober: StaticProber) -> (Arc<Context>, Handle) {
+    context_at(prober, None)
+}
+
+/// A context whose health monitor sees the time `now` (the real clock if None).
+fn context_at(prober: StaticProber, now: Option<u64>) -> (Arc<Context>, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let ctx = Context::new(
+    let mut ctx = Context::new(
         client,
         fixtures::settings(),
         Arc::new(Metrics::default()),
         Arc::new(prober),
     );
+    if let Some(now) = now {
+        ctx.clock = super::Clock::manual(now);
+    }
     (Arc::new(ctx), handle)
 }
 
@@ -131,6 +146,15 @@ async fn run_consortium(
     calls: Vec<Call>,
 ) -> (Action, Vec<Value>) {
     let (ctx, handle) = context(prober);
+    run_consortium_in(ctx, handle, c, calls).await
+}
+
+async fn run_consortium_in(
+    ctx: Arc<Context>,
+    handle: Handle,
+    c: Consortium,
+    calls: Vec<Call>,
+) -> (Action, Vec<Value>) {
     let server = serve(handle, calls);
     let action = tokio::time::timeout(
         Duration::from_secs(5),
@@ -192,7 +216,8 @@ fn member_apply_calls(c: &Consortium, existing_secret: Option<Value>) -> Vec<Cal
     calls.push(
         Call::new("PATCH", apply_uri(&format!("{ns}/secrets/org1-keys"))).check(|b| {
             assert_eq!(b["kind"], "Secret");
-            assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Member");
+            // Keys follow the volumes, not the Member: never garbage-collected with it.
+            assert!(b["metadata"].get("ownerReferences").is_none(), "{b}");
         }),
     );
     calls
@@ -223,6 +248,26 @@ fn pods_call(pods: Value) -> Call {
         "/api/v1/namespaces/org1/pods?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Capp.kubernetes.io%2Finstance%3Dorg1",
     )
     .respond(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}))
+}
+
+/// The health monitor's pod LIST in one member namespace.
+fn node_pods_call(ns: &str, pods: Value) -> Call {
+    Call::new(
+        "GET",
+        format!("/api/v1/namespaces/{ns}/pods?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Ckubeledger.io%2Fconsortium%3Descrow"),
+    )
+    .respond(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods}))
+}
+
+/// Both member namespaces with every node's pod ready (fixture sizes).
+fn all_pods_ready() -> Vec<Call> {
+    vec![
+        node_pods_call(
+            "org1",
+            json!([ready_pod("org1-0", 0), ready_pod("org1-1", 0)]),
+        ),
+        node_pods_call("org2", json!([ready_pod("org2-0", 0)])),
+    ]
 }
 
 fn event_call(ns: &str, reason: &'static str) -> Call {
@@ -392,7 +437,13 @@ async fn member_teardown_deletes_in_order_and_keeps_volumes() {
     ));
     let ns = "/api/v1/namespaces/org1";
     let calls = vec![
-        event_call("org1", "TearingDown"),
+        // The Member has no storage of its own: the Consortium's default decides.
+        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
+            .respond(serde_json::to_value(fixtures::consortium()).expect("json")),
+        event_call("org1", "TearingDown").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.contains("org1-keys are kept"), "{note}");
+        }),
         Call::new("DELETE", "/apis/apps/v1/namespaces/org1/statefulsets/org1?").respond(success()),
         Call::new(
             "DELETE",
@@ -403,8 +454,8 @@ async fn member_teardown_deletes_in_order_and_keeps_volumes() {
         Call::new("DELETE", format!("{ns}/services/org1-nodes?")).respond(success()),
         Call::new("DELETE", format!("{ns}/configmaps/org1-config?")).not_found(),
         Call::new("DELETE", format!("{ns}/serviceaccounts/org1-node?")).respond(success()),
-        Call::new("DELETE", format!("{ns}/secrets/org1-keys?")).respond(success()),
-        // No PVC deletion: storage.deleteOnTeardown defaults to false.
+        // No PVC deletion (storage.deleteOnTeardown defaults to false) and so no
+        // key deletion either: a re-created org1 gets its old identities back.
         Call::new(
             "PATCH",
             "/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1?",
@@ -420,6 +471,81 @@ async fn member_teardown_deletes_in_order_and_keeps_volumes() {
     ];
     let (action, _) = run_member(m, StaticProber::default(), calls).await;
     assert_eq!(action, Action::await_change());
+}
+
+/// The Secret a deleted org1 left behind (no owner, as the operator wrote it).
+fn retained_secret(consortium: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": "org1-keys", "namespace": "org1",
+            "labels": {"kubeledger.io/member": "org1", "kubeledger.io/consortium": consortium}
+        },
+        "data": fixtures::keys().to_files().into_iter().map(|(k, v)| (k, Value::from(base64(v.as_bytes())))).collect::<serde_json::Map<_, _>>()
+    })
+}
+
+#[tokio::test]
+async fn recreated_member_adopts_retained_keys_without_issuing_new_ones() {
+    let c = consortium_with_genesis();
+    // A new org1 (new uid) after the old one was deleted with its volumes kept.
+    let mut m = with_finalizer(fixtures::member());
+    m.metadata.uid = Some("33333333-3333-3333-3333-333333333333".into());
+    let mut calls = member_apply_calls(&c, Some(retained_secret("escrow")));
+    calls[3] = Call::new(
+        "PATCH",
+        apply_uri("/api/v1/namespaces/org1/secrets/org1-keys"),
+    )
+    .check(|b| {
+        for (file, seed) in [
+            ("org1-0.key", "01"),
+            ("org1-1.key", "02"),
+            ("admin.key", "03"),
+        ] {
+            let expected = base64(format!("{}\n", seed.repeat(32)).as_bytes());
+            assert_eq!(
+                b["data"][file],
+                Value::from(expected),
+                "{file} was reissued"
+            );
+        }
+    });
+    // No KeysGenerated event: nothing was issued.
+    calls.extend(member_workload_calls());
+    calls.push(pods_call(json!([])));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1/status"),
+        )
+        .respond(member_json(&m))
+        .check(|b| {
+            let expected = crate::keys::public_key_hex(&"01".repeat(32)).expect("key");
+            assert_eq!(b["status"]["nodePublicKeys"][0]["publicKey"], expected);
+        }),
+    );
+    run_member(m, StaticProber::default(), calls).await;
+}
+
+#[tokio::test]
+async fn retained_keys_of_another_consortium_are_refused() {
+    let c = consortium_with_genesis();
+    let m = with_finalizer(fixtures::member());
+    let (ctx, handle) = context(StaticProber::default());
+    let mut calls = member_apply_calls(&c, Some(retained_secret("other-chain")));
+    calls.truncate(2);
+    calls.push(event_call("org1", "RetainedKeysMismatch").check(|b| {
+        assert_eq!(b["type"], "Warning");
+        let note = b["note"].as_str().unwrap_or_default();
+        assert!(note.contains("other-chain"), "{note}");
+    }));
+    let server = serve(handle, calls);
+    let err = tokio::time::timeout(Duration::from_secs(5), member::reconcile(Arc::new(m), ctx))
+        .await
+        .expect("reconcile timed out (an unexpected API call?)")
+        .expect_err("keys of another chain must not be adopted");
+    assert!(err.to_string().contains("other-chain"), "{err}");
+    server.await.expect("verifier");
 }
 
 fn members_list(members: &[Member]) -> Call {
@@ -455,6 +581,9 @@ async fn consortium_creates_genesis_once_and_distributes_it() {
             apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
         )
         .check(|b| assert_eq!(b["metadata"]["ownerReferences"][0]["kind"], "Consortium")),
+        // The health monitor starts with the first genesis: no pods yet.
+        node_pods_call("org1", json!([])),
+        node_pods_call("org2", json!([])),
         Call::new(
             "PATCH",
             apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
@@ -463,13 +592,14 @@ async fn consortium_creates_genesis_once_and_distributes_it() {
         .check(|b| {
             assert_eq!(b["status"]["phase"], "Bootstrapping");
             assert_eq!(b["status"]["membersSummary"], "0/2");
+            assert_eq!(b["status"]["genesisNamespaces"], json!(["org1", "org2"]));
         }),
     ];
     let (_, bodies) = run_consortium(c, StaticProber::default(), calls).await;
     // The final status still carries the very genesis written first.
     assert_eq!(
         bodies[1]["status"]["genesis"],
-        bodies[5]["status"]["genesis"]
+        bodies[7]["status"]["genesis"]
     );
 }
 
@@ -529,7 +659,7 @@ async fn consortium_aggregates_node_status() {
             })
             .collect(),
     );
-    let calls = vec![
+    let mut calls = vec![
         members_list(&members),
         Call::new(
             "PATCH",
@@ -539,6 +669,9 @@ async fn consortium_aggregates_node_status() {
             "PATCH",
             apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
         ),
+    ];
+    calls.extend(all_pods_ready());
+    calls.extend([
         event_call("default", "Running"),
         Call::new(
             "PATCH",
@@ -555,22 +688,69 @@ async fn consortium_aggregates_node_status() {
             assert_eq!(s["lastBlockTime"], "2025-11-24T16:00:00Z");
             assert_eq!(s["conditions"][0]["type"], "Ready");
             assert_eq!(s["conditions"][0]["status"], "True");
+            assert_eq!(s["nodesSummary"], "3/3");
+            assert_eq!(s["validators"][0]["health"], "Healthy");
+            assert_eq!(s["validators"][0]["view"], 3);
+            assert!(s["validators"][0].get("healing").is_none());
         }),
-    ];
+    ]);
     let (action, _) = run_consortium(c, prober, calls).await;
     assert_eq!(action, Action::requeue(super::POLL_INTERVAL));
 }
 
 #[tokio::test]
-async fn consortium_teardown_removes_genesis_copies() {
+async fn consortium_deletion_waits_for_its_members() {
     let mut c = consortium_with_genesis();
     c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         jiff::Timestamp::now(),
     ));
     let members = fixtures::members_with_keys();
+    // Members still exist: no genesis copy is deleted, the finalizer stays.
     let calls = vec![
-        event_call("default", "TearingDown"),
         members_list(&members),
+        event_call("default", "WaitingForMembers").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.contains("org1/org1, org2/org2"), "{note}");
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["phase"], "Terminating");
+            assert_eq!(s["conditions"][1]["type"], "Progressing");
+            assert_eq!(s["conditions"][1]["reason"], "WaitingForMembers");
+            // The genesis is still there for the Members' pods.
+            assert!(s["genesis"].is_string());
+        }),
+    ];
+    let (action, bodies) = run_consortium(c.clone(), StaticProber::default(), calls).await;
+    assert_eq!(action, Action::requeue(super::WAIT_INTERVAL));
+
+    // Checked again later with the same Members: no new Event, no status write.
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies[2]["status"].clone()).expect("status");
+    let mut c2 = c;
+    c2.status = Some(status);
+    let (action, _) =
+        run_consortium(c2, StaticProber::default(), vec![members_list(&members)]).await;
+    assert_eq!(action, Action::requeue(super::WAIT_INTERVAL));
+}
+
+#[tokio::test]
+async fn consortium_teardown_removes_genesis_copies_after_the_members() {
+    let mut c = consortium_with_genesis();
+    c.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    if let Some(s) = c.status.as_mut() {
+        s.genesis_namespaces = vec!["org1".into(), "org2".into()];
+    }
+    let calls = vec![
+        members_list(&[]),
+        event_call("default", "TearingDown"),
         Call::new(
             "DELETE",
             "/api/v1/namespaces/org1/configmaps/escrow-genesis?",
@@ -594,6 +774,189 @@ async fn consortium_teardown_removes_genesis_copies() {
     run_consortium(c, StaticProber::default(), calls).await;
 }
 
+#[tokio::test]
+async fn member_teardown_deletes_volumes_when_asked() {
+    let mut m = with_finalizer(fixtures::member());
+    m.spec.storage = Some(crate::crd::StorageSpec {
+        delete_on_teardown: true,
+        ..Default::default()
+    });
+    m.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    let ns = "/api/v1/namespaces/org1";
+    let mut calls = vec![event_call("org1", "TearingDown")];
+    for path in [
+        "/apis/apps/v1/namespaces/org1/statefulsets/org1?".to_string(),
+        "/apis/policy/v1/namespaces/org1/poddisruptionbudgets/org1?".to_string(),
+        format!("{ns}/services/org1-client?"),
+        format!("{ns}/services/org1-nodes?"),
+        format!("{ns}/configmaps/org1-config?"),
+        format!("{ns}/serviceaccounts/org1-node?"),
+    ] {
+        calls.push(Call::new("DELETE", path).respond(success()));
+    }
+    // Volumes after the pods' StatefulSet is gone, by the node selector ...
+    calls.push(
+        Call::new(
+            "DELETE",
+            format!("{ns}/persistentvolumeclaims?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Capp.kubernetes.io%2Finstance%3Dorg1"),
+        )
+        .respond(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaimList", "metadata": {}, "items": []})),
+    );
+    // ... and the keys only with them, last.
+    calls.push(Call::new("DELETE", format!("{ns}/secrets/org1-keys?")).respond(success()));
+    calls.push(
+        Call::new(
+            "PATCH",
+            "/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1?",
+        )
+        .respond(member_json(&m)),
+    );
+    let (action, _) = run_member(m, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::await_change());
+}
+
+#[tokio::test]
+async fn api_errors_fail_the_reconcile_and_back_off() {
+    let c = consortium_with_genesis();
+    let m = with_finalizer(fixtures::member());
+    let (ctx, handle) = context(StaticProber::default());
+    let mut calls = member_apply_calls(&c, None);
+    // The API server fails the first apply: the reconcile stops there.
+    calls.truncate(3);
+    calls[2] = Call::new(
+        "PATCH",
+        apply_uri("/api/v1/namespaces/org1/serviceaccounts/org1-node"),
+    )
+    .fail(500);
+    let server = serve(handle, calls);
+    let m = Arc::new(m);
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        member::reconcile(m.clone(), ctx.clone()),
+    )
+    .await
+    .expect("reconcile timed out")
+    .expect_err("a failed apply fails the reconcile");
+    assert!(err.to_string().contains("etcd unavailable"), "{err}");
+    server.await.expect("verifier");
+
+    // Retries back off exponentially per object, capped at five minutes.
+    let delays: Vec<Action> = (0..8)
+        .map(|_| member::error_policy(m.clone(), &err, ctx.clone()))
+        .collect();
+    let secs = [5, 10, 20, 40, 80, 160, 300, 300];
+    for (delay, s) in delays.iter().zip(secs) {
+        assert_eq!(*delay, Action::requeue(Duration::from_secs(s)));
+    }
+    let text = ctx.metrics.encode();
+    assert!(
+        text.contains(
+            r#"kubeledger_operator_reconcile_failures_total{controller="member",error="kube"} 8"#
+        ),
+        "{text}"
+    );
+    // Another object has its own back-off.
+    let other = Arc::new(fixtures::member_named("org2", 1));
+    assert_eq!(
+        member::error_policy(other, &err, ctx.clone()),
+        Action::requeue(Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn watches_end_before_load_balancers_drop_them() {
+    // Common idle timeouts: AWS NLB 350 s, Azure LB 4 min (240 s) is configurable
+    // up, GCP 600 s; 290 s stays under the usual 300 s default of proxies.
+    const { assert!(super::WATCH_TIMEOUT_SECS < 300) };
+}
+
+#[tokio::test]
+async fn consortium_status_is_not_rewritten_when_nothing_changed() {
+    let c = consortium_with_genesis();
+    let mut members = fixtures::members_with_keys();
+    for m in &mut members {
+        if let Some(s) = m.status.as_mut() {
+            s.phase = Some("Active".into());
+        }
+    }
+    let hosts = [
+        "org1-0.org1-nodes.org1.svc.cluster.local",
+        "org1-1.org1-nodes.org1.svc.cluster.local",
+        "org2-0.org2-nodes.org2.svc.cluster.local",
+    ];
+    let prober = StaticProber(
+        hosts
+            .iter()
+            .map(|h| {
+                (
+                    h.to_string(),
+                    NodeReport {
+                        height: 9,
+                        view: 0,
+                        txs_committed: 50,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    );
+    let genesis_applies = || {
+        let mut calls = vec![
+            Call::new(
+                "PATCH",
+                apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+            ),
+            Call::new(
+                "PATCH",
+                apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+            ),
+        ];
+        calls.extend(all_pods_ready());
+        calls
+    };
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_applies());
+    calls.push(event_call("default", "Running"));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json")),
+    );
+    let (_, bodies) = run_consortium(c.clone(), prober.clone(), calls).await;
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+    assert_eq!(status.height, Some(9));
+
+    // Second poll, no new transactions: the rate becomes known (0) and is written.
+    let mut c2 = c;
+    c2.status = Some(status);
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_applies());
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c2).expect("json"))
+        .check(|b| assert_eq!(b["status"]["recentTps"], 0.0)),
+    );
+    let (_, bodies) = run_consortium(c2.clone(), prober.clone(), calls).await;
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+
+    // Same cluster, same answers again: no status write and no second Running event.
+    let mut c3 = c2;
+    c3.status = Some(status);
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_applies());
+    let (action, _) = run_consortium(c3, prober, calls).await;
+    assert_eq!(action, Action::requeue(super::POLL_INTERVAL));
+}
+
 fn base64(bytes: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -613,4 +976,475 @@ fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+// ---- health monitor and healing ------------------------------------------------
+
+const T0: u64 = 1_764_000_000_000;
+const NODES4: [(&str, &str); 4] = [
+    ("org1-0", "org1"),
+    ("org1-1", "org1"),
+    ("org2-0", "org2"),
+    ("org2-1", "org2"),
+];
+
+fn host(node: &str, member: &str) -> String {
+    format!("{node}.{member}-nodes.{member}.svc.cluster.local")
+}
+
+/// Four validators: org1 (2 nodes) and org2 (2 nodes), genesis fixed.
+fn consortium_of_four() -> (Consortium, Vec<Member>) {
+    let members = fixtures::members_with_keys_sized(2);
+    let mut c = with_finalizer(fixtures::consortium());
+    let g = build_genesis(&c, &members, 1, "cluster.local")
+        .expect("valid")
+        .expect("ready");
+    let text = g.to_json().expect("json");
+    c.status = Some(ConsortiumStatus {
+        genesis_hash: Some(genesis_hash(&text)),
+        genesis: Some(text),
+        config: Some(g.effective_config()),
+        genesis_namespaces: vec!["org1".into(), "org2".into()],
+        ..Default::default()
+    });
+    (c, members)
+}
+
+/// Heights answered now: `frozen` nodes at 10, the others at 160.
+fn prober_with_frozen(frozen: &[&str]) -> StaticProber {
+    StaticProber(
+        NODES4
+            .iter()
+            .map(|(n, m)| {
+                let height = if frozen.contains(n) { 10 } else { 160 };
+                (
+                    host(n, m),
+                    NodeReport {
+                        height,
+                        view: 2,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// The monitor's memory: polls every 30 s over the last 150 s in which the
+/// `frozen` nodes stayed at height 10 while the others advanced.
+fn seed_history(ctx: &Context, frozen: &[&str], now: u64) {
+    use crate::health::classify::{NodeObservation, PodObservation, Sample};
+    for i in (1..=5u64).rev() {
+        let at = now - i * 30_000;
+        let consortium = 160 - i * 30;
+        for (n, _) in NODES4 {
+            let height = if frozen.contains(&n) { 10 } else { consortium };
+            ctx.health.record(
+                &format!("escrow/{n}"),
+                Sample {
+                    at_ms: at,
+                    pod: PodObservation::READY,
+                    node: Some(NodeObservation {
+                        height,
+                        view: 2,
+                        corrupt: None,
+                    }),
+                    consortium_height: Some(consortium),
+                },
+                u64::MAX,
+            );
+        }
+    }
+}
+
+fn genesis_and_pods(pods_org1: Value, pods_org2: Value) -> Vec<Call> {
+    vec![
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+        node_pods_call("org1", pods_org1),
+        node_pods_call("org2", pods_org2),
+    ]
+}
+
+fn four_ready_pods() -> (Value, Value) {
+    (
+        json!([ready_pod("org1-0", 0), ready_pod("org1-1", 0)]),
+        json!([ready_pod("org2-0", 0), ready_pod("org2-1", 0)]),
+    )
+}
+
+#[tokio::test]
+async fn two_of_four_stuck_only_one_pod_is_deleted() {
+    let (c, members) = consortium_of_four();
+    let frozen = ["org1-1", "org2-1"];
+    let (ctx, handle) = context_at(prober_with_frozen(&frozen), Some(T0));
+    seed_history(&ctx, &frozen, T0);
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.extend([
+        // One pod deleted: the StatefulSet recreates it, state transfer catches up.
+        Call::new("DELETE", "/api/v1/namespaces/org1/pods/org1-1?").respond(success()),
+        event_call("org1", "NodeRestarted").check(|b| {
+            assert_eq!(b["type"], "Normal");
+            assert_eq!(b["regarding"]["kind"], "Member");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.starts_with("Deleted pod org1-1 (Stuck: height 10 for 150s"),
+                "{note}"
+            );
+            assert!(note.ends_with("restart 1 of at most 3 per hour"), "{note}");
+        }),
+        // The other would make two of four out: held, and said so once.
+        event_call("default", "QuorumGuard").check(|b| {
+            assert_eq!(b["type"], "Warning");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.starts_with("Not restarting org2-1 is Stuck"), "{note}");
+            assert!(
+                note.contains("1 of 4 validators out already, at most 1"),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["height"], 160);
+            assert_eq!(s["nodesSummary"], "2/4");
+            let v = &s["validators"];
+            assert_eq!(v[1]["name"], "org1-1");
+            assert_eq!(v[1]["health"], "Stuck");
+            assert_eq!(v[1]["healing"], "Restarting");
+            assert_eq!(v[1]["lastRestartTime"], "2025-11-24T16:00:00Z");
+            assert_eq!(v[1]["recentRestarts"], json!(["2025-11-24T16:00:00Z"]));
+            assert!(v[1]["lastRestartReason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Stuck: height 10")));
+            assert_eq!(v[1]["unhealthySince"], "2025-11-24T15:57:30Z");
+            assert_eq!(v[3]["health"], "Stuck");
+            assert_eq!(v[3]["healing"], "QuorumGuard");
+            assert_eq!(v[0]["health"], "Healthy");
+        }),
+    ]);
+    let (_, bodies) = run_consortium_in(ctx.clone(), handle, c.clone(), calls).await;
+    let text = ctx.metrics.encode();
+    for line in [
+        r#"kubeledger_operator_node_restarts_total{consortium="escrow",reason="Stuck"} 1"#,
+        r#"kubeledger_operator_nodes{consortium="escrow",health="Stuck"} 2"#,
+        r#"kubeledger_operator_nodes{consortium="escrow",health="Healthy"} 2"#,
+        r#"kubeledger_operator_healing_held_total{consortium="escrow",hold="QuorumGuard"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} missing in\n{text}");
+    }
+
+    // 30 s later: org1-1's pod is gone (being recreated), org2-1 still stuck.
+    // Still only one out at a time: no DELETE, no repeated Warning.
+    let status: ConsortiumStatus =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+    let mut c2 = c;
+    c2.status = Some(status);
+    ctx.clock.set(T0 + 30_000);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut next = (*ctx).clone();
+    next.client = Client::new(service, "default");
+    next.prober = Arc::new(StaticProber(
+        prober_with_frozen(&frozen)
+            .0
+            .into_iter()
+            .filter(|(h, _)| !h.starts_with("org1-1."))
+            .collect(),
+    ));
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(
+        json!([ready_pod("org1-0", 0)]),
+        four_ready_pods().1,
+    ));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c2).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"];
+            assert_eq!(v[1]["health"], "Unreachable");
+            assert_eq!(v[1]["healthReason"], "pod missing");
+            assert_eq!(v[1]["healing"], "Restarting");
+            assert_eq!(v[3]["healing"], "QuorumGuard");
+        }),
+    );
+    run_consortium_in(Arc::new(next), handle, c2, calls).await;
+}
+
+#[tokio::test]
+async fn restart_cap_holds_and_marks_the_member_degraded() {
+    let (mut c, members) = consortium_of_four();
+    let frozen = ["org1-1"];
+    // Three restarts of org1-1 within the last hour already.
+    if let Some(s) = c.status.as_mut() {
+        let times = [50, 30, 10].map(|m| crate::probe::rfc3339_ms(T0 - m * 60_000).expect("t"));
+        s.validators = vec![crate::crd::ValidatorStatus {
+            name: "org1-1".into(),
+            recent_restarts: times.to_vec(),
+            last_restart_time: Some(times[2].clone()),
+            last_restart_reason: Some("Stuck: height 10".into()),
+            ..Default::default()
+        }];
+    }
+    let (ctx, handle) = context_at(prober_with_frozen(&frozen), Some(T0));
+    seed_history(&ctx, &frozen, T0);
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.extend([
+        // No DELETE: the cap is reached. A Warning on the Member instead.
+        event_call("org1", "RestartCapReached").check(|b| {
+            assert_eq!(b["type"], "Warning");
+            assert_eq!(b["regarding"]["name"], "org1");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.contains("restarted 3 time(s) in the last hour"),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"][1];
+            assert_eq!(v["healing"], "RestartCapReached");
+            assert_eq!(v["recentRestarts"].as_array().map(Vec::len), Some(3));
+        }),
+    ]);
+    let (_, bodies) = run_consortium_in(ctx, handle, c.clone(), calls).await;
+
+    // The Member reads it from the Consortium: Degraded, and per-node healing status.
+    let mut c2 = c;
+    c2.status =
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status");
+    let keys = fixtures::keys();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "org1-keys", "namespace": "org1", "labels": {"kubeledger.io/consortium": "escrow"}},
+        "data": keys.to_files().into_iter().map(|(k, v)| (k, Value::from(base64(v.as_bytes())))).collect::<serde_json::Map<_, _>>()
+    });
+    let m = with_finalizer(fixtures::member());
+    let mut calls = member_apply_calls(&c2, Some(secret));
+    calls.extend(member_workload_calls());
+    calls.push(pods_call(json!([
+        ready_pod("org1-0", 0),
+        ready_pod("org1-1", 0)
+    ])));
+    calls.push(event_call("org1", "Active"));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/namespaces/org1/members/org1/status"),
+        )
+        .respond(member_json(&m))
+        .check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["conditions"][2]["type"], "Degraded");
+            assert_eq!(s["conditions"][2]["status"], "True");
+            assert_eq!(s["conditions"][2]["reason"], "RestartCapReached");
+            let node = &s["nodes"][1];
+            assert_eq!(node["health"], "Stuck");
+            assert_eq!(node["healingRestarts"], 3);
+            assert_eq!(node["lastRestartReason"], "Stuck: height 10");
+            assert!(node["lastRestartTime"].is_string());
+        }),
+    );
+    run_member(m, StaticProber::default(), calls).await;
+}
+
+#[tokio::test]
+async fn healing_disabled_only_reports() {
+    let (mut c, members) = consortium_of_four();
+    c.spec.healing.enabled = false;
+    let frozen = ["org2-0"];
+    let (ctx, handle) = context_at(prober_with_frozen(&frozen), Some(T0));
+    seed_history(&ctx, &frozen, T0);
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"][2];
+            assert_eq!(v["health"], "Stuck");
+            assert_eq!(v["healing"], "Disabled");
+        }),
+    );
+    run_consortium_in(ctx, handle, c, calls).await;
+}
+
+#[tokio::test]
+async fn corrupt_replica_is_rebuilt_volume_first_when_allowed() {
+    let (mut c, members) = consortium_of_four();
+    c.spec.healing.rebuild_corrupt_replicas = true;
+    let mut prober = prober_with_frozen(&[]);
+    if let Some(r) = prober.0.get_mut(&host("org2-0", "org2")) {
+        r.corrupt = Some("state root disagrees with checkpoint 100".into());
+    }
+    let (ctx, handle) = context_at(prober, Some(T0));
+    let (p1, p2) = four_ready_pods();
+    let mut calls = vec![members_list(&members)];
+    calls.extend(genesis_and_pods(p1, p2));
+    calls.extend([
+        // The claim first (held by pvc-protection until the pod is gone), then
+        // the pod: the StatefulSet recreates both, the keys stay.
+        Call::new(
+            "DELETE",
+            "/api/v1/namespaces/org2/persistentvolumeclaims/data-org2-0?",
+        )
+        .respond(success()),
+        Call::new("DELETE", "/api/v1/namespaces/org2/pods/org2-0?").respond(success()),
+        event_call("org2", "NodeRebuilt").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.starts_with(
+                    "Deleted pod org2-0 and its volume (Corrupt: reports corruption: state root"
+                ),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| {
+            let v = &b["status"]["validators"][2];
+            assert_eq!(v["health"], "Corrupt");
+            assert_eq!(v["healing"], "Restarting");
+        }),
+    ]);
+    run_consortium_in(ctx, handle, c, calls).await;
+}
+
+#[tokio::test]
+async fn unhealthy_node_status_is_not_rewritten_every_poll() {
+    let (c, members) = consortium_of_four();
+    // org2-1's pod is Ready but its Status does not answer; the chain is idle.
+    let prober = StaticProber(
+        prober_with_frozen(&[])
+            .0
+            .into_iter()
+            .filter(|(h, _)| !h.starts_with("org2-1."))
+            .collect(),
+    );
+    let (ctx, _) = context_at(prober, Some(T0));
+    let mut stored = c;
+    let mut writes = Vec::new();
+    for poll in 0..3u64 {
+        ctx.clock.set(T0 + poll * 30_000);
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let mut next = (*ctx).clone();
+        next.client = Client::new(service, "default");
+        let (p1, p2) = four_ready_pods();
+        let mut calls = vec![members_list(&members)];
+        calls.extend(genesis_and_pods(p1, p2));
+        // First poll: everything new; second: the rate becomes known; third: nothing.
+        if poll < 2 {
+            calls.push(
+                Call::new(
+                    "PATCH",
+                    apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+                )
+                .respond(serde_json::to_value(&stored).expect("json"))
+                .check(|b| {
+                    let v = &b["status"]["validators"][3];
+                    assert_eq!(v["health"], "Unreachable");
+                    assert_eq!(v["healthReason"], "pod ready but Status unanswered");
+                    assert_eq!(v["unhealthySince"], "2025-11-24T16:00:00Z");
+                    assert!(v.get("healing").is_none(), "not silent for stuckAfter yet");
+                }),
+            );
+        }
+        let (_, bodies) = run_consortium_in(Arc::new(next), handle, stored.clone(), calls).await;
+        if poll < 2 {
+            stored.status =
+                serde_json::from_value(bodies.last().expect("status")["status"].clone())
+                    .expect("status");
+            writes.push(poll);
+        }
+    }
+    assert_eq!(writes, [0, 1]);
+}
+
+#[tokio::test]
+async fn genesis_copy_is_removed_where_no_member_is_left() {
+    let mut c = consortium_with_genesis();
+    if let Some(s) = c.status.as_mut() {
+        // A copy was distributed to "retired" for a Member deleted since.
+        s.genesis_namespaces = vec!["org1".into(), "org2".into(), "retired".into()];
+    }
+    let members = fixtures::members_with_keys();
+    let mut calls = vec![
+        members_list(&members),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "DELETE",
+            "/api/v1/namespaces/retired/configmaps/escrow-genesis?",
+        )
+        .respond(success()),
+    ];
+    calls.extend(all_pods_ready());
+    calls.push(
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| assert_eq!(b["status"]["genesisNamespaces"], json!(["org1", "org2"]))),
+    );
+    run_consortium(c, StaticProber::default(), calls).await;
+}
+
+#[tokio::test]
+async fn unparsable_healing_settings_are_refused_with_a_warning() {
+    let mut c = consortium_with_genesis();
+    c.spec.healing.stuck_after = "soon".into();
+    let calls = vec![
+        members_list(&fixtures::members_with_keys()),
+        event_call("default", "InvalidSpec").check(|b| {
+            assert_eq!(b["type"], "Warning");
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(
+                note.contains("spec.healing") && note.contains("soon"),
+                "{note}"
+            );
+        }),
+        Call::new(
+            "PATCH",
+            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+        )
+        .respond(serde_json::to_value(&c).expect("json"))
+        .check(|b| assert_eq!(b["status"]["phase"], "Degraded")),
+    ];
+    // No pod is listed, polled or deleted with settings that do not parse.
+    let (action, _) = run_consortium(c, StaticProber::default(), calls).await;
+    assert_eq!(action, Action::await_change());
 }

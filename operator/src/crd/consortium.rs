@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Height","type":"integer","jsonPath":".status.height"}"#,
     printcolumn = r#"{"name":"View","type":"integer","jsonPath":".status.view"}"#,
     printcolumn = r#"{"name":"Primary","type":"string","jsonPath":".status.primary"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodesSummary"}"#,
     printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.membersSummary"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -61,13 +62,23 @@ pub struct ConsortiumSpec {
 
     /// Maximum encoded size of one transaction in bytes.
     #[serde(default = "default_max_tx_bytes")]
-    #[schemars(range(min = 128, max = 16777216))]
+    #[schemars(range(min = 256, max = 16777216))]
     pub max_tx_bytes: u64,
+
+    /// Maximum size of a state key in bytes.
+    #[serde(default = "default_max_key_bytes")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub max_key_bytes: u32,
+
+    /// Maximum size of a state value in bytes.
+    #[serde(default = "default_max_value_bytes")]
+    #[schemars(range(min = 1, max = 16777216))]
+    pub max_value_bytes: u64,
 
     /// Blocks between PBFT checkpoints.
     #[serde(default = "default_checkpoint_interval")]
     #[schemars(range(min = 1, max = 100000))]
-    pub checkpoint_interval: u64,
+    pub checkpoint_interval: u32,
 
     /// Time without progress before replicas start a view change (Go duration).
     #[serde(default = "default_view_change_timeout")]
@@ -121,7 +132,16 @@ pub struct StorageSpec {
     /// StorageClass; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
-    /// Delete the nodes' PersistentVolumeClaims when the Member is deleted.
+    /// What deleting the Member does with its nodes' data and identities.
+    ///
+    /// `false` (default): the nodes' PersistentVolumeClaims **and** the node key
+    /// Secret (`<member>-keys`) are kept. A Member re-created with the same name
+    /// in the same namespace (and the same consortium) reuses both, so its nodes
+    /// come back with their old keys and their old data; keys are never issued
+    /// again while that Secret exists.
+    ///
+    /// `true`: the volumes are deleted and then the key Secret, in that order, so
+    /// that keys never disappear while data signed with them remains.
     #[serde(default)]
     pub delete_on_teardown: bool,
 }
@@ -186,36 +206,67 @@ pub enum VoteComparator {
     AtLeast,
 }
 
-/// Healing of nodes that are stuck, lagging or corrupt.
+/// Healing of nodes that are alive but useless: the operator polls every
+/// validator, classifies it (healthy, unreachable, stuck, lagging,
+/// crash-looping, corrupt) and deletes the pod of a stuck, lagging or silent
+/// node (its StatefulSet recreates it and state transfer catches it up), never
+/// taking more than n − (2f + 1) validators out at once.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!self.rebuildCorruptReplicas || self.enabled", "message": "rebuildCorruptReplicas needs enabled"}
+]))]
 pub struct HealingSpec {
-    #[serde(default)]
+    /// Restart unhealthy nodes. When false, health is still classified and
+    /// reported in status, Events and metrics, but no pod is deleted.
+    #[serde(default = "default_true")]
     pub enabled: bool,
-    /// A node whose height has not moved for this long is stuck (Go duration).
+    /// A node whose height has not moved for this long while the consortium's
+    /// height did is stuck; a node whose pod is Ready but that has not answered
+    /// Status for this long is restarted too (Go duration, 30s to 24h).
     #[serde(default = "default_stuck_after")]
     #[schemars(length(max = 32))]
-    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) > duration('0s')", "message": "stuckAfter must be a positive duration"}]))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('30s') && duration(self) <= duration('24h')", "message": "stuckAfter must be a duration between 30s and 24h"}]))]
     pub stuck_after: String,
-    /// Blocks behind the consortium height before a node counts as lagging.
+    /// Blocks behind the consortium's height beyond which a node is behind.
     #[serde(default = "default_max_lag")]
+    #[schemars(range(min = 1, max = 100000000))]
     pub max_lag: u64,
+    /// How long a node must stay more than `maxLag` blocks behind to be lagging
+    /// (Go duration, 30s to 24h).
+    #[serde(default = "default_lag_for")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('30s') && duration(self) <= duration('24h')", "message": "lagFor must be a duration between 30s and 24h"}]))]
+    pub lag_for: String,
+    /// Restarts of one node in any hour, after which the operator stops
+    /// restarting it, marks its Member Degraded and raises a Warning Event.
+    /// 0 only reports.
     #[serde(default = "default_max_restarts")]
-    #[schemars(range(max = 60))]
+    #[schemars(range(min = 0, max = 60))]
     pub max_restarts_per_hour: u32,
-    /// Rebuild a node's volume from peers when its store is corrupt.
+    /// Wait after a node's first restart before the next one; doubled for each
+    /// further restart of that node within the hour (Go duration, 10s to 1h).
+    #[serde(default = "default_restart_backoff")]
+    #[schemars(length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('10s') && duration(self) <= duration('1h')", "message": "restartBackoff must be a duration between 10s and 1h"}]))]
+    pub restart_backoff: String,
+    /// Rebuild a replica whose node reports corrupt storage: its volume is
+    /// deleted with its pod and the new replica transfers state from its peers
+    /// (its keys are kept). Off: a corrupt replica is only reported.
     #[serde(default)]
-    pub rebuild_corrupt: bool,
+    pub rebuild_corrupt_replicas: bool,
 }
 
 impl Default for HealingSpec {
     fn default() -> Self {
         Self {
-            enabled: false,
+            enabled: true,
             stuck_after: default_stuck_after(),
             max_lag: default_max_lag(),
+            lag_for: default_lag_for(),
             max_restarts_per_hour: default_max_restarts(),
-            rebuild_corrupt: false,
+            restart_backoff: default_restart_backoff(),
+            rebuild_corrupt_replicas: false,
         }
     }
 }
@@ -224,7 +275,8 @@ impl Default for HealingSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConsortiumStatus {
-    /// Pending (waiting for founders' keys), Bootstrapping, Running or Degraded.
+    /// Pending (waiting for founders' keys), Bootstrapping, Running, Degraded or
+    /// Terminating (deleted, waiting for its Members to be deleted first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -241,6 +293,12 @@ pub struct ConsortiumStatus {
     pub primary: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validators: Vec<ValidatorStatus>,
+    /// Validators classified healthy.
+    #[serde(default)]
+    pub validators_healthy: u32,
+    /// `healthy/total` validators, for `kubectl get` and dashboards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes_summary: Option<String>,
     #[serde(default)]
     pub members_ready: u32,
     #[serde(default)]
@@ -268,10 +326,14 @@ pub struct ConsortiumStatus {
     /// SHA-256 of `genesis`, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis_hash: Option<String>,
+    /// Namespaces holding a copy of the genesis ConfigMap (removed on teardown,
+    /// after the last Member is gone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub genesis_namespaces: Vec<String>,
 }
 
 /// One validator of the genesis set.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ValidatorStatus {
     pub name: String,
@@ -282,6 +344,28 @@ pub struct ValidatorStatus {
     pub reachable: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<u64>,
+    /// Healthy, Unreachable, Stuck, Lagging, CrashLooping or Corrupt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Why the node is not healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_reason: Option<String>,
+    /// RFC 3339 time the current unhealthy condition began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_since: Option<String>,
+    /// What healing does about the node: Restarting (restarted, not yet back),
+    /// BackingOff, QuorumGuard, RestartCapReached, Disabled, RebuildDisabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healing: Option<String>,
+    /// RFC 3339 times of the operator's restarts of this node in the last hour.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_restarts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_reason: Option<String>,
 }
 
 /// Chain parameters as fixed by genesis.
@@ -289,12 +373,14 @@ pub struct ValidatorStatus {
 #[serde(rename_all = "camelCase")]
 pub struct EffectiveConfig {
     pub chain_id: String,
-    pub block_interval_ms: u64,
+    pub block_interval_ms: u32,
     pub max_block_txs: u32,
     pub max_block_bytes: u64,
     pub max_tx_bytes: u64,
-    pub checkpoint_interval: u64,
-    pub view_change_timeout_ms: u64,
+    pub max_key_bytes: u32,
+    pub max_value_bytes: u64,
+    pub checkpoint_interval: u32,
+    pub view_change_timeout_ms: u32,
 }
 
 fn default_block_interval() -> String {
@@ -309,7 +395,13 @@ fn default_max_block_bytes() -> u64 {
 fn default_max_tx_bytes() -> u64 {
     64 * 1024
 }
-fn default_checkpoint_interval() -> u64 {
+fn default_max_key_bytes() -> u32 {
+    1024
+}
+fn default_max_value_bytes() -> u64 {
+    128 * 1024
+}
+fn default_checkpoint_interval() -> u32 {
     100
 }
 fn default_view_change_timeout() -> String {
@@ -324,8 +416,17 @@ fn default_threshold() -> u8 {
 fn default_vote_expiry() -> String {
     "24h".into()
 }
+fn default_true() -> bool {
+    true
+}
 fn default_stuck_after() -> String {
+    "2m".into()
+}
+fn default_lag_for() -> String {
     "5m".into()
+}
+fn default_restart_backoff() -> String {
+    "1m".into()
 }
 fn default_max_lag() -> u64 {
     1000

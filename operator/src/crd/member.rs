@@ -43,7 +43,8 @@ pub struct MemberSpec {
     /// Overrides the consortium's node resources.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Overrides the consortium's node storage.
+    /// Overrides the consortium's node storage, including what deletion of this
+    /// Member does with the volumes and node keys (`deleteOnTeardown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 }
@@ -88,7 +89,7 @@ pub struct NodeKey {
 }
 
 /// Observed state of one node.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStatus {
     pub name: String,
@@ -101,6 +102,18 @@ pub struct NodeStatus {
     pub view: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_block_time: Option<String>,
+    /// Container restarts of the node's current pod (kubelet).
     #[serde(default)]
     pub restarts: i32,
+    /// Healthy, Unreachable, Stuck, Lagging, CrashLooping or Corrupt (from the
+    /// Consortium's health monitor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// Pod restarts by the operator's healing in the last hour.
+    #[serde(default)]
+    pub healing_restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_reason: Option<String>,
 }

@@ -567,7 +567,7 @@ impl Sim {
         }
         let in_flight: BTreeSet<&Vec<u8>> = r
             .in_flight_payloads()
-            .flat_map(|(_, p)| p.txs.iter())
+            .flat_map(|(_, _, p)| p.txs.iter())
             .collect();
         let batch: Vec<Vec<u8>> = n
             .mempool
@@ -581,7 +581,7 @@ impl Sim {
         }
         let payload = Payload {
             timestamp_ms: self.now + 1,
-            txs: batch,
+            txs: batch.into(),
         };
         self.proposed.insert(payload.digest());
         let Some(r) = self.nodes[node].replica.as_mut() else {
@@ -861,9 +861,10 @@ impl Sim {
                 if roll < 0.3 {
                     payload
                         .txs
+                        .make_mut()
                         .push(format!("{}-{}", "invalid", pp.seq).into_bytes());
                 } else {
-                    payload.txs.reverse();
+                    payload.txs.make_mut().reverse();
                 }
                 let digest = payload.digest();
                 self.proposed.insert(digest);
