@@ -15,7 +15,7 @@ txs=300000; rate=15000; rate_txs=150000; million=1000000
 if [ "${1:-}" = "--quick" ]; then txs=30000; rate=5000; rate_txs=20000; million=50000; fi
 
 dir=$(mktemp -d /tmp/kubeledger-bench.XXXXXX)
-port=$((20000 + RANDOM % 20000))
+port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+)
 "$bin" up --dir "$dir" --nodes 1 --same-host --base-port "$port" --block-interval 200ms >"$dir/up.log" 2>&1 &
 up_pid=$!
 trap 'kill -INT $up_pid 2>/dev/null || true; wait $up_pid 2>/dev/null || true; rm -rf "$dir"' EXIT

@@ -59,7 +59,7 @@ impl Default for ChainParams {
             max_tx_bytes: 256 * 1024,
             max_key_bytes: 1024,
             max_value_bytes: 128 * 1024,
-            checkpoint_interval: 100,
+            checkpoint_interval: 10,
             view_change_timeout_ms: 2_000,
         }
     }

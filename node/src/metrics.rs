@@ -116,7 +116,7 @@ impl NodeMetrics {
         );
         let checkpoints_stable = Counter::default();
         registry.register(
-            "checkpoints_stable",
+            "checkpoints",
             "PBFT checkpoints that became stable",
             checkpoints_stable.clone(),
         );

@@ -14,6 +14,10 @@ use crate::message::{
 use crate::timers::TimerId;
 use crate::validators::ValidatorSet;
 
+/// How many request timeouts a primary waits without progress before it
+/// gives up its own view.
+const PRIMARY_TIMEOUT_FACTOR: u64 = 3;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     /// K: a checkpoint every K sequence numbers.
@@ -477,6 +481,7 @@ impl Replica {
             } else {
                 self.future.push((from, msg));
             }
+            self.join_observed_view(out);
             return;
         }
         if as_pre_prepare(&msg).is_some() {
@@ -485,6 +490,33 @@ impl Replica {
             self.on_prepare(msg, out);
         } else {
             self.on_commit(msg, out);
+        }
+    }
+
+    /// A replica left behind in an old view (restarted, or partitioned
+    /// while the others changed view) joins the view that f + 1 others already work in, as
+    /// shown by their signed normal-case messages: at least one of them is
+    /// honest, so that view was installed. Its VIEW-CHANGE makes the
+    /// others send the NEW-VIEW they installed.
+    fn join_observed_view(&mut self, out: &mut Vec<Action>) {
+        let current = self.st.view;
+        let mut highest: BTreeMap<ReplicaIndex, View> = BTreeMap::new();
+        for (_, m) in &self.future {
+            let view = match &m.message {
+                Message::PrePrepare(pp) => pp.view,
+                _ => vote_of(m).map_or(0, |v| v.view),
+            };
+            if view > current && m.signer != self.me {
+                let e = highest.entry(m.signer).or_insert(view);
+                *e = (*e).max(view);
+            }
+        }
+        let mut views: Vec<View> = highest.into_values().collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(target) = views.get(self.vset.weak_quorum().saturating_sub(1)) {
+            if *target > current {
+                self.start_view_change(*target, out);
+            }
         }
     }
 
@@ -527,17 +559,25 @@ impl Replica {
             .slots
             .range(lc.saturating_add(1)..)
             .any(|(_, s)| s.pre_prepare.is_some() || s.committed.is_some());
-        // The timer watches the primary; the primary does not suspect itself
-        // (it would abandon its own view whenever the backups are slow).
         let needed = !self.st.in_view_change
-            && !self.is_primary()
             && self.fetching.is_none()
             && (self.requests_pending || outstanding);
         if needed && (!self.request_timer_armed || progressed) {
             self.request_timer_armed = true;
+            // Backups watch the primary. The primary's own timer only
+            // catches it being stuck (deposed, or missing votes it lost),
+            // so it waits longer: it must not abandon its view whenever the
+            // backups are merely slow to vote on large blocks.
+            let after_ms = if self.is_primary() {
+                self.cfg
+                    .request_timeout_ms
+                    .saturating_mul(PRIMARY_TIMEOUT_FACTOR)
+            } else {
+                self.cfg.request_timeout_ms
+            };
             out.push(Action::SetTimer {
                 id: TimerId::Request,
-                after_ms: self.cfg.request_timeout_ms,
+                after_ms,
             });
         } else if !needed && self.request_timer_armed {
             self.request_timer_armed = false;

@@ -4,11 +4,14 @@
 //! choice never affects them), and client transactions inside a payload.
 
 use bytes::Bytes;
-use kubeledger_pbft::{CommitCertificate, SignedMessage};
+use std::collections::HashMap;
+
+use kubeledger_pbft::{CommitCertificate, Payload, SignedMessage};
 use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::payload_table;
 use crate::proto::SignedTransaction;
 use crate::tx::envelope::{self, TxLimits, VerifiedTx};
 use crate::tx::Rejection;
@@ -57,12 +60,33 @@ pub fn decode<T: DeserializeOwned>(
     postcard::from_bytes(bytes).map_err(|source| CodecError::Decode { what, source })
 }
 
+/// A consensus message on the wire: the message with its payloads replaced
+/// by placeholders, and each distinct payload once (a NEW-VIEW would
+/// otherwise carry every prepared payload once per VIEW-CHANGE in it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WireMessage {
+    message: SignedMessage,
+    payloads: Vec<Payload>,
+}
+
 pub fn encode_message(m: &SignedMessage) -> Result<Bytes, CodecError> {
-    encode("consensus message", m).map(Bytes::from)
+    let mut table = HashMap::new();
+    let message = payload_table::strip(m, &mut table);
+    let wire = WireMessage {
+        message,
+        payloads: table.into_values().cloned().collect(),
+    };
+    encode("consensus message", &wire).map(Bytes::from)
 }
 
 pub fn decode_message(bytes: &[u8]) -> Result<SignedMessage, CodecError> {
-    decode("consensus message", bytes, MAX_MESSAGE_BYTES)
+    let wire: WireMessage = decode("consensus message", bytes, MAX_MESSAGE_BYTES)?;
+    let mut message = wire.message;
+    if !wire.payloads.is_empty() {
+        let table: HashMap<_, _> = wire.payloads.into_iter().map(|p| (p.digest(), p)).collect();
+        payload_table::fill(&mut message, &table);
+    }
+    Ok(message)
 }
 
 pub fn encode_certificate(c: &CommitCertificate) -> Result<Vec<u8>, CodecError> {
@@ -116,5 +140,78 @@ mod tests {
             decode::<SignedMessage>("x", &bytes, 3),
             Err(CodecError::TooLarge { .. })
         ));
+    }
+
+    fn pre_prepare(seq: u64, payload: &Payload) -> SignedMessage {
+        SignedMessage {
+            signer: 0,
+            message: PbftMessage::PrePrepare(kubeledger_pbft::PrePrepare {
+                view: 0,
+                seq,
+                digest: payload.digest(),
+                payload: payload.clone(),
+            }),
+            signature: vec![5; 64],
+        }
+    }
+
+    #[test]
+    fn a_payload_repeated_in_a_new_view_travels_once() {
+        let payload = Payload {
+            timestamp_ms: 9,
+            txs: vec![vec![0xab; 10_000]].into(),
+        };
+        let pp = pre_prepare(4, &payload);
+        let vc = |signer| SignedMessage {
+            signer,
+            message: PbftMessage::ViewChange(kubeledger_pbft::ViewChange {
+                new_view: 1,
+                stable_seq: 0,
+                checkpoint_proof: Vec::new(),
+                prepared: vec![kubeledger_pbft::PreparedCert {
+                    pre_prepare: pp.clone(),
+                    prepares: Vec::new(),
+                }],
+                last_committed: 3,
+            }),
+            signature: vec![signer as u8; 64],
+        };
+        let nv = SignedMessage {
+            signer: 1,
+            message: PbftMessage::NewView(kubeledger_pbft::NewView {
+                view: 1,
+                view_changes: vec![vc(0), vc(1), vc(2)],
+                pre_prepares: vec![pp.clone()],
+            }),
+            signature: vec![1; 64],
+        };
+        let bytes = encode_message(&nv).expect("encodes");
+        assert!(
+            bytes.len() < 12_000,
+            "payload sent once, got {} bytes",
+            bytes.len()
+        );
+        assert_eq!(decode_message(&bytes).expect("decodes"), nv);
+    }
+
+    #[test]
+    fn a_missing_payload_leaves_a_placeholder_the_replica_refuses() {
+        let payload = Payload {
+            timestamp_ms: 9,
+            txs: vec![vec![1, 2, 3]].into(),
+        };
+        let pp = pre_prepare(1, &payload);
+        let mut table = HashMap::new();
+        let stripped = payload_table::strip(&pp, &mut table);
+        let wire = WireMessage {
+            message: stripped,
+            payloads: Vec::new(),
+        };
+        let bytes = encode("consensus message", &wire).expect("encodes");
+        let back = decode_message(&bytes).expect("decodes");
+        match back.message {
+            PbftMessage::PrePrepare(p) => assert_ne!(p.payload.digest(), p.digest),
+            other => panic!("unexpected {other:?}"),
+        }
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod executor;
+pub mod payload_table;
 pub mod persist;
 pub mod replica_task;
 pub mod state_transfer;

@@ -6,12 +6,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use kubeledger_pbft::{
-    Digest, Message, NewView, Payload, PersistentState, PrePrepare, PreparedCert, SignedMessage,
-    Slot, ViewChange,
-};
+use kubeledger_pbft::{Digest, Payload, PersistentState, PreparedCert, Slot};
 
 use super::codec::{self, CodecError};
+use super::payload_table;
 use crate::ledger::{Ledger, LedgerError};
 
 const STATE_KEY: &[u8] = b"state";
@@ -104,76 +102,6 @@ impl Persister {
     }
 }
 
-fn null_digest() -> Digest {
-    Payload::null().digest()
-}
-
-fn keep<'a>(d: &Digest, p: &'a Payload, out: &mut HashMap<Digest, &'a Payload>) {
-    if !p.is_null() || *d != null_digest() {
-        out.entry(*d).or_insert(p);
-    }
-}
-
-fn strip_signed<'a>(
-    sm: &'a SignedMessage,
-    out: &mut HashMap<Digest, &'a Payload>,
-) -> SignedMessage {
-    let message = match &sm.message {
-        Message::PrePrepare(pp) => {
-            keep(&pp.digest, &pp.payload, out);
-            Message::PrePrepare(PrePrepare {
-                view: pp.view,
-                seq: pp.seq,
-                digest: pp.digest,
-                payload: Payload::null(),
-            })
-        }
-        Message::ViewChange(vc) => Message::ViewChange(ViewChange {
-            new_view: vc.new_view,
-            stable_seq: vc.stable_seq,
-            checkpoint_proof: vc.checkpoint_proof.clone(),
-            prepared: vc
-                .prepared
-                .iter()
-                .map(|c| PreparedCert {
-                    pre_prepare: strip_signed(&c.pre_prepare, out),
-                    prepares: c.prepares.clone(),
-                })
-                .collect(),
-            last_committed: vc.last_committed,
-        }),
-        Message::NewView(nv) => Message::NewView(NewView {
-            view: nv.view,
-            view_changes: nv
-                .view_changes
-                .iter()
-                .map(|m| strip_signed(m, out))
-                .collect(),
-            pre_prepares: nv
-                .pre_prepares
-                .iter()
-                .map(|m| strip_signed(m, out))
-                .collect(),
-        }),
-        Message::Committed {
-            payload,
-            certificate,
-        } => {
-            keep(&certificate.digest, payload, out);
-            Message::Committed {
-                payload: Payload::null(),
-                certificate: certificate.clone(),
-            }
-        }
-        other => other.clone(),
-    };
-    SignedMessage {
-        signer: sm.signer,
-        message,
-        signature: sm.signature.clone(),
-    }
-}
-
 fn strip_state<'a>(
     st: &'a PersistentState,
     out: &mut HashMap<Digest, &'a Payload>,
@@ -183,18 +111,18 @@ fn strip_state<'a>(
         .iter()
         .map(|(seq, s)| {
             let slot = Slot {
-                pre_prepare: s.pre_prepare.as_ref().map(|m| strip_signed(m, out)),
+                pre_prepare: s.pre_prepare.as_ref().map(|m| payload_table::strip(m, out)),
                 validated: s.validated,
                 prepares: s.prepares.clone(),
                 commits: s.commits.clone(),
                 sent_prepare: s.sent_prepare,
                 sent_commit: s.sent_commit,
                 prepared: s.prepared.as_ref().map(|c| PreparedCert {
-                    pre_prepare: strip_signed(&c.pre_prepare, out),
+                    pre_prepare: payload_table::strip(&c.pre_prepare, out),
                     prepares: c.prepares.clone(),
                 }),
                 committed: s.committed.as_ref().map(|(p, c)| {
-                    keep(&c.digest, p, out);
+                    payload_table::keep(&c.digest, p, out);
                     (Payload::null(), c.clone())
                 }),
             };
@@ -208,13 +136,16 @@ fn strip_state<'a>(
         last_committed: st.last_committed,
         next_seq: st.next_seq,
         slots,
-        own_view_change: st.own_view_change.as_ref().map(|m| strip_signed(m, out)),
+        own_view_change: st
+            .own_view_change
+            .as_ref()
+            .map(|m| payload_table::strip(m, out)),
         sent_view_changes: st
             .sent_view_changes
             .iter()
-            .map(|(v, m)| (*v, strip_signed(m, out)))
+            .map(|(v, m)| (*v, payload_table::strip(m, out)))
             .collect(),
-        new_view: st.new_view.as_ref().map(|m| strip_signed(m, out)),
+        new_view: st.new_view.as_ref().map(|m| payload_table::strip(m, out)),
         own_checkpoints: st.own_checkpoints.clone(),
         view_changes: st.view_changes,
         vc_attempts: st.vc_attempts,
@@ -223,40 +154,15 @@ fn strip_state<'a>(
 
 /// Visits every (digest, payload) place of a stripped or full state.
 fn for_each_payload_mut(st: &mut PersistentState, f: &mut impl FnMut(&Digest, &mut Payload)) {
-    fn signed(sm: &mut SignedMessage, f: &mut impl FnMut(&Digest, &mut Payload)) {
-        match &mut sm.message {
-            Message::PrePrepare(pp) => visit(&pp.digest, &mut pp.payload, f),
-            Message::ViewChange(vc) => {
-                for c in &mut vc.prepared {
-                    signed(&mut c.pre_prepare, f);
-                }
-            }
-            Message::NewView(nv) => {
-                for m in nv.view_changes.iter_mut().chain(nv.pre_prepares.iter_mut()) {
-                    signed(m, f);
-                }
-            }
-            Message::Committed {
-                payload,
-                certificate,
-            } => visit(&certificate.digest, payload, f),
-            _ => {}
-        }
-    }
-    fn visit(d: &Digest, p: &mut Payload, f: &mut impl FnMut(&Digest, &mut Payload)) {
-        if *d != null_digest() {
-            f(d, p);
-        }
-    }
     for s in st.slots.values_mut() {
         if let Some(m) = &mut s.pre_prepare {
-            signed(m, f);
+            payload_table::for_each_place(m, f);
         }
         if let Some(c) = &mut s.prepared {
-            signed(&mut c.pre_prepare, f);
+            payload_table::for_each_place(&mut c.pre_prepare, f);
         }
         if let Some((p, c)) = &mut s.committed {
-            visit(&c.digest, p, f);
+            payload_table::visit(&c.digest, p, f);
         }
     }
     for m in st
@@ -265,7 +171,7 @@ fn for_each_payload_mut(st: &mut PersistentState, f: &mut impl FnMut(&Digest, &m
         .chain(st.sent_view_changes.values_mut())
         .chain(st.new_view.iter_mut())
     {
-        signed(m, f);
+        payload_table::for_each_place(m, f);
     }
 }
 

@@ -4,7 +4,7 @@
 //! proposals, and carries out the actions: persist, then send; validate
 //! off-task; hand commits and state fetches to the executor in order.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,6 +189,7 @@ pub async fn start(
         my_proposals: HashMap::new(),
         held: Vec::new(),
         foreign_ids: HashMap::new(),
+        unexecuted: BTreeMap::new(),
         last_pending: None,
         last_ts: 0,
         last_view: None,
@@ -223,11 +224,21 @@ struct ConsensusTask {
     held: Vec<Arc<VerifiedTx>>,
     /// Transaction ids of in-flight payloads proposed by other primaries.
     foreign_ids: HashMap<Digest, HashSet<TxId>>,
+    /// Committed by consensus, not yet written by the executor.
+    unexecuted: BTreeMap<Seq, Unexecuted>,
     last_pending: Option<bool>,
     last_ts: u64,
     last_view: Option<View>,
     /// Messages produced since the last flush: (recipient, or every peer).
     outbox: Vec<(Option<ReplicaIndex>, kubeledger_pbft::SignedMessage)>,
+}
+
+/// A block consensus committed that the executor has not written yet.
+struct Unexecuted {
+    digest: Digest,
+    payload: Payload,
+    /// This node proposed it (its transactions are in flight in the pool).
+    own: bool,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -323,7 +334,7 @@ impl ConsensusTask {
                 if !self.held.is_empty() {
                     self.state.mempool.requeue(std::mem::take(&mut self.held));
                 }
-                self.foreign_ids.clear();
+                self.executed_through(seq);
                 self.step(Input::Executed {
                     seq,
                     state_root,
@@ -334,12 +345,21 @@ impl ConsensusTask {
                 seq,
                 state_root,
                 block_hash,
-            } => self.step(Input::StateTransferred {
-                seq,
-                state_root,
-                block_hash,
-            }),
+            } => {
+                self.executed_through(seq);
+                self.step(Input::StateTransferred {
+                    seq,
+                    state_root,
+                    block_hash,
+                });
+            }
         }
+    }
+
+    /// Forgets what blocks up to `seq` carried: the executor has written
+    /// them, and their transactions left the pool.
+    fn executed_through(&mut self, seq: Seq) {
+        self.unexecuted.retain(|s, _| *s > seq);
     }
 
     fn on_validated(&mut self, v: Validated) {
@@ -407,25 +427,40 @@ impl ConsensusTask {
         let chain_id = self.state.ledger.chain_id().to_owned();
         let limits = self.state.tx_limits();
         let mut ids = HashSet::new();
+        // In the replica's window, plus ordered but not yet executed: those
+        // stay in this pool until the executor writes their block, so they
+        // must not be proposed again. Own proposals are skipped: their
+        // transactions were taken from the pool and cannot be taken twice.
         let payloads: Vec<(Digest, &Payload)> = self
             .replica
             .in_flight_payloads()
             .map(|(_, d, p)| (d, p))
+            .chain(
+                self.unexecuted
+                    .values()
+                    .filter(|u| !u.own)
+                    .map(|u| (u.digest, &u.payload)),
+            )
+            .filter(|(d, _)| !self.my_proposals.contains_key(d))
             .collect();
+        let live: HashSet<Digest> = payloads.iter().map(|(d, _)| *d).collect();
         for (digest, payload) in payloads {
-            if self.my_proposals.contains_key(&digest) {
-                continue; // taken from our own pool: cannot be taken again
-            }
+            let cache = &self.cache;
             let set = self.foreign_ids.entry(digest).or_insert_with(|| {
-                payload
-                    .txs
-                    .iter()
-                    .filter_map(|b| codec::tx_from_payload(b, &chain_id, &limits).ok())
-                    .map(|t| t.id)
-                    .collect()
+                // Validation decoded them already, usually.
+                match cache.ids(&digest) {
+                    Some(ids) => ids.into_iter().collect(),
+                    None => payload
+                        .txs
+                        .iter()
+                        .filter_map(|b| codec::tx_from_payload(b, &chain_id, &limits).ok())
+                        .map(|t| t.id)
+                        .collect(),
+                }
             });
             ids.extend(set.iter().copied());
         }
+        self.foreign_ids.retain(|d, _| live.contains(d));
         ids
     }
 
@@ -480,8 +515,16 @@ impl ConsensusTask {
                     payload,
                     certificate,
                 } => {
-                    self.my_proposals.remove(&certificate.digest);
+                    let own = self.my_proposals.remove(&certificate.digest).is_some();
                     tracing::debug!(seq, view, txs = payload.txs.len(), "committed");
+                    self.unexecuted.insert(
+                        seq,
+                        Unexecuted {
+                            digest: certificate.digest,
+                            payload: payload.clone(),
+                            own,
+                        },
+                    );
                     let _ = self.jobs.send(Job::Commit {
                         seq,
                         view,

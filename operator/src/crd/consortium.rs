@@ -75,7 +75,8 @@ pub struct ConsortiumSpec {
     #[schemars(range(min = 1, max = 16777216))]
     pub max_value_bytes: u64,
 
-    /// Blocks between PBFT checkpoints.
+    /// Blocks between PBFT checkpoints. The message log, and every
+    /// view-change message, holds up to two intervals of blocks.
     #[serde(default = "default_checkpoint_interval")]
     #[schemars(range(min = 1, max = 100000))]
     pub checkpoint_interval: u32,
@@ -402,7 +403,7 @@ fn default_max_value_bytes() -> u64 {
     128 * 1024
 }
 fn default_checkpoint_interval() -> u32 {
-    100
+    10
 }
 fn default_view_change_timeout() -> String {
     "2s".into()

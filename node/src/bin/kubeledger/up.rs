@@ -34,8 +34,9 @@ pub struct UpArgs {
     pub max_block_bytes: u64,
     #[arg(long, default_value_t = 256 * 1024)]
     pub max_tx_bytes: u64,
-    /// PBFT checkpoint interval (blocks) for a new chain.
-    #[arg(long, default_value_t = 100)]
+    /// PBFT checkpoint interval (blocks) for a new chain. The message log,
+    /// and with it every VIEW-CHANGE, holds at most two intervals of blocks.
+    #[arg(long, default_value_t = 10)]
     pub checkpoint_interval: u32,
     /// PBFT request / view-change timeout for a new chain, e.g. 2s.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
@@ -46,6 +47,10 @@ pub struct UpArgs {
     /// Put all nodes on 127.0.0.1 with ports 10 apart, instead of 127.0.0.N.
     #[arg(long)]
     pub same_host: bool,
+    /// Leave a node that exits down instead of restarting it (fault drills
+    /// and benchmarks that measure the consortium without that node).
+    #[arg(long)]
+    pub no_restart: bool,
 }
 
 async fn spawn(node: &LocalNode) -> Result<Child> {
@@ -138,13 +143,25 @@ pub async fn run(args: UpArgs, output: Output) -> Result<()> {
     );
 
     let mut restarts = vec![0u32; nodes.len()];
+    let mut down = vec![false; nodes.len()];
     let mut check = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
             _ = check.tick() => {
                 for (i, child) in children.iter_mut().enumerate() {
+                    if down[i] {
+                        continue;
+                    }
                     if let Ok(Some(status)) = child.try_wait() {
+                        if args.no_restart {
+                            eprintln!(
+                                "{} exited ({status}); left down (--no-restart), see {}",
+                                nodes[i].name, nodes[i].dir.join("node.log").display()
+                            );
+                            down[i] = true;
+                            continue;
+                        }
                         restarts[i] += 1;
                         let backoff = Duration::from_millis(500u64 << restarts[i].min(5));
                         eprintln!(
