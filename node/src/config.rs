@@ -39,6 +39,31 @@ pub struct NodeConfig {
     pub mempool: MempoolConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    /// Not ready while more than this many blocks behind the highest
+    /// height the peers report.
+    pub ready_max_lag: u64,
+    /// A loop (consensus, storage) silent this long fails liveness, seconds.
+    pub loop_timeout_s: u64,
+    /// The watchdog ends the process once liveness has failed this long,
+    /// seconds; 0 turns the watchdog off.
+    pub watchdog_s: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            ready_max_lag: 10,
+            loop_timeout_s: 10,
+            watchdog_s: 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +133,11 @@ impl NodeConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.name.is_empty() {
             return Err(ConfigError::Invalid("name must not be empty".into()));
+        }
+        if self.health.loop_timeout_s == 0 {
+            return Err(ConfigError::Invalid(
+                "health.loop_timeout_s must be positive".into(),
+            ));
         }
         if self.mempool.max_txs == 0 {
             return Err(ConfigError::Invalid(

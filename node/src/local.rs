@@ -110,6 +110,7 @@ pub fn prepare(
             listen,
             mempool: MempoolConfig::default(),
             storage: StorageConfig::default(),
+            health: Default::default(),
         };
         let config_path = node_dir.join("node.toml");
         std::fs::write(&config_path, config.to_toml()).map_err(io_err(&config_path))?;

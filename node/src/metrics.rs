@@ -33,6 +33,7 @@ pub struct NodeMetrics {
     pub view_changes: Counter,
     pub checkpoints_stable: Counter,
     pub peers_connected: Gauge,
+    pub corrupt: Gauge,
     pub consensus_messages: Family<DirectionLabel, Counter>,
     pub state_transfers: Counter,
 }
@@ -126,6 +127,12 @@ impl NodeMetrics {
             "Peers with an open outbound stream",
             peers_connected.clone(),
         );
+        let corrupt = Gauge::default();
+        registry.register(
+            "corrupt",
+            "1 once this replica found its own storage or state wrong (it stops voting)",
+            corrupt.clone(),
+        );
         let consensus_messages = Family::<DirectionLabel, Counter>::default();
         registry.register(
             "consensus_messages",
@@ -145,6 +152,7 @@ impl NodeMetrics {
             view_changes,
             checkpoints_stable,
             peers_connected,
+            corrupt,
             consensus_messages,
             state_transfers,
             blocks_committed,

@@ -24,8 +24,7 @@ pub struct NodeReport {
     pub txs_committed: u64,
     pub version: String,
     /// Corruption the node reports (storage, or state disagreeing with a stable
-    /// checkpoint). The node's `Status` has no such field yet: always `None`
-    /// from [`GrpcProber`] until it does.
+    /// checkpoint): `Status.corruption`, `None` when empty.
     pub corrupt: Option<String>,
 }
 
@@ -76,7 +75,7 @@ impl NodeProber for GrpcProber {
                     primary: hex::encode(&s.primary),
                     txs_committed: s.txs_committed,
                     version: s.version,
-                    corrupt: None,
+                    corrupt: (!s.corruption.is_empty()).then_some(s.corruption),
                 })
             };
             tokio::time::timeout(self.timeout * 2, poll)

@@ -355,6 +355,7 @@ impl LedgerApi for LedgerService {
             view_change_in_progress: c.view_change_in_progress,
             state_transfer_target: c.state_transfer_target.unwrap_or_default(),
             peers,
+            corruption: s.corruption().unwrap_or_default(),
         }))
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
+use crate::metrics::HealthSource;
 use crate::proto::ledger_server::LedgerServer;
 use crate::runtime::NodeState;
 
@@ -17,6 +18,11 @@ use crate::runtime::NodeState;
 /// transactions. Single transactions are held to `max_tx_bytes` by admission,
 /// which answers with a precise reason instead of a transport error.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+/// How often the gRPC health statuses are refreshed from liveness and
+/// readiness.
+const HEALTH_REFRESH: Duration = Duration::from_secs(1);
+/// The service name the readiness probe asks about.
+const LEDGER_SERVICE: &str = "kubeledger.v1.Ledger";
 
 pub async fn serve(
     state: Arc<NodeState>,
@@ -39,11 +45,54 @@ pub async fn serve(
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES);
 
+    // The gRPC health service is what the kubelet probes: the overall
+    // status ("") follows liveness (the consensus and storage loops report),
+    // the Ledger service's follows readiness (quorum connected, not lagging,
+    // no storage error or corruption).
+    let (probes_stop, mut probes_stopped) = tokio::sync::watch::channel(false);
+    let probe_reporter = health_reporter.clone();
+    let probe_state = state.clone();
+    let probes = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(HEALTH_REFRESH);
+        let mut last: Option<(bool, bool)> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = probes_stopped.changed() => return,
+            }
+            let live = probe_state.live();
+            let ready = probe_state.ready();
+            let now = (live.is_ok(), ready.is_ok());
+            if last != Some(now) {
+                if let Err(reason) = &live {
+                    tracing::warn!(%reason, "not live");
+                }
+                if let Err(reason) = &ready {
+                    tracing::info!(%reason, "not ready");
+                }
+                let status = |ok| {
+                    if ok {
+                        ServingStatus::Serving
+                    } else {
+                        ServingStatus::NotServing
+                    }
+                };
+                probe_reporter.set_service_status("", status(now.0)).await;
+                probe_reporter
+                    .set_service_status(LEDGER_SERVICE, status(now.1))
+                    .await;
+                last = Some(now);
+            }
+        }
+    });
+
     // Report NOT_SERVING as soon as shutdown starts, so load balancers and
     // kubelet probes move traffic away while the last block commits.
     let reporter = health_reporter.clone();
     let shutdown = async move {
         shutdown.await;
+        let _ = probes_stop.send(true);
+        let _ = probes.await;
         reporter
             .set_service_status("", ServingStatus::NotServing)
             .await;

@@ -15,10 +15,12 @@ use super::state_transfer;
 use super::PayloadCache;
 use crate::block::Proposal;
 use crate::ledger::LedgerError;
-use crate::runtime::NodeState;
+use crate::runtime::{Loop, NodeState};
 use crate::tx::VerifiedTx;
 
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
+/// How often the idle executor reports that it is alive.
+const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 pub enum Job {
@@ -63,7 +65,18 @@ fn digest32(bytes: &[u8]) -> Digest {
 
 impl Executor {
     pub async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
-        while let Some(job) = jobs.recv().await {
+        let mut idle = tokio::time::interval(HEARTBEAT_PERIOD);
+        loop {
+            // Beats while idle and between jobs; a write that hangs (a
+            // stuck disk) silences it, and liveness fails.
+            self.state.heartbeat(Loop::Storage);
+            let job = tokio::select! {
+                job = jobs.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                _ = idle.tick() => continue,
+            };
             match job {
                 Job::Commit {
                     seq,
@@ -152,12 +165,17 @@ impl Executor {
                     return;
                 }
                 Ok(Err(e)) => {
+                    if e.is_corruption() {
+                        self.state
+                            .report_corruption(format!("executing block {seq}: {e}"));
+                    }
                     tracing::error!(error = %e, seq, "block execution failed; retrying");
                     self.state.set_storage_error(Some(e.to_string()));
                 }
                 Err(e) => tracing::error!(error = %e, seq, "execution task failed; retrying"),
             }
             tokio::time::sleep(STORAGE_RETRY).await;
+            self.state.heartbeat(Loop::Storage);
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::client::now_ms;
 use crate::crypto::keys;
 use crate::proto::peer_server::PeerServer;
 use crate::runtime::cutter_limits;
-use crate::runtime::NodeState;
+use crate::runtime::{Loop, NodeState};
 use crate::tx::{TxId, VerifiedTx};
 
 /// Peer messages processed before the task looks at anything else.
@@ -39,6 +39,22 @@ const MAX_OUTSTANDING_PROPOSALS: usize = 4;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Transactions per frame when re-forwarding the pool to a new primary.
 const FORWARD_CHUNK: usize = 2_000;
+/// Test-only fault hook: while the file this variable names exists, the
+/// consensus loop blocks (a replica that is alive but does nothing), so
+/// whole-system tests can check that it is found stuck and healed.
+pub const FREEZE_HOOK_ENV: &str = "KUBELEDGER_TEST_FREEZE_CONSENSUS";
+
+/// Blocks the calling thread while `path` exists (the freeze hook).
+fn freeze_while_present(path: &std::path::Path) {
+    if !path.exists() {
+        return;
+    }
+    tracing::warn!(path = %path.display(), "consensus loop frozen by the test fault hook");
+    while path.exists() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    tracing::warn!("consensus loop released by the test fault hook");
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
@@ -194,6 +210,7 @@ pub async fn start(
         last_ts: 0,
         last_view: None,
         outbox: Vec::new(),
+        freeze_file: std::env::var_os(FREEZE_HOOK_ENV).map(std::path::PathBuf::from),
     };
     let consensus = tokio::spawn(task.run());
     Ok(Running {
@@ -231,6 +248,8 @@ struct ConsensusTask {
     last_view: Option<View>,
     /// Messages produced since the last flush: (recipient, or every peer).
     outbox: Vec<(Option<ReplicaIndex>, kubeledger_pbft::SignedMessage)>,
+    /// The freeze hook's file, when the test hook is set.
+    freeze_file: Option<std::path::PathBuf>,
 }
 
 /// A block consensus committed that the executor has not written yet.
@@ -256,7 +275,10 @@ impl ConsensusTask {
         let mut stopping = self.state.stopping();
         let mut drain_until: Option<Instant> = None;
         loop {
-            self.state.heartbeat();
+            self.state.heartbeat(Loop::Consensus);
+            if let Some(path) = &self.freeze_file {
+                freeze_while_present(path);
+            }
             if *stopping.borrow() {
                 // Graceful stop: order what was admitted while the primary
                 // can, within a bound (admission is closed by now).
@@ -398,7 +420,8 @@ impl ConsensusTask {
     /// so; returns when to look again.
     fn maybe_propose(&mut self) -> Option<Instant> {
         let status = self.replica.status();
-        if !status.is_primary
+        if self.state.corruption().is_some()
+            || !status.is_primary
             || status.view_change_in_progress
             || status.state_transfer_target.is_some()
             || self.my_proposals.len() >= MAX_OUTSTANDING_PROPOSALS
@@ -555,9 +578,14 @@ impl ConsensusTask {
                     });
                 }
                 Action::ViewChanged { view, primary } => self.on_view_changed(view, primary),
-                Action::CheckpointStable { seq, .. } => {
+                Action::CheckpointStable {
+                    seq,
+                    state_root,
+                    block_hash,
+                } => {
                     tracing::debug!(seq, "checkpoint stable");
                     self.state.metrics.checkpoints_stable.inc();
+                    self.check_against_checkpoint(seq, state_root, block_hash);
                 }
                 Action::ProposalRejected { payload, reason } => {
                     tracing::debug!(?reason, "proposal not ordered");
@@ -578,6 +606,11 @@ impl ConsensusTask {
             return;
         }
         let outbox = std::mem::take(&mut self.outbox);
+        if self.state.corruption().is_some() {
+            // A replica that knows its own state is wrong does not vote.
+            tracing::debug!(dropped = outbox.len(), "corrupt: not sending");
+            return;
+        }
         if let Err(e) = self.persister.save(self.replica.persistent()) {
             tracing::error!(error = %e, dropped = outbox.len(), "persisting replica state failed; not sending");
             self.state.set_storage_error(Some(e.to_string()));
@@ -622,6 +655,42 @@ impl ConsensusTask {
                 valid,
             });
         });
+    }
+
+    /// Compares this replica's block and state at a stable checkpoint with
+    /// what a quorum certified; a mismatch means its own data is wrong.
+    fn check_against_checkpoint(&self, seq: Seq, state_root: Digest, block_hash: Digest) {
+        if self.state.ledger.tip().height < seq {
+            return; // behind: state transfer brings the certified blocks
+        }
+        let ours = match self.state.ledger.header(seq) {
+            Ok(Some(h)) => (
+                crate::crypto::hash32(&h.state_root).unwrap_or_default(),
+                crate::block::header_hash(&h),
+            ),
+            Err(e) => {
+                if e.is_corruption() {
+                    self.state
+                        .report_corruption(format!("reading block {seq} for checkpoint: {e}"));
+                }
+                return;
+            }
+            Ok(None) => {
+                self.state.report_corruption(format!(
+                    "block {seq} is missing below the tip, at a stable checkpoint"
+                ));
+                return;
+            }
+        };
+        if ours != (state_root, block_hash) {
+            self.state.report_corruption(format!(
+                "block {seq}: local state root {} / hash {} disagree with the stable checkpoint's {} / {}",
+                hex::encode(&ours.0[..8]),
+                hex::encode(&ours.1[..8]),
+                hex::encode(&state_root[..8]),
+                hex::encode(&block_hash[..8]),
+            ));
+        }
     }
 
     fn on_view_changed(&mut self, view: View, primary: ReplicaIndex) {

@@ -132,6 +132,8 @@ async fn fetch_from(
     let mut prev_hash = tip.hash;
     let mut fetched: Vec<(Block, Digest, Vec<u8>)> = Vec::new();
     while let Some(item) = stream.next().await {
+        // A long transfer is progress, not a stuck storage loop.
+        state.heartbeat(crate::runtime::Loop::Storage);
         let item = item.map_err(|e| unreachable(e.to_string()))?;
         let block = item.block.ok_or_else(|| TransferError::BadChain {
             peer: address.clone(),
@@ -202,8 +204,17 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
             txs,
         };
         let cert = (!cert.is_empty() && codec::decode_certificate(&cert).is_ok()).then_some(cert);
+        state.heartbeat(crate::runtime::Loop::Storage);
         let committed = state.ledger.commit_certified(&proposal, cert.as_deref())?;
         if committed.hash != hash {
+            // The certified chain is right (a quorum signed it); executing
+            // it here gave another block, so this replica's state is wrong.
+            state.report_corruption(format!(
+                "re-executing certified block {} gave hash {} instead of {}",
+                header.height,
+                hex::encode(committed.hash),
+                hex::encode(hash)
+            ));
             return Err(TransferError::Diverged {
                 height: header.height,
                 expected: hex::encode(hash),

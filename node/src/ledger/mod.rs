@@ -50,6 +50,19 @@ pub enum LedgerError {
     CorruptAccumulator,
 }
 
+impl LedgerError {
+    /// The stored data itself is wrong (not a transient I/O failure): the
+    /// replica must be rebuilt rather than retried.
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            LedgerError::CorruptAccumulator | LedgerError::BlockDecode { .. } => true,
+            LedgerError::Store(StoreError::Corrupt { .. }) => true,
+            LedgerError::Store(StoreError::Rocks(e)) => e.kind() == rocksdb::ErrorKind::Corruption,
+            _ => false,
+        }
+    }
+}
+
 impl From<rocksdb::Error> for LedgerError {
     fn from(e: rocksdb::Error) -> Self {
         LedgerError::Store(StoreError::Rocks(e))

@@ -4,9 +4,10 @@
 
 pub mod admission;
 pub mod commit_feed;
+pub mod liveness;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use ed25519_dalek::{SigningKey, VerifyingKey};
 use tokio::sync::watch;
 
 use crate::block::cutter::CutterLimits;
-use crate::config::NodeConfig;
+use crate::config::{HealthConfig, NodeConfig};
 use crate::consensus::status::ConsensusShared;
 use crate::crypto::keys;
 use crate::genesis::{ChainParams, Genesis};
@@ -23,9 +24,10 @@ use crate::mempool::Mempool;
 use crate::metrics::{HealthSource, NodeMetrics};
 use crate::tx::envelope::TxLimits;
 use commit_feed::CommitFeed;
+pub use liveness::{Heartbeats, Loop};
 
-/// A loop that has not reported for this long fails the liveness check.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Exit status of a process ended by its watchdog (EX_SOFTWARE).
+pub const WATCHDOG_EXIT_CODE: i32 = 70;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -72,10 +74,13 @@ pub struct NodeState {
     pub feed: CommitFeed,
     pub consensus: ConsensusShared,
     params: RwLock<ChainParams>,
-    started: Instant,
-    /// Milliseconds since `started` of the consensus task's last heartbeat.
-    heartbeat_ms: AtomicU64,
+    /// Heartbeats of the consensus and storage loops.
+    pub heartbeats: Heartbeats,
+    health: HealthConfig,
     storage_error: Mutex<Option<String>>,
+    /// Set once this replica finds its own storage or state wrong; it then
+    /// stops voting and says so in `Status` until rebuilt.
+    corruption: Mutex<Option<String>>,
     shutting_down: AtomicBool,
     /// Turns true when shutdown starts; long-lived streams end on it.
     stopping: watch::Sender<bool>,
@@ -87,6 +92,7 @@ impl NodeState {
         node_key: VerifyingKey,
         ledger: Arc<Ledger>,
         mempool_max: usize,
+        health: HealthConfig,
     ) -> Self {
         let params = ledger.genesis().params.clone();
         let metrics = NodeMetrics::new();
@@ -101,9 +107,10 @@ impl NodeState {
             feed: CommitFeed::default(),
             consensus: ConsensusShared::default(),
             params: RwLock::new(params),
-            started: Instant::now(),
-            heartbeat_ms: AtomicU64::new(0),
+            heartbeats: Heartbeats::new(Duration::from_secs(health.loop_timeout_s)),
+            health,
             storage_error: Mutex::new(None),
+            corruption: Mutex::new(None),
             shutting_down: AtomicBool::new(false),
             stopping: watch::channel(false).0,
         }
@@ -120,9 +127,69 @@ impl NodeState {
         self.params().tx_limits()
     }
 
-    pub fn heartbeat(&self) {
-        self.heartbeat_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    pub fn heartbeat(&self, which: Loop) {
+        self.heartbeats.beat(which);
+    }
+
+    /// Records that this replica's storage or state is wrong (first cause
+    /// wins). It stops voting from then on.
+    pub fn report_corruption(&self, cause: String) {
+        let mut g = match self.corruption.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if g.is_none() {
+            tracing::error!(%cause, "this replica's storage or state is corrupt; it stops voting until rebuilt");
+            self.metrics.corrupt.set(1);
+            *g = Some(cause);
+        }
+    }
+
+    /// Why this replica is corrupt, if it is.
+    pub fn corruption(&self) -> Option<String> {
+        match self.corruption.lock() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Readiness from consensus: connected to a quorum (counting itself)
+    /// and within `ready_max_lag` blocks of the highest height a peer
+    /// reports. A one-validator consortium is always connected.
+    fn consensus_ready(&self) -> Result<(), String> {
+        let Some(peers) = self.consensus.peers.get() else {
+            return Ok(());
+        };
+        let n = peers.len();
+        if n <= 1 {
+            return Ok(());
+        }
+        let me = self.consensus.me.load(Ordering::Relaxed) as usize;
+        let connected = 1 + peers
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| *i != me && p.connected.load(Ordering::Relaxed))
+            .count();
+        let quorum = kubeledger_pbft::quorum(n);
+        if connected < quorum {
+            return Err(format!(
+                "connected to {connected} of {n} replicas (self included), a quorum is {quorum}"
+            ));
+        }
+        let highest = peers
+            .iter()
+            .map(|p| p.last_seen_height.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        let height = self.ledger.tip().height;
+        let lag = highest.saturating_sub(height);
+        if lag > self.health.ready_max_lag {
+            return Err(format!(
+                "height {height} is {lag} blocks behind peers (at {highest}; at most {} allowed)",
+                self.health.ready_max_lag
+            ));
+        }
+        Ok(())
     }
 
     pub fn mempool_len(&self) -> usize {
@@ -182,15 +249,19 @@ impl NodeState {
     }
 }
 
+impl liveness::Watched for NodeState {
+    fn liveness(&self) -> Result<(), String> {
+        self.heartbeats.check()
+    }
+
+    fn stopping(&self) -> bool {
+        self.is_shutting_down()
+    }
+}
+
 impl HealthSource for NodeState {
     fn live(&self) -> Result<(), String> {
-        let now = self.started.elapsed().as_millis() as u64;
-        let last = self.heartbeat_ms.load(Ordering::Relaxed);
-        let age = Duration::from_millis(now.saturating_sub(last));
-        if age > HEARTBEAT_TIMEOUT {
-            return Err(format!("consensus loop silent for {} s", age.as_secs()));
-        }
-        Ok(())
+        self.heartbeats.check()
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -200,7 +271,11 @@ impl HealthSource for NodeState {
         if let Some(e) = self.storage_error() {
             return Err(format!("storage error: {e}"));
         }
-        self.live()
+        if let Some(c) = self.corruption() {
+            return Err(format!("corrupt: {c}"));
+        }
+        self.live()?;
+        self.consensus_ready()
     }
 
     fn metrics(&self) -> &NodeMetrics {
@@ -241,8 +316,23 @@ pub async fn run(
         node_key,
         Arc::new(ledger),
         config.mempool.max_txs,
+        config.health.clone(),
     ));
-    state.heartbeat();
+    if config.health.watchdog_s > 0 {
+        let grace = Duration::from_secs(config.health.watchdog_s);
+        liveness::spawn_watchdog(
+            Arc::downgrade(&state),
+            Duration::from_secs(1),
+            grace,
+            |reason| {
+                // The supervisor (kubelet, `kubeledger up`) starts a fresh
+                // process; a wedged one would never recover by itself.
+                eprintln!("watchdog: {reason}; exiting so the node is restarted");
+                std::process::exit(WATCHDOG_EXIT_CODE);
+            },
+        )
+        .map_err(|e| NodeError::Task(format!("cannot start the watchdog: {e}")))?;
+    }
 
     let grpc_listener = tokio::net::TcpListener::bind(config.listen.grpc)
         .await

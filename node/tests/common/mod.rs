@@ -169,6 +169,14 @@ pub fn consortium(dir: &Path, n: usize, params: ChainParams) -> Vec<local::Local
 
 /// Starts `kubeledger node` for a prepared node, logging to `node.log`.
 pub fn spawn_node_process(node: &local::LocalNode) -> tokio::process::Child {
+    spawn_node_process_env(node, &[])
+}
+
+/// [`spawn_node_process`] with extra environment variables (fault hooks).
+pub fn spawn_node_process_env(
+    node: &local::LocalNode,
+    env: &[(&str, &Path)],
+) -> tokio::process::Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -183,6 +191,7 @@ pub fn spawn_node_process(node: &local::LocalNode) -> tokio::process::Child {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .kill_on_drop(true)
         .spawn()
         .expect("spawn kubeledger node")

@@ -82,8 +82,7 @@ pub struct NodeObservation {
     pub height: u64,
     pub view: u64,
     /// Set when the node reports corrupt storage or a state commitment that
-    /// disagrees with a stable checkpoint. The node's `Status` has no such
-    /// field yet; the prober fills it once it has.
+    /// disagrees with a stable checkpoint (`Status.corruption`).
     pub corrupt: Option<String>,
 }
 
