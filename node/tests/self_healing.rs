@@ -147,6 +147,24 @@ impl Monitor {
     }
 }
 
+/// The planner's input: each node's assessment and the restarts done so far.
+fn planner_view(
+    nodes: &[LocalNode],
+    assessments: &[health::Assessment],
+    restarts: &HashMap<String, Vec<u64>>,
+) -> Vec<health::NodeState> {
+    assessments
+        .iter()
+        .zip(nodes)
+        .map(|(a, n)| health::NodeState {
+            name: n.name.clone(),
+            assessment: a.clone(),
+            restarts_ms: restarts.get(&n.name).cloned().unwrap_or_default(),
+            recovering: false,
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_frozen_replica_is_found_stuck_restarted_once_and_catches_up() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -207,17 +225,7 @@ async fn a_frozen_replica_is_found_stuck_restarted_once_and_catches_up() {
     let mut restarts: HashMap<String, Vec<u64>> = HashMap::new();
     let (decided_at, found_as) = loop {
         let a = monitor.poll().await;
-        let states: Vec<health::NodeState> = a
-            .iter()
-            .enumerate()
-            .map(|(i, x)| health::NodeState {
-                name: nodes[i].name.clone(),
-                assessment: x.clone(),
-                restarts_ms: restarts.get(&nodes[i].name).cloned().unwrap_or_default(),
-                recovering: false,
-            })
-            .collect();
-        let decisions = health::plan(&states, &policy, now_ms());
+        let decisions = health::plan(&planner_view(&nodes, &a, &restarts), &policy, now_ms());
         let restart: Vec<&Decision> = decisions
             .iter()
             .filter(|d| matches!(d, Decision::Restart { .. }))
@@ -291,17 +299,7 @@ async fn a_frozen_replica_is_found_stuck_restarted_once_and_catches_up() {
     };
     // A second plan after recovery restarts nothing.
     let a = monitor.poll().await;
-    let states: Vec<health::NodeState> = a
-        .iter()
-        .enumerate()
-        .map(|(i, x)| health::NodeState {
-            name: nodes[i].name.clone(),
-            assessment: x.clone(),
-            restarts_ms: restarts.get(&nodes[i].name).cloned().unwrap_or_default(),
-            recovering: false,
-        })
-        .collect();
-    let again = health::plan(&states, &policy, now_ms());
+    let again = health::plan(&planner_view(&nodes, &a, &restarts), &policy, now_ms());
     assert!(
         !again.iter().any(|d| matches!(d, Decision::Restart { .. })),
         "{again:?}"
