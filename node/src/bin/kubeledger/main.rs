@@ -31,9 +31,10 @@ struct Cli {
     /// Output format.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
-    /// Client signing key (created on first use if missing).
-    #[arg(long, global = true, env = "KUBELEDGER_KEY")]
-    key: Option<PathBuf>,
+    /// Client signing key file (created on first use if missing). Its own
+    /// id, so that it never collides with the `key` of put, get and history.
+    #[arg(long = "key", global = true, env = "KUBELEDGER_KEY")]
+    key_file: Option<PathBuf>,
     /// Log filter, e.g. "info" or "kubeledger_node=debug".
     #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -110,8 +111,10 @@ fn main() -> Result<()> {
                 up::run(args, cli.output).await
             }
             Command::Keygen { out } => query::keygen(&out, cli.output),
-            Command::Put(args) => query::put(&cli.endpoint, cli.key, args, cli.output).await,
-            Command::Delete(args) => query::delete(&cli.endpoint, cli.key, args, cli.output).await,
+            Command::Put(args) => query::put(&cli.endpoint, cli.key_file, args, cli.output).await,
+            Command::Delete(args) => {
+                query::delete(&cli.endpoint, cli.key_file, args, cli.output).await
+            }
             Command::Get { key } => query::get(&cli.endpoint, &key, cli.output).await,
             Command::History { key } => query::history(&cli.endpoint, &key, cli.output).await,
             Command::Block { id } => query::block(&cli.endpoint, &id, cli.output).await,
