@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -282,32 +283,13 @@ fn aggregate(
     let Some(genesis) = genesis else {
         let msg = pending_reason.unwrap_or_else(|| "waiting for the founding members".into());
         status.phase = Some(PHASE_PENDING.into());
-        status.conditions = vec![
-            condition(
-                &old.conditions,
-                "Ready",
-                false,
-                "WaitingForFounders",
-                msg.clone(),
-                generation,
-            ),
-            condition(
-                &old.conditions,
-                "Progressing",
-                true,
-                "WaitingForFounders",
-                msg,
-                generation,
-            ),
-            condition(
-                &old.conditions,
-                "Degraded",
-                false,
-                "AsExpected",
-                "",
-                generation,
-            ),
-        ];
+        status.conditions = waiting_conditions(
+            &old.conditions,
+            "WaitingForFounders",
+            &msg,
+            "AsExpected",
+            generation,
+        );
         return status;
     };
 
@@ -454,32 +436,13 @@ async fn wait_for_members(c: &Consortium, members: &[Member], ctx: &Context) -> 
     );
     let status = ConsortiumStatus {
         phase: Some(PHASE_TERMINATING.into()),
-        conditions: vec![
-            condition(
-                &old.conditions,
-                "Ready",
-                false,
-                "WaitingForMembers",
-                msg.clone(),
-                generation,
-            ),
-            condition(
-                &old.conditions,
-                "Progressing",
-                true,
-                "WaitingForMembers",
-                msg.clone(),
-                generation,
-            ),
-            condition(
-                &old.conditions,
-                "Degraded",
-                false,
-                "WaitingForMembers",
-                "",
-                generation,
-            ),
-        ],
+        conditions: waiting_conditions(
+            &old.conditions,
+            "WaitingForMembers",
+            &msg,
+            "WaitingForMembers",
+            generation,
+        ),
         ..old.clone()
     };
     if status != old {
@@ -601,4 +564,20 @@ fn invalid_spec_status(
         observed_generation: generation,
         ..old.clone()
     }
+}
+
+/// Conditions of a Consortium that waits for something (not ready,
+/// progressing, not degraded), all for the same reason and message.
+fn waiting_conditions(
+    previous: &[Condition],
+    reason: &str,
+    msg: &str,
+    degraded_reason: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    vec![
+        condition(previous, "Ready", false, reason, msg, generation),
+        condition(previous, "Progressing", true, reason, msg, generation),
+        condition(previous, "Degraded", false, degraded_reason, "", generation),
+    ]
 }

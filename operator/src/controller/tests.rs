@@ -64,6 +64,17 @@ impl Call {
     }
 }
 
+/// The status patch of the `escrow` Consortium, answered with `c`, its
+/// body checked by `check`.
+fn escrow_status_patch(c: &Consortium, check: impl Fn(&Value) + Send + 'static) -> Call {
+    Call::new(
+        "PATCH",
+        apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
+    )
+    .respond(serde_json::to_value(c).expect("json"))
+    .check(check)
+}
+
 const APPLY: &str = "?&force=true&fieldManager=kubeledger-operator";
 
 fn apply_uri(path: &str) -> String {
@@ -610,12 +621,7 @@ async fn consortium_waits_for_founder_keys() {
     members[1].status = None;
     let calls = vec![
         members_list(&members),
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| {
+        escrow_status_patch(&c, |b| {
             assert_eq!(b["status"]["phase"], "Pending");
             assert!(b["status"].get("genesis").is_none());
         }),
@@ -673,12 +679,7 @@ async fn consortium_aggregates_node_status() {
     calls.extend(all_pods_ready());
     calls.extend([
         event_call("default", "Running"),
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| {
+        escrow_status_patch(&c, |b| {
             let s = &b["status"];
             assert_eq!(s["phase"], "Running");
             assert_eq!(s["height"], 42);
@@ -712,12 +713,7 @@ async fn consortium_deletion_waits_for_its_members() {
             let note = b["note"].as_str().unwrap_or_default();
             assert!(note.contains("org1/org1, org2/org2"), "{note}");
         }),
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| {
+        escrow_status_patch(&c, |b| {
             let s = &b["status"];
             assert_eq!(s["phase"], "Terminating");
             assert_eq!(s["conditions"][1]["type"], "Progressing");
@@ -1111,12 +1107,7 @@ async fn two_of_four_stuck_only_one_pod_is_deleted() {
                 "{note}"
             );
         }),
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| {
+        escrow_status_patch(&c, |b| {
             let s = &b["status"];
             assert_eq!(s["height"], 160);
             assert_eq!(s["nodesSummary"], "2/4");
@@ -1216,12 +1207,7 @@ async fn restart_cap_holds_and_marks_the_member_degraded() {
                 "{note}"
             );
         }),
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| {
+        escrow_status_patch(&c, |b| {
             let v = &b["status"]["validators"][1];
             assert_eq!(v["healing"], "RestartCapReached");
             assert_eq!(v["recentRestarts"].as_array().map(Vec::len), Some(3));
@@ -1278,18 +1264,11 @@ async fn healing_disabled_only_reports() {
     let (p1, p2) = four_ready_pods();
     let mut calls = vec![members_list(&members)];
     calls.extend(genesis_and_pods(p1, p2));
-    calls.push(
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| {
-            let v = &b["status"]["validators"][2];
-            assert_eq!(v["health"], "Stuck");
-            assert_eq!(v["healing"], "Disabled");
-        }),
-    );
+    calls.push(escrow_status_patch(&c, |b| {
+        let v = &b["status"]["validators"][2];
+        assert_eq!(v["health"], "Stuck");
+        assert_eq!(v["healing"], "Disabled");
+    }));
     run_consortium_in(ctx, handle, c, calls).await;
 }
 
@@ -1323,12 +1302,7 @@ async fn corrupt_replica_is_rebuilt_volume_first_when_allowed() {
                 "{note}"
             );
         }),
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| {
+        escrow_status_patch(&c, |b| {
             let v = &b["status"]["validators"][2];
             assert_eq!(v["health"], "Corrupt");
             assert_eq!(v["healing"], "Restarting");
@@ -1412,14 +1386,9 @@ async fn genesis_copy_is_removed_where_no_member_is_left() {
         .respond(success()),
     ];
     calls.extend(all_pods_ready());
-    calls.push(
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| assert_eq!(b["status"]["genesisNamespaces"], json!(["org1", "org2"]))),
-    );
+    calls.push(escrow_status_patch(&c, |b| {
+        assert_eq!(b["status"]["genesisNamespaces"], json!(["org1", "org2"]))
+    }));
     run_consortium(c, StaticProber::default(), calls).await;
 }
 
@@ -1437,12 +1406,7 @@ async fn unparsable_healing_settings_are_refused_with_a_warning() {
                 "{note}"
             );
         }),
-        Call::new(
-            "PATCH",
-            apply_uri("/apis/kubeledger.io/v1alpha1/consortia/escrow/status"),
-        )
-        .respond(serde_json::to_value(&c).expect("json"))
-        .check(|b| assert_eq!(b["status"]["phase"], "Degraded")),
+        escrow_status_patch(&c, |b| assert_eq!(b["status"]["phase"], "Degraded")),
     ];
     // No pod is listed, polled or deleted with settings that do not parse.
     let (action, _) = run_consortium(c, StaticProber::default(), calls).await;
