@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
+use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::block::header_hash;
@@ -32,6 +33,8 @@ pub enum ClientError {
     Chain(#[from] ChainError),
     #[error("chain verification failed: {0}")]
     Inconsistent(String),
+    #[error("unexpected answer from the node: {0}")]
+    Unexpected(String),
 }
 
 /// What a client-side chain verification covered.
@@ -106,6 +109,36 @@ impl Client {
             })
             .await?
             .into_inner())
+    }
+
+    /// Submits a configuration change signed by a member's admin `key`,
+    /// waits for its block and returns what became of it.
+    pub async fn submit_config(
+        &mut self,
+        key: &SigningKey,
+        change: proto::config_change::Change,
+        timeout: Duration,
+    ) -> Result<(proto::SubmitAndWaitResponse, proto::ConfigOutcome), ClientError> {
+        let tx = self.sign(key, envelope::config(change));
+        let id = envelope::tx_id(&tx);
+        let committed = self.submit_and_wait(tx, timeout).await?;
+        let stored = self
+            .inner
+            .get(proto::GetRequest {
+                key: crate::governance::keys::outcome_key(&id.0),
+            })
+            .await?
+            .into_inner();
+        let outcome = if stored.found {
+            proto::ConfigOutcome::decode(stored.value.as_slice()).map_err(|e| {
+                ClientError::Unexpected(format!("outcome of {id} does not decode: {e}"))
+            })?
+        } else {
+            return Err(ClientError::Unexpected(format!(
+                "transaction {id} is committed but its configuration outcome is missing"
+            )));
+        };
+        Ok((committed, outcome))
     }
 
     /// Every version of `key`, following pagination to the end.

@@ -74,7 +74,7 @@ impl ChainParams {
         }
     }
 
-    fn validate(&self) -> Result<(), GenesisError> {
+    pub fn validate(&self) -> Result<(), GenesisError> {
         let bad = |m: &str| Err(GenesisError::Invalid(m.to_owned()));
         if !(10..=60_000).contains(&self.block_interval_ms) {
             return bad("params.block_interval_ms must be between 10 and 60000");
@@ -112,6 +112,61 @@ pub struct Validator {
     pub member: String,
 }
 
+/// A founding member organisation and the key that signs its
+/// configuration transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub name: String,
+    #[serde(default)]
+    pub organization: String,
+    /// ed25519 public key of the member's admin key, hex.
+    pub admin_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AdmissionMode {
+    /// The consortium admin's proposals take effect at once.
+    #[default]
+    Automatic,
+    /// Proposals need the approval of a share of the members.
+    Vote,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum VoteComparator {
+    GreaterThan,
+    #[default]
+    AtLeast,
+}
+
+/// How configuration proposals are decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admission {
+    pub mode: AdmissionMode,
+    /// Share of the current members whose approval decides a proposal.
+    pub threshold_percent: u32,
+    pub comparator: VoteComparator,
+    /// Block time after which an undecided proposal lapses.
+    pub expiry_ms: u64,
+    /// The member whose admin key is the consortium admin; the first
+    /// member when empty.
+    pub consortium_admin: String,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            mode: AdmissionMode::Automatic,
+            threshold_percent: 67,
+            comparator: VoteComparator::AtLeast,
+            expiry_ms: 24 * 3600 * 1000,
+            consortium_admin: String::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
@@ -120,6 +175,12 @@ pub struct Genesis {
     #[serde(default)]
     pub params: ChainParams,
     pub validators: Vec<Validator>,
+    /// Founding members with their admin keys. Without them the
+    /// configuration cannot change after genesis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Member>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<Admission>,
 }
 
 impl Genesis {
@@ -170,7 +231,61 @@ impl Genesis {
                 )));
             }
         }
+        self.validate_members()?;
         self.params.validate()
+    }
+
+    fn validate_members(&self) -> Result<(), GenesisError> {
+        let bad = |m: String| Err(GenesisError::Invalid(m));
+        let mut names = std::collections::BTreeSet::new();
+        let mut admin_keys = std::collections::BTreeSet::new();
+        for m in &self.members {
+            if !crate::governance::apply::valid_name(&m.name) {
+                return bad(format!(
+                    "member name {:?} must be 1-63 characters of [a-z0-9.-]",
+                    m.name
+                ));
+            }
+            if !names.insert(m.name.as_str()) {
+                return bad(format!("member {} is listed twice", m.name));
+            }
+            let key = keys::parse_public(&m.admin_key)
+                .map_err(|e| GenesisError::Invalid(format!("member {} admin_key: {e}", m.name)))?;
+            if !admin_keys.insert(key.to_bytes()) {
+                return bad(format!(
+                    "member {} repeats another member's admin key",
+                    m.name
+                ));
+            }
+        }
+        if !self.members.is_empty() {
+            for v in &self.validators {
+                if !names.contains(v.member.as_str()) {
+                    return bad(format!(
+                        "validator {} belongs to member {:?}, which is not in members",
+                        v.name, v.member
+                    ));
+                }
+            }
+        }
+        if let Some(a) = &self.admission {
+            if self.members.is_empty() {
+                return bad("admission needs members with admin keys".into());
+            }
+            if !(1..=100).contains(&a.threshold_percent) {
+                return bad("admission.threshold_percent must be between 1 and 100".into());
+            }
+            if a.expiry_ms == 0 {
+                return bad("admission.expiry_ms must be positive".into());
+            }
+            if !a.consortium_admin.is_empty() && !names.contains(a.consortium_admin.as_str()) {
+                return bad(format!(
+                    "admission.consortium_admin {:?} is not a member",
+                    a.consortium_admin
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Hash of the validator set: SHA-256 over the public keys in order.
@@ -205,6 +320,8 @@ mod tests {
                 peer_address: "127.0.0.1:7051".into(),
                 member: "org1".into(),
             }],
+            members: Vec::new(),
+            admission: None,
         }
     }
 
@@ -234,5 +351,56 @@ mod tests {
         let mut g = sample();
         g.validators.push(g.validators[0].clone());
         assert!(g.validate().unwrap_err().to_string().contains("repeats"));
+    }
+
+    #[test]
+    fn members_and_admission_are_checked() {
+        let mut g = sample();
+        let admin = hex::encode(keys::generate().verifying_key().to_bytes());
+        g.members.push(Member {
+            name: "org1".into(),
+            organization: "Org One".into(),
+            admin_key: admin.clone(),
+        });
+        g.admission = Some(Admission::default());
+        g.validate().expect("valid");
+        let parsed: Genesis = serde_json::from_str(&g.to_json()).expect("json");
+        assert_eq!(parsed, g);
+
+        let mut dup = g.clone();
+        dup.members.push(Member {
+            name: "org2".into(),
+            organization: String::new(),
+            admin_key: admin,
+        });
+        assert!(dup
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("admin key"));
+        let mut orphan = g.clone();
+        orphan.validators[0].member = "nobody".into();
+        assert!(orphan
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not in members"));
+        let mut bad_admin = g.clone();
+        if let Some(a) = bad_admin.admission.as_mut() {
+            a.consortium_admin = "org9".into();
+        }
+        assert!(bad_admin.validate().is_err());
+        let mut bad_threshold = g;
+        if let Some(a) = bad_threshold.admission.as_mut() {
+            a.threshold_percent = 0;
+        }
+        assert!(bad_threshold.validate().is_err());
+    }
+
+    #[test]
+    fn a_genesis_without_members_keeps_its_json_and_hash() {
+        let g = sample();
+        assert!(!g.to_json().contains("members"));
+        assert!(!g.to_json().contains("admission"));
     }
 }

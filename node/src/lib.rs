@@ -23,6 +23,7 @@ pub mod config;
 pub mod consensus;
 pub mod crypto;
 pub mod genesis;
+pub mod governance;
 pub mod ledger;
 pub mod local;
 pub mod mempool;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Listen, MempoolConfig, NodeConfig, StorageConfig};
 use crate::crypto::keys;
-use crate::genesis::{ChainParams, Genesis, Validator};
+use crate::genesis::{Admission, ChainParams, Genesis, Member, Validator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -42,6 +42,15 @@ pub struct LocalOptions {
     pub params: ChainParams,
     pub base_port: u16,
     pub distinct_hosts: bool,
+    /// How configuration changes are decided; each node's organisation
+    /// (`org1`, `org2`, ...) is a member with an admin key in
+    /// `<dir>/<org>/admin.key`.
+    pub admission: Admission,
+}
+
+/// Where a local member's admin key lives.
+pub fn admin_key_path(dir: &Path, member: &str) -> PathBuf {
+    dir.join(member).join("admin.key")
 }
 
 /// One node of a local consortium.
@@ -90,17 +99,25 @@ pub fn prepare(
     let genesis_path = dir.join("genesis.json");
     let mut nodes = Vec::with_capacity(options.nodes);
     let mut validators = Vec::with_capacity(options.nodes);
+    let mut members = Vec::with_capacity(options.nodes);
     for i in 0..options.nodes {
         let name = format!("node-{i}");
         let node_dir = dir.join(&name);
         let key_file = node_dir.join("node.key");
         let (key, _) = keys::load_or_generate(&key_file)?;
         let listen = listen(options, i);
+        let member = format!("org{}", i + 1);
+        let (admin, _) = keys::load_or_generate(&admin_key_path(dir, &member))?;
+        members.push(Member {
+            name: member.clone(),
+            organization: format!("Organisation {}", i + 1),
+            admin_key: hex::encode(admin.verifying_key().to_bytes()),
+        });
         validators.push(Validator {
             name: name.clone(),
             public_key: hex::encode(key.verifying_key().to_bytes()),
             peer_address: listen.peer.to_string(),
-            member: format!("org{}", i + 1),
+            member,
         });
         let config = NodeConfig {
             name: name.clone(),
@@ -137,6 +154,8 @@ pub fn prepare(
             created_at_ms: crate::client::now_ms(),
             params: options.params.clone(),
             validators,
+            members,
+            admission: Some(options.admission.clone()),
         };
         genesis.validate()?;
         std::fs::write(&genesis_path, genesis.to_json()).map_err(io_err(&genesis_path))?;
@@ -158,12 +177,15 @@ mod tests {
             params: ChainParams::default(),
             base_port: 17050,
             distinct_hosts: true,
+            admission: Admission::default(),
         };
         let (g1, nodes) = prepare(dir.path(), &options).expect("first");
         assert_eq!(nodes.len(), 4);
         assert_eq!(nodes[3].config.listen.grpc.to_string(), "127.0.0.4:17050");
         let (g2, _) = prepare(dir.path(), &options).expect("second");
         assert_eq!(g1, g2);
+        assert_eq!(g1.members.len(), 4);
+        assert!(admin_key_path(dir.path(), "org4").exists());
         let loaded = NodeConfig::load(&nodes[0].config_path).expect("config loads");
         assert_eq!(loaded, nodes[0].config);
         let wrong = LocalOptions {

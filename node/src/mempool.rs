@@ -272,6 +272,8 @@ mod tests {
                 peer_address: "127.0.0.1:1".into(),
                 member: String::new(),
             }],
+            members: Vec::new(),
+            admission: None,
         };
         Ledger::open(dir, genesis, &StorageConfig::default()).expect("open")
     }

@@ -45,6 +45,7 @@ pub fn from_stored(block: &Block, hash: &[u8], prefix: &[u8]) -> BlockEvent {
             let (key, deleted) = match body.payload? {
                 Payload::Put(p) => (p.key, false),
                 Payload::Delete(d) => (d.key, true),
+                Payload::Config(_) => (crate::governance::keys::CONFIG_KEY.to_vec(), false),
             };
             matches(&key, prefix).then(|| TxEvent {
                 tx_id: sha256(&signed.body).to_vec(),

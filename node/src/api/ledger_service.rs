@@ -201,6 +201,62 @@ impl LedgerApi for LedgerService {
         Ok(Response::new(response))
     }
 
+    async fn get_config(
+        &self,
+        request: Request<proto::GetConfigRequest>,
+    ) -> Result<Response<proto::GetConfigResponse>, Status> {
+        let at = request.into_inner().at_height;
+        let ledger = &self.state.ledger;
+        let tip = ledger.tip().height;
+        if at > tip {
+            return Err(Status::out_of_range(format!(
+                "at_height {at} is above the tip at height {tip}"
+            )));
+        }
+        let (config, height) = if at == 0 {
+            (ledger.config().as_ref().clone(), tip)
+        } else {
+            (ledger.config_at(at).map_err(internal)?, at)
+        };
+        let effective = crate::governance::params_at(&config, height + 1);
+        Ok(Response::new(proto::GetConfigResponse {
+            config: Some(config),
+            height,
+            effective_params: Some(effective),
+        }))
+    }
+
+    async fn list_proposals(
+        &self,
+        request: Request<proto::ListProposalsRequest>,
+    ) -> Result<Response<proto::ListProposalsResponse>, Status> {
+        let req = request.into_inner();
+        let state = match proto::ProposalState::try_from(req.state) {
+            Ok(proto::ProposalState::Unspecified) => None,
+            Ok(s) => Some(s),
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown proposal state {}",
+                    req.state
+                )))
+            }
+        };
+        let limit = match req.limit {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        } as usize;
+        let height = self.state.ledger.tip().height;
+        let proposals = self
+            .state
+            .ledger
+            .proposals(state, limit)
+            .map_err(internal)?;
+        Ok(Response::new(proto::ListProposalsResponse {
+            proposals,
+            height,
+        }))
+    }
+
     async fn get_history(
         &self,
         request: Request<proto::GetHistoryRequest>,

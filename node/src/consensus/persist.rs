@@ -197,6 +197,8 @@ mod tests {
                 peer_address: "127.0.0.1:1".into(),
                 member: String::new(),
             }],
+            members: Vec::new(),
+            admission: None,
         };
         let ledger =
             Arc::new(Ledger::open(dir.path(), genesis, &StorageConfig::default()).expect("open"));

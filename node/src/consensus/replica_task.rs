@@ -90,7 +90,8 @@ pub fn replica_config(params: &crate::genesis::ChainParams) -> Config {
     let timeout = u64::from(params.view_change_timeout_ms.max(1));
     Config {
         checkpoint_interval: k,
-        window: (2 * k).max(16),
+        // Parameter activation relies on this window (see governance).
+        window: crate::governance::params::pbft_window(params.checkpoint_interval),
         request_timeout_ms: timeout,
         view_change_timeout_ms: timeout,
         max_backoff_exponent: 4,
@@ -429,6 +430,8 @@ impl ConsensusTask {
             return None;
         }
         let now = Instant::now();
+        // Block interval and size follow configuration changes live.
+        self.cutter.set_limits(cutter_limits(&self.state));
         let stats = self.state.mempool.stats();
         let decision = if *self.state.stopping().borrow() && stats.queued > 0 {
             Decision::Cut
@@ -638,7 +641,7 @@ impl ConsensusTask {
         tokio::task::spawn_blocking(move || {
             let span = tracing::debug_span!("validate", seq, view, txs = payload.txs.len());
             let _e = span.enter();
-            let valid = match validate::validate(&state, &payload, now_ms()) {
+            let valid = match validate::validate(&state, seq, &payload, now_ms()) {
                 Ok(txs) => {
                     cache.insert(digest, txs);
                     true

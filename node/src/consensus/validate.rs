@@ -37,18 +37,24 @@ pub enum InvalidPayload {
     Ledger(String),
 }
 
-/// Validates `payload`; on success returns its decoded transactions.
+/// Validates `payload`, proposed for height `seq`; on success returns its
+/// decoded transactions.
 pub fn validate(
     state: &NodeState,
+    seq: u64,
     payload: &Payload,
     now_ms: u64,
 ) -> Result<Vec<Arc<VerifiedTx>>, InvalidPayload> {
     if payload.is_null() {
         return Ok(Vec::new());
     }
-    let params = state.params();
-    let limits = params.tx_limits();
-    let max_txs = params.max_block_txs as usize;
+    // Block limits in force at `seq`; while a parameter change is
+    // activating, the primary may have cut by those in force one pipeline
+    // depth earlier, so the larger of the two passes.
+    let at_seq = state.ledger.params_at(seq);
+    let at_tip = state.params();
+    let limits = state.tx_limits();
+    let max_txs = at_seq.max_block_txs.max(at_tip.max_block_txs) as usize;
     if payload.txs.len() > max_txs {
         return Err(InvalidPayload::TooManyTxs {
             count: payload.txs.len(),
@@ -56,7 +62,8 @@ pub fn validate(
         });
     }
     let size: usize = payload.txs.iter().map(Vec::len).sum();
-    let max_bytes = usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX);
+    let max_bytes =
+        usize::try_from(at_seq.max_block_bytes.max(at_tip.max_block_bytes)).unwrap_or(usize::MAX);
     // A single transaction may exceed the block byte limit on its own.
     if size > max_bytes && payload.txs.len() > 1 {
         return Err(InvalidPayload::TooLarge {

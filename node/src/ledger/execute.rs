@@ -19,7 +19,14 @@ use super::{history, Ledger, LedgerError, Tip};
 use crate::block::{header_hash, tx_root, Proposal};
 use crate::crypto::Hash32;
 use crate::genesis::Genesis;
-use crate::proto::{Block, BlockHeader};
+use crate::governance::{
+    self,
+    keys::{outcome_key, proposal_key, CONFIG_KEY},
+};
+use crate::proto::config_change::Change;
+use crate::proto::{
+    Block, BlockHeader, ConfigOutcome, ConsortiumConfig, Proposal as ConfigProposal,
+};
 use crate::tx::envelope::Write;
 use crate::tx::{TxId, VerifiedTx};
 
@@ -99,6 +106,120 @@ fn tip_record(tip: &Tip, acc: &StateAccumulator) -> TipRecord {
 /// The latest version of a key while a block executes.
 type Overlay = HashMap<Bytes, Option<StoredValue>>;
 
+fn batch_index(
+    batch: &mut WriteBatch,
+    index_cf: &rocksdb::ColumnFamily,
+    tx: &VerifiedTx,
+    height: u64,
+    index: u32,
+) {
+    batch.put_cf(index_cf, tx.id.0, TxLocation { height, index }.encode());
+}
+
+/// The writes of one block: state, history and the state commitment move
+/// together, one key version at a time.
+struct BlockWrites<'a> {
+    db: &'a DB,
+    state_cf: &'a rocksdb::ColumnFamily,
+    history_cf: &'a rocksdb::ColumnFamily,
+    acc: &'a mut StateAccumulator,
+    batch: &'a mut WriteBatch,
+    overlay: &'a mut Overlay,
+    height: u64,
+    block_ms: u64,
+}
+
+impl BlockWrites<'_> {
+    /// The current version of `key`: written earlier in this block, or stored.
+    fn current(&mut self, key: &Bytes) -> Result<Option<StoredValue>, LedgerError> {
+        if let Some(v) = self.overlay.get(key) {
+            return Ok(v.clone());
+        }
+        let stored = match self.db.get_pinned_cf(self.state_cf, key)? {
+            Some(bytes) => Some(StoredValue::decode(&bytes)?),
+            None => None,
+        };
+        self.overlay.insert(key.clone(), stored.clone());
+        Ok(stored)
+    }
+
+    /// A stored configuration proposal, as this block left it so far.
+    fn proposal(&mut self, id: u64) -> Result<Option<ConfigProposal>, LedgerError> {
+        let key = Bytes::from(proposal_key(id));
+        match self.current(&key)? {
+            Some(v) => Ok(Some(decode_config_record(&v.value, "proposal")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets (`Some`) or deletes (`None`) `key` as transaction `index` of
+    /// the block, recording the new version in the key's history.
+    fn set(
+        &mut self,
+        key: &Bytes,
+        value: Option<&Bytes>,
+        tx: &VerifiedTx,
+        index: u32,
+    ) -> Result<(), LedgerError> {
+        let height = self.height;
+        if let Some(old) = self.current(key)? {
+            self.acc.remove(&Entry {
+                key,
+                value: &old.value,
+                height: old.height,
+                index: old.index,
+            });
+        }
+        match value {
+            Some(value) => {
+                let stored = StoredValue {
+                    height,
+                    index,
+                    tx_id: tx.id.0,
+                    value: value.clone(),
+                };
+                self.acc.insert(&Entry {
+                    key,
+                    value,
+                    height,
+                    index,
+                });
+                self.batch.put_cf(self.state_cf, key, stored.encode());
+                self.overlay.insert(key.clone(), Some(stored));
+            }
+            None => {
+                self.batch.delete_cf(self.state_cf, key);
+                self.overlay.insert(key.clone(), None);
+            }
+        }
+        self.batch.put_cf(
+            self.history_cf,
+            history::record_key(key, height, index),
+            history::encode_record(
+                &tx.id.0,
+                tx.timestamp_ms,
+                self.block_ms,
+                value.is_none(),
+                value.map(|v| v.as_ref()).unwrap_or_default(),
+            ),
+        );
+        Ok(())
+    }
+}
+
+/// Decodes a configuration record read from state.
+pub(super) fn decode_config_record<M: Message + Default>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<M, LedgerError> {
+    M::decode(bytes).map_err(|e| {
+        LedgerError::Store(super::store::StoreError::Corrupt {
+            cf: CF_STATE,
+            what: format!("stored {what} cannot be decoded: {e}"),
+        })
+    })
+}
+
 impl Ledger {
     /// Validates `proposal` against the chain, executes it and stores the
     /// resulting block in one atomic, fsynced write. On any error nothing
@@ -143,53 +264,74 @@ impl Ledger {
         let mut acc = acc_guard.clone();
         let mut batch = WriteBatch::default();
         let height = proposal.height;
+        // The configuration as this block changes it, when it does.
+        let mut config: Option<ConsortiumConfig> = None;
+        let mut writes = BlockWrites {
+            db,
+            state_cf,
+            history_cf,
+            acc: &mut acc,
+            batch: &mut batch,
+            overlay: &mut overlay,
+            height,
+            block_ms: proposal.timestamp_ms,
+        };
         for (index, tx) in proposal.txs.iter().enumerate() {
             let index = index as u32;
-            let key = tx.write.key();
-            if let Some(Some(old)) = overlay.get(key) {
-                acc.remove(&Entry {
-                    key,
-                    value: &old.value,
-                    height: old.height,
-                    index: old.index,
-                });
-            }
-            let (value, deleted) = match &tx.write {
-                Write::Put { value, .. } => {
-                    let stored = StoredValue {
-                        height,
-                        index,
-                        tx_id: tx.id.0,
-                        value: value.clone(),
+            match &tx.write {
+                Write::Put { key, value } => writes.set(key, Some(value), tx, index)?,
+                Write::Delete { key } => writes.set(key, None, tx, index)?,
+                Write::Config(change) => {
+                    let current = self.config();
+                    let base = config.as_ref().unwrap_or(&current);
+                    let target = match &change.change {
+                        Some(Change::Vote(v)) => writes.proposal(v.proposal_id)?,
+                        _ => None,
                     };
-                    acc.insert(&Entry {
-                        key,
-                        value,
+                    let ctx = governance::Context {
                         height,
-                        index,
-                    });
-                    batch.put_cf(state_cf, key, stored.encode());
-                    overlay.insert(key.clone(), Some(stored));
-                    (value.as_ref(), false)
+                        block_ms: proposal.timestamp_ms,
+                        tx_id: tx.id.0,
+                    };
+                    let sender = tx.sender.to_bytes();
+                    let outcome =
+                        match governance::apply(base, &sender, change, target.as_ref(), &ctx) {
+                            Ok(effects) => {
+                                if let Some(c) = effects.config {
+                                    let bytes = Bytes::from(c.encode_to_vec());
+                                    writes.set(
+                                        &Bytes::from_static(CONFIG_KEY),
+                                        Some(&bytes),
+                                        tx,
+                                        index,
+                                    )?;
+                                    config = Some(c);
+                                }
+                                if let Some(p) = effects.proposal {
+                                    let key = Bytes::from(proposal_key(p.id));
+                                    writes.set(
+                                        &key,
+                                        Some(&Bytes::from(p.encode_to_vec())),
+                                        tx,
+                                        index,
+                                    )?;
+                                }
+                                effects.outcome
+                            }
+                            Err(refusal) => ConfigOutcome {
+                                applied: false,
+                                proposal_id: 0,
+                                message: refusal.to_string(),
+                            },
+                        };
+                    if !outcome.applied {
+                        tracing::info!(tx = %tx.id, height, reason = %outcome.message, "configuration change not applied");
+                    }
+                    let key = Bytes::from(outcome_key(&tx.id.0));
+                    writes.set(&key, Some(&Bytes::from(outcome.encode_to_vec())), tx, index)?;
                 }
-                Write::Delete { .. } => {
-                    batch.delete_cf(state_cf, key);
-                    overlay.insert(key.clone(), None);
-                    (&[][..], true)
-                }
-            };
-            batch.put_cf(
-                history_cf,
-                history::record_key(key, height, index),
-                history::encode_record(
-                    &tx.id.0,
-                    tx.timestamp_ms,
-                    proposal.timestamp_ms,
-                    deleted,
-                    value,
-                ),
-            );
-            batch.put_cf(index_cf, tx.id.0, TxLocation { height, index }.encode());
+            }
+            batch_index(writes.batch, index_cf, tx, height, index);
         }
 
         let header = BlockHeader {
@@ -231,6 +373,9 @@ impl Ledger {
         db.write_opt(batch, &sync_write())?;
 
         *acc_guard = acc;
+        if let Some(c) = config {
+            self.set_config(c);
+        }
         match self.tip.write() {
             Ok(mut t) => *t = new_tip,
             Err(poisoned) => *poisoned.into_inner() = new_tip,

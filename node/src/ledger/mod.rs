@@ -1,6 +1,7 @@
 //! The ledger: validates, executes and stores ordered blocks, and answers
 //! queries on blocks, transactions, state and key history.
 
+pub mod config_state;
 pub mod execute;
 pub mod history;
 pub mod state_commitment;
@@ -8,7 +9,7 @@ pub mod store;
 pub mod verify;
 
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use prost::Message;
 use rocksdb::{IteratorMode, ReadOptions, DB};
@@ -102,6 +103,8 @@ pub struct Ledger {
     /// Serialises commits and holds the state accumulator of the tip.
     accumulator: Mutex<StateAccumulator>,
     tip: RwLock<Tip>,
+    /// The consortium configuration as of the tip (see [`crate::governance`]).
+    config: RwLock<Arc<crate::proto::ConsortiumConfig>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -146,12 +149,14 @@ impl Ledger {
             }
             None => execute::write_genesis(&db, &genesis, &validators_hash)?,
         };
+        let config = config_state::load(&db, &genesis)?;
         Ok(Self {
             db,
             genesis,
             validators_hash,
             accumulator: Mutex::new(accumulator),
             tip: RwLock::new(tip),
+            config: RwLock::new(Arc::new(config)),
         })
     }
 

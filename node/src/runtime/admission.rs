@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::proto::SignedTransaction;
-use crate::tx::envelope::{self, VerifiedTx};
+use crate::tx::envelope::{self, VerifiedTx, Write};
 use crate::tx::{signature_batch, Rejection, TxId};
 
 use super::NodeState;
@@ -18,6 +18,62 @@ pub enum Origin {
     Client,
     /// Another replica's gossip: admitted here, not passed on again.
     Peer,
+}
+
+/// Refuses, at the door, a configuration change the current configuration
+/// would refuse: not from a member's admin key, a second vote, a proposal
+/// that does not apply. The ordered execution judges it again, against the
+/// configuration of its block, and records the outcome either way.
+fn config_precheck(state: &NodeState, tx: &VerifiedTx) -> Result<(), Rejection> {
+    use crate::governance::{self, Refusal};
+    use crate::proto::{config_change::Change, RejectReason};
+    let Write::Config(change) = &tx.write else {
+        return Ok(());
+    };
+    let target = match &change.change {
+        Some(Change::Vote(v)) => state.ledger.proposal(v.proposal_id).map_err(|e| {
+            Rejection::new(
+                RejectReason::Unspecified,
+                format!("ledger read failed: {e}"),
+            )
+        })?,
+        _ => None,
+    };
+    // `proposal` reports an expired proposal as such; judge the stored one.
+    let target = target.map(|mut p| {
+        if p.state == crate::proto::ProposalState::Expired as i32 {
+            p.state = crate::proto::ProposalState::Open as i32;
+        }
+        p
+    });
+    let tip = state.ledger.tip();
+    let ctx = governance::Context {
+        height: tip.height + 1,
+        block_ms: crate::client::now_ms().max(tip.timestamp_ms),
+        tx_id: tx.id.0,
+    };
+    let config = state.ledger.config();
+    match governance::apply(
+        &config,
+        &tx.sender.to_bytes(),
+        change,
+        target.as_ref(),
+        &ctx,
+    ) {
+        Ok(effects) if effects.outcome.applied => Ok(()),
+        Ok(effects) => Err(Rejection::new(
+            RejectReason::ConfigRefused,
+            format!("transaction {}: {}", tx.id, effects.outcome.message),
+        )),
+        Err(Refusal::NotAuthorized(m)) => Err(Rejection::new(
+            RejectReason::NotAuthorized,
+            format!("transaction {}: {m}", tx.id),
+        )),
+        Err(Refusal::Refused(m)) => Err(Rejection::new(
+            RejectReason::ConfigRefused,
+            format!("transaction {}: {m}", tx.id),
+        )),
+    }
 }
 
 /// Runs the pipeline for a batch; one result per input, in order.
@@ -34,7 +90,12 @@ pub async fn admit(
     let mut decoded: Vec<VerifiedTx> = Vec::with_capacity(txs.len());
     let mut positions = Vec::with_capacity(txs.len());
     for (i, signed) in txs.into_iter().enumerate() {
-        match envelope::decode(signed, &chain_id, &limits) {
+        match envelope::decode(signed, &chain_id, &limits).and_then(|tx| {
+            if origin == Origin::Client {
+                config_precheck(state, &tx)?;
+            }
+            Ok(tx)
+        }) {
             Ok(tx) => {
                 positions.push(i);
                 decoded.push(tx);

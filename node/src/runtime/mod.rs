@@ -8,7 +8,7 @@ pub mod liveness;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
@@ -73,7 +73,6 @@ pub struct NodeState {
     pub metrics: NodeMetrics,
     pub feed: CommitFeed,
     pub consensus: ConsensusShared,
-    params: RwLock<ChainParams>,
     /// Heartbeats of the consensus and storage loops.
     pub heartbeats: Heartbeats,
     health: HealthConfig,
@@ -94,7 +93,6 @@ impl NodeState {
         mempool_max: usize,
         health: HealthConfig,
     ) -> Self {
-        let params = ledger.genesis().params.clone();
         let metrics = NodeMetrics::new();
         let tip = ledger.tip();
         metrics.height.set(tip.height as i64);
@@ -106,7 +104,6 @@ impl NodeState {
             metrics,
             feed: CommitFeed::default(),
             consensus: ConsensusShared::default(),
-            params: RwLock::new(params),
             heartbeats: Heartbeats::new(Duration::from_secs(health.loop_timeout_s)),
             health,
             storage_error: Mutex::new(None),
@@ -116,15 +113,16 @@ impl NodeState {
         }
     }
 
+    /// Chain parameters in force for the next block. They change with
+    /// configuration transactions, from the height those announce.
     pub fn params(&self) -> ChainParams {
-        match self.params.read() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.ledger.params_at(self.ledger.tip().height + 1)
     }
 
+    /// Transaction size limits. They are not among the parameters a
+    /// configuration change can update, so genesis has them.
     pub fn tx_limits(&self) -> TxLimits {
-        self.params().tx_limits()
+        self.ledger.genesis().params.tx_limits()
     }
 
     pub fn heartbeat(&self, which: Loop) {

@@ -11,9 +11,14 @@ use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use prost::Message;
 
+use std::sync::Arc;
+
 use super::reject::Rejection;
 use crate::crypto::{sha256, Hash32};
-use crate::proto::{tx_body::Payload, Delete, Put, RejectReason, SignedTransaction, TxBody};
+use crate::governance;
+use crate::proto::{
+    tx_body::Payload, ConfigChange, Delete, Put, RejectReason, SignedTransaction, TxBody,
+};
 
 /// Transaction id: SHA-256 of the signed body bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -49,16 +54,28 @@ pub struct TxLimits {
 }
 
 /// What a transaction does to world state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    Put { key: Bytes, value: Bytes },
-    Delete { key: Bytes },
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
+    Delete {
+        key: Bytes,
+    },
+    /// A consortium configuration change; it writes only reserved keys
+    /// (see [`crate::governance`]).
+    Config(Arc<ConfigChange>),
 }
 
+static CONFIG_KEY: Bytes = Bytes::from_static(governance::keys::CONFIG_KEY);
+
 impl Write {
+    /// The key written; for a configuration change, the configuration key.
     pub fn key(&self) -> &Bytes {
         match self {
             Write::Put { key, .. } | Write::Delete { key } => key,
+            Write::Config(_) => &CONFIG_KEY,
         }
     }
 }
@@ -181,11 +198,29 @@ fn check_payload(
         }
         Some(Payload::Put(Put { key, value })) => (key, Some(value)),
         Some(Payload::Delete(Delete { key })) => (key, None),
+        Some(Payload::Config(change)) => {
+            if change.change.is_none() {
+                return Err(Rejection::new(
+                    RejectReason::InvalidPayload,
+                    format!("transaction {id}: configuration change is empty"),
+                ));
+            }
+            return Ok(Write::Config(Arc::new(change)));
+        }
     };
     if key.is_empty() {
         return Err(Rejection::new(
             RejectReason::InvalidPayload,
             format!("transaction {id}: key must not be empty"),
+        ));
+    }
+    if governance::keys::is_reserved(&key) {
+        return Err(Rejection::new(
+            RejectReason::InvalidPayload,
+            format!(
+                "transaction {id}: keys starting with \\0kubeledger/ are reserved for the \
+                 consortium configuration"
+            ),
         ));
     }
     if key.len() > limits.max_key_bytes {
@@ -241,7 +276,7 @@ pub fn sign(
     }
 }
 
-/// Convenience constructors for the two payloads.
+/// Convenience constructors for the payloads.
 pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Payload {
     Payload::Put(Put {
         key: key.into(),
@@ -251,6 +286,12 @@ pub fn put(key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Payload {
 
 pub fn delete(key: impl Into<Vec<u8>>) -> Payload {
     Payload::Delete(Delete { key: key.into() })
+}
+
+pub fn config(change: crate::proto::config_change::Change) -> Payload {
+    Payload::Config(ConfigChange {
+        change: Some(change),
+    })
 }
 
 /// The id a signed transaction will have.
@@ -356,6 +397,21 @@ mod tests {
         };
         assert_eq!(
             reason(decode(tx, "c", &LIMITS)),
+            RejectReason::InvalidPayload
+        );
+        let reserved = sign(
+            &key(),
+            "c",
+            1,
+            10,
+            put(b"\0kubeledger/config".to_vec(), "v"),
+        );
+        let r = decode(reserved, "c", &LIMITS).expect_err("reserved key");
+        assert_eq!(r.reason, RejectReason::InvalidPayload);
+        assert!(r.message.contains("reserved"), "{}", r.message);
+        let empty_change = sign(&key(), "c", 1, 10, Payload::Config(ConfigChange::default()));
+        assert_eq!(
+            reason(decode(empty_change, "c", &LIMITS)),
             RejectReason::InvalidPayload
         );
     }

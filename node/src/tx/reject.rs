@@ -56,6 +56,8 @@ pub fn code_for(reason: RejectReason) -> Code {
         RejectReason::DuplicateCommitted | RejectReason::DuplicatePending => Code::AlreadyExists,
         RejectReason::MempoolFull => Code::ResourceExhausted,
         RejectReason::ShuttingDown => Code::Unavailable,
+        RejectReason::NotAuthorized => Code::PermissionDenied,
+        RejectReason::ConfigRefused => Code::FailedPrecondition,
     }
 }
 
@@ -75,6 +77,8 @@ pub fn label_for(reason: RejectReason) -> &'static str {
         RejectReason::DuplicatePending => "duplicate_pending",
         RejectReason::MempoolFull => "mempool_full",
         RejectReason::ShuttingDown => "shutting_down",
+        RejectReason::NotAuthorized => "not_authorized",
+        RejectReason::ConfigRefused => "config_refused",
     }
 }
 
@@ -95,7 +99,7 @@ mod tests {
 
     #[test]
     fn every_reason_round_trips_through_a_status() {
-        for value in 1..=12 {
+        for value in 1..=14 {
             let reason = RejectReason::try_from(value).expect("known reason");
             let rejection = Rejection::new(reason, format!("reason {value}"));
             let status = rejection.to_status();

@@ -34,6 +34,7 @@ pub fn single_node(dir: &Path, params: ChainParams) -> NodeConfig {
         params,
         base_port: 1,
         distinct_hosts: false,
+        admission: Default::default(),
     };
     let (_, nodes) = local::prepare(dir, &options).expect("prepare consortium");
     let mut config = nodes[0].config.clone();
@@ -144,6 +145,17 @@ where
 /// Writes an `n`-node consortium into `dir` on 127.0.0.1, on a block of
 /// free ports (gRPC `base + 10·i`, peer `+1`, metrics `+2`).
 pub fn consortium(dir: &Path, n: usize, params: ChainParams) -> Vec<local::LocalNode> {
+    consortium_with(dir, n, params, Default::default())
+}
+
+/// [`consortium`] under an admission policy; member `orgN`'s admin key is
+/// in `dir/orgN/admin.key`.
+pub fn consortium_with(
+    dir: &Path,
+    n: usize,
+    params: ChainParams,
+    admission: kubeledger_node::genesis::Admission,
+) -> Vec<local::LocalNode> {
     for _ in 0..50 {
         let base = 20_000 + (rand::random::<u16>() % 30_000);
         let all_free = (0..n).all(|i| {
@@ -160,6 +172,7 @@ pub fn consortium(dir: &Path, n: usize, params: ChainParams) -> Vec<local::Local
             params,
             base_port: base,
             distinct_hosts: false,
+            admission: admission.clone(),
         };
         let (_, nodes) = local::prepare(dir, &options).expect("prepare consortium");
         return nodes;

@@ -1,6 +1,7 @@
 //! `kubeledger`: run nodes and a local consortium, and talk to a node.
 
 mod bench;
+mod governance;
 mod node;
 mod output;
 mod query;
@@ -76,6 +77,18 @@ enum Command {
     Verify,
     /// Drive load with signed transactions and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Consortium members and proposals: propose, vote, list, remove
+    /// (signed with the member admin key given by --key).
+    Member {
+        #[command(subcommand)]
+        command: governance::MemberCommand,
+    },
+    /// Chain parameters: show them, or propose new ones (--key: a member
+    /// admin key).
+    Config {
+        #[command(subcommand)]
+        command: governance::ConfigCommand,
+    },
     /// Start a local consortium on loopback and stay in the foreground.
     Up(up::UpArgs),
     /// Run one node.
@@ -125,6 +138,12 @@ fn main() -> Result<()> {
             }
             Command::Verify => query::verify(&cli.endpoint, cli.output).await,
             Command::Bench(args) => bench::run(&cli.endpoint, args, cli.output).await,
+            Command::Member { command } => {
+                governance::member(&cli.endpoint, cli.key_file, command, cli.output).await
+            }
+            Command::Config { command } => {
+                governance::config(&cli.endpoint, cli.key_file, command, cli.output).await
+            }
         }
     })
 }

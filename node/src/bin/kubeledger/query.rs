@@ -39,7 +39,7 @@ fn default_key_path() -> PathBuf {
         .join(".kubeledger/client.key")
 }
 
-fn client_key(path: Option<PathBuf>) -> Result<SigningKey> {
+pub fn client_key(path: Option<PathBuf>) -> Result<SigningKey> {
     let path = path.unwrap_or_else(default_key_path);
     let (key, created) = keys::load_or_generate(&path)?;
     if created {
@@ -50,6 +50,14 @@ fn client_key(path: Option<PathBuf>) -> Result<SigningKey> {
         );
     }
     Ok(key)
+}
+
+/// [`explain`] for the library client's errors.
+pub fn explain_client(e: kubeledger_node::client::ClientError) -> anyhow::Error {
+    match e {
+        kubeledger_node::client::ClientError::Rpc(status) => explain(status),
+        other => other.into(),
+    }
 }
 
 /// Turns a refused submission into an error naming the rule broken.
@@ -275,6 +283,7 @@ pub async fn tx(endpoint: &str, id: &str, output: Output) -> Result<()> {
             json!({"put": {"key": show_bytes(&p.key), "value": show_bytes(&p.value)}})
         }
         Some(proto::tx_body::Payload::Delete(d)) => json!({"delete": {"key": show_bytes(&d.key)}}),
+        Some(proto::tx_body::Payload::Config(c)) => json!({"config": format!("{c:?}")}),
         None => json!(null),
     };
     output.print(

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tokio::process::{Child, Command};
 
-use kubeledger_node::genesis::ChainParams;
+use kubeledger_node::genesis::{Admission, AdmissionMode, ChainParams, VoteComparator};
 use kubeledger_node::local::{self, LocalNode, LocalOptions};
 
 use crate::output::Output;
@@ -51,6 +51,26 @@ pub struct UpArgs {
     /// and benchmarks that measure the consortium without that node).
     #[arg(long)]
     pub no_restart: bool,
+    /// How configuration changes (members, parameters) are decided in a new
+    /// chain: `automatic` (org1's admin decides alone) or `vote`.
+    #[arg(long, value_enum, default_value_t = AdmissionArg::Automatic)]
+    pub admission: AdmissionArg,
+    /// Under `vote`: share of the members whose approval decides.
+    #[arg(long, default_value_t = 67, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub vote_threshold: u32,
+    /// Under `vote`: approve when approvals are strictly greater than the
+    /// threshold, instead of at least the threshold.
+    #[arg(long)]
+    pub vote_greater_than: bool,
+    /// Under `vote`: how long a proposal stays open, e.g. 10m or 24h.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub vote_expiry: Duration,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AdmissionArg {
+    Automatic,
+    Vote,
 }
 
 async fn spawn(node: &LocalNode) -> Result<Child> {
@@ -104,6 +124,20 @@ pub async fn run(args: UpArgs, output: Output) -> Result<()> {
         params,
         base_port: args.base_port,
         distinct_hosts: !args.same_host,
+        admission: Admission {
+            mode: match args.admission {
+                AdmissionArg::Automatic => AdmissionMode::Automatic,
+                AdmissionArg::Vote => AdmissionMode::Vote,
+            },
+            threshold_percent: args.vote_threshold,
+            comparator: if args.vote_greater_than {
+                VoteComparator::GreaterThan
+            } else {
+                VoteComparator::AtLeast
+            },
+            expiry_ms: u64::try_from(args.vote_expiry.as_millis()).unwrap_or(u64::MAX),
+            consortium_admin: String::new(),
+        },
     };
     let dir = std::path::absolute(&args.dir).unwrap_or(args.dir.clone());
     let (genesis, nodes) = local::prepare(&dir, &options)?;

@@ -1,0 +1,351 @@
+//! The governance rules, judged without a ledger.
+
+use ed25519_dalek::SigningKey;
+
+use super::apply::{apply, effective_state, Context, Effects, Refusal};
+use super::genesis_config::from_genesis;
+use super::params_at;
+use crate::genesis::{
+    Admission, AdmissionMode, ChainParams, Genesis, Member, Validator, VoteComparator,
+};
+use crate::proto::config_change::Change;
+use crate::proto::{
+    AdmitMember, ConfigChange, ConsortiumConfig, NodeInfo, Proposal, ProposalState, RemoveMember,
+    UpdateParams, Vote,
+};
+
+fn key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+fn admin(i: usize) -> SigningKey {
+    key(100 + i as u8)
+}
+
+/// `n` members `org1..`, one node each.
+fn consortium(n: usize, mode: AdmissionMode) -> ConsortiumConfig {
+    let genesis = Genesis {
+        chain_id: "gov".into(),
+        created_at_ms: 1,
+        params: ChainParams::default(),
+        validators: (0..n)
+            .map(|i| Validator {
+                name: format!("node-{i}"),
+                public_key: hex::encode(key(i as u8 + 1).verifying_key().to_bytes()),
+                peer_address: format!("127.0.0.{}:7051", i + 1),
+                member: format!("org{}", i + 1),
+            })
+            .collect(),
+        members: (0..n)
+            .map(|i| Member {
+                name: format!("org{}", i + 1),
+                organization: String::new(),
+                admin_key: hex::encode(admin(i).verifying_key().to_bytes()),
+            })
+            .collect(),
+        admission: Some(Admission {
+            mode,
+            threshold_percent: 67,
+            comparator: VoteComparator::AtLeast,
+            expiry_ms: 10_000,
+            consortium_admin: String::new(),
+        }),
+    };
+    genesis.validate().expect("valid genesis");
+    from_genesis(&genesis)
+}
+
+fn ctx(height: u64, block_ms: u64) -> Context {
+    Context {
+        height,
+        block_ms,
+        tx_id: [height as u8; 32],
+    }
+}
+
+fn sender(i: usize) -> Vec<u8> {
+    admin(i).verifying_key().to_bytes().to_vec()
+}
+
+fn change(c: Change) -> ConfigChange {
+    ConfigChange { change: Some(c) }
+}
+
+fn admit(name: &str, seed: u8) -> ConfigChange {
+    change(Change::Admit(AdmitMember {
+        member: name.into(),
+        organization: "New Org".into(),
+        admin_key: key(seed).verifying_key().to_bytes().to_vec(),
+        nodes: vec![NodeInfo {
+            name: format!("{name}-node-0"),
+            public_key: key(seed + 1).verifying_key().to_bytes().to_vec(),
+            peer_address: "127.0.0.9:7051".into(),
+        }],
+    }))
+}
+
+fn vote(id: u64, approve: bool) -> ConfigChange {
+    change(Change::Vote(Vote {
+        proposal_id: id,
+        approve,
+    }))
+}
+
+/// Applies and folds the effects into `config`, returning them.
+fn step(
+    config: &mut ConsortiumConfig,
+    proposal: &mut Option<Proposal>,
+    who: usize,
+    c: &ConfigChange,
+    at: Context,
+) -> Result<Effects, Refusal> {
+    let effects = apply(config, &sender(who), c, proposal.as_ref(), &at)?;
+    if let Some(next) = &effects.config {
+        *config = next.clone();
+    }
+    if let Some(p) = &effects.proposal {
+        *proposal = Some(p.clone());
+    }
+    Ok(effects)
+}
+
+#[test]
+fn automatic_policy_admits_at_once_when_the_admin_proposes() {
+    let mut config = consortium(4, AdmissionMode::Automatic);
+    let mut p = None;
+    let e = step(&mut config, &mut p, 0, &admit("org5", 50), ctx(7, 1_000)).expect("applies");
+    assert!(e.outcome.applied, "{}", e.outcome.message);
+    let p = p.expect("proposal");
+    assert_eq!(p.state, ProposalState::Approved as i32);
+    assert_eq!(p.effective_height, 8);
+    assert_eq!(config.members.len(), 5);
+    assert_eq!(config.members[4].admitted_at, 7);
+    assert_eq!(config.pending_validator_changes.len(), 1);
+    assert!(config.pending_validator_changes[0].add);
+    assert_eq!(config.version, 1);
+    assert_eq!(config.next_proposal_id, 2);
+}
+
+#[test]
+fn automatic_policy_refuses_other_proposers_and_votes() {
+    let config = consortium(4, AdmissionMode::Automatic);
+    let r = apply(&config, &sender(1), &admit("org5", 50), None, &ctx(1, 1)).unwrap_err();
+    assert!(
+        matches!(r, Refusal::NotAuthorized(ref m) if m.contains("consortium admin")),
+        "{r}"
+    );
+    let r = apply(&config, &sender(0), &vote(1, true), None, &ctx(1, 1)).unwrap_err();
+    assert!(
+        matches!(r, Refusal::Refused(ref m) if m.contains("nothing to vote")),
+        "{r}"
+    );
+    let stranger = key(77).verifying_key().to_bytes();
+    let r = apply(&config, &stranger, &admit("org5", 50), None, &ctx(1, 1)).unwrap_err();
+    assert!(
+        matches!(r, Refusal::NotAuthorized(ref m) if m.contains("not the admin key")),
+        "{r}"
+    );
+}
+
+#[test]
+fn vote_policy_needs_the_threshold_and_counts_each_member_once() {
+    let mut config = consortium(4, AdmissionMode::Vote);
+    let mut p = None;
+    let e = step(&mut config, &mut p, 1, &admit("org5", 50), ctx(3, 1_000)).expect("proposed");
+    assert!(e.outcome.applied);
+    assert_eq!(
+        p.as_ref().map(|p| p.state),
+        Some(ProposalState::Open as i32)
+    );
+    assert_eq!(config.members.len(), 4, "not admitted before the vote");
+    // The proposer already approved; a second ballot is refused.
+    let r = step(&mut config, &mut p, 1, &vote(1, true), ctx(4, 2_000)).unwrap_err();
+    assert!(r.to_string().contains("already voted"), "{r}");
+    step(&mut config, &mut p, 2, &vote(1, true), ctx(5, 2_000)).expect("vote");
+    assert_eq!(
+        p.as_ref().map(|p| p.state),
+        Some(ProposalState::Open as i32)
+    );
+    // 3 of 4 = 75% >= 67%.
+    step(&mut config, &mut p, 3, &vote(1, true), ctx(6, 3_000)).expect("vote");
+    let decided = p.clone().expect("proposal");
+    assert_eq!(decided.state, ProposalState::Approved as i32);
+    assert_eq!(decided.decided_height, 6);
+    assert_eq!(config.members.len(), 5);
+    let r = step(&mut config, &mut p, 0, &vote(1, false), ctx(7, 3_000)).unwrap_err();
+    assert!(r.to_string().contains("already approved"), "{r}");
+}
+
+#[test]
+fn vote_policy_rejects_when_the_threshold_is_out_of_reach() {
+    let mut config = consortium(4, AdmissionMode::Vote);
+    let mut p = None;
+    step(&mut config, &mut p, 0, &admit("org5", 50), ctx(3, 1_000)).expect("proposed");
+    step(&mut config, &mut p, 1, &vote(1, false), ctx(4, 1_000)).expect("vote");
+    step(&mut config, &mut p, 2, &vote(1, false), ctx(5, 1_000)).expect("vote");
+    let p = p.expect("proposal");
+    assert_eq!(p.state, ProposalState::Rejected as i32);
+    assert_eq!(config.members.len(), 4);
+}
+
+#[test]
+fn a_vote_after_expiry_expires_the_proposal_and_is_not_counted() {
+    let mut config = consortium(4, AdmissionMode::Vote);
+    let mut p = None;
+    step(&mut config, &mut p, 0, &admit("org5", 50), ctx(3, 1_000)).expect("proposed");
+    let open = p.clone().expect("proposal");
+    assert_eq!(open.expires_ms, 11_000);
+    assert_eq!(effective_state(&open, 11_000), ProposalState::Open);
+    assert_eq!(effective_state(&open, 11_001), ProposalState::Expired);
+    let e = step(&mut config, &mut p, 1, &vote(1, true), ctx(9, 11_001)).expect("recorded");
+    assert!(!e.outcome.applied);
+    let p = p.expect("proposal");
+    assert_eq!(p.state, ProposalState::Expired as i32);
+    assert_eq!(p.ballots.len(), 1);
+    assert!(e.config.is_none());
+}
+
+#[test]
+fn greater_than_needs_more_than_the_threshold() {
+    let mut config = consortium(4, AdmissionMode::Vote);
+    if let Some(a) = config.admission.as_mut() {
+        a.threshold_percent = 50;
+        a.comparator = crate::proto::VoteComparator::GreaterThan as i32;
+    }
+    let mut p = None;
+    step(&mut config, &mut p, 0, &admit("org5", 50), ctx(3, 1_000)).expect("proposed");
+    step(&mut config, &mut p, 1, &vote(1, true), ctx(4, 1_000)).expect("vote");
+    assert_eq!(
+        p.as_ref().map(|p| p.state),
+        Some(ProposalState::Open as i32),
+        "2 of 4 is not > 50%"
+    );
+    step(&mut config, &mut p, 2, &vote(1, true), ctx(5, 1_000)).expect("vote");
+    assert_eq!(
+        p.as_ref().map(|p| p.state),
+        Some(ProposalState::Approved as i32)
+    );
+}
+
+#[test]
+fn bad_admissions_are_refused_with_the_rule() {
+    let config = consortium(4, AdmissionMode::Automatic);
+    let refused = |c: ConfigChange| {
+        apply(&config, &sender(0), &c, None, &ctx(1, 1))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(refused(admit("org2", 50)).contains("already a member"));
+    assert!(refused(admit("Bad Name", 50)).contains("member name"));
+    let mut dup_admin = admit("org5", 50);
+    if let Some(Change::Admit(a)) = dup_admin.change.as_mut() {
+        a.admin_key = sender(1);
+    }
+    assert!(refused(dup_admin).contains("admin key"));
+    let mut dup_node = admit("org5", 50);
+    if let Some(Change::Admit(a)) = dup_node.change.as_mut() {
+        a.nodes[0].public_key = key(1).verifying_key().to_bytes().to_vec();
+    }
+    assert!(refused(dup_node).contains("already another node"));
+    let mut no_nodes = admit("org5", 50);
+    if let Some(Change::Admit(a)) = no_nodes.change.as_mut() {
+        a.nodes.clear();
+    }
+    assert!(refused(no_nodes).contains("1 to 16 nodes"));
+    let mut short_key = admit("org5", 50);
+    if let Some(Change::Admit(a)) = short_key.change.as_mut() {
+        a.admin_key = vec![1; 5];
+    }
+    assert!(refused(short_key).contains("32-byte"));
+    assert!(refused(ConfigChange::default()).contains("empty"));
+}
+
+#[test]
+fn removal_keeps_the_admin_and_a_quorum_of_validators() {
+    let mut config = consortium(5, AdmissionMode::Automatic);
+    let remove = |m: &str| change(Change::Remove(RemoveMember { member: m.into() }));
+    let r = apply(&config, &sender(0), &remove("org1"), None, &ctx(1, 1)).unwrap_err();
+    assert!(r.to_string().contains("consortium admin"), "{r}");
+    let r = apply(&config, &sender(0), &remove("org9"), None, &ctx(1, 1)).unwrap_err();
+    assert!(r.to_string().contains("not a member"), "{r}");
+    let mut p = None;
+    step(&mut config, &mut p, 0, &remove("org5"), ctx(2, 1)).expect("5 -> 4 validators");
+    assert_eq!(config.members.len(), 4);
+    let change = config
+        .pending_validator_changes
+        .last()
+        .cloned()
+        .expect("change");
+    assert!(!change.add);
+    assert_eq!(change.nodes.len(), 1);
+    let r = apply(&config, &sender(0), &remove("org4"), None, &ctx(3, 1)).unwrap_err();
+    assert!(r.to_string().contains("at least 4"), "{r}");
+}
+
+#[test]
+fn parameter_updates_apply_from_the_announced_height() {
+    let mut config = consortium(4, AdmissionMode::Automatic);
+    let mut p = None;
+    let slow = change(Change::UpdateParams(UpdateParams {
+        block_interval_ms: Some(1_000),
+        ..Default::default()
+    }));
+    step(&mut config, &mut p, 0, &slow, ctx(40, 1)).expect("scheduled");
+    let from = 40 + super::activation_delay(10);
+    assert_eq!(p.as_ref().map(|p| p.effective_height), Some(from));
+    assert_eq!(params_at(&config, from - 1).block_interval_ms, 200);
+    assert_eq!(params_at(&config, from).block_interval_ms, 1_000);
+    // Only one parameter change in flight at a time.
+    let fast = change(Change::UpdateParams(UpdateParams {
+        block_interval_ms: Some(200),
+        ..Default::default()
+    }));
+    let r = apply(&config, &sender(0), &fast, None, &ctx(45, 1)).unwrap_err();
+    assert!(r.to_string().contains("take effect at height"), "{r}");
+    // Once in force, the next change builds on it.
+    step(&mut config, &mut p, 0, &fast, ctx(from + 1, 1)).expect("scheduled again");
+    assert_eq!(params_at(&config, from + 1).block_interval_ms, 1_000);
+    let back = from + 1 + super::activation_delay(10);
+    assert_eq!(params_at(&config, back).block_interval_ms, 200);
+    let bad = change(Change::UpdateParams(UpdateParams {
+        max_block_txs: Some(0),
+        ..Default::default()
+    }));
+    let r = apply(&config, &sender(0), &bad, None, &ctx(back + 1, 1)).unwrap_err();
+    assert!(r.to_string().contains("max_block_txs"), "{r}");
+}
+
+#[test]
+fn an_approved_change_that_no_longer_applies_is_rejected_with_the_reason() {
+    let mut config = consortium(4, AdmissionMode::Vote);
+    let (mut first, mut second) = (None, None);
+    step(&mut config, &mut first, 0, &admit("org5", 50), ctx(2, 1)).expect("proposal 1");
+    step(&mut config, &mut second, 1, &admit("org5", 60), ctx(3, 1)).expect("proposal 2");
+    for who in [1, 2] {
+        step(&mut config, &mut first, who, &vote(1, true), ctx(4, 1)).expect("vote");
+    }
+    assert_eq!(
+        first.as_ref().map(|p| p.state),
+        Some(ProposalState::Approved as i32)
+    );
+    // Five members now: 4 of 5 approvals reach 67%.
+    for who in [0, 2, 3] {
+        step(&mut config, &mut second, who, &vote(2, true), ctx(5, 1)).expect("vote");
+    }
+    let second = second.expect("proposal 2");
+    assert_eq!(second.state, ProposalState::Rejected as i32);
+    assert!(
+        second.reason.contains("already a member"),
+        "{}",
+        second.reason
+    );
+    assert_eq!(config.members.len(), 5);
+}
+
+#[test]
+fn a_genesis_without_members_cannot_change() {
+    let mut config = consortium(4, AdmissionMode::Automatic);
+    config.members.clear();
+    let r = apply(&config, &sender(0), &admit("org5", 50), None, &ctx(1, 1)).unwrap_err();
+    assert!(r.to_string().contains("names no members"), "{r}");
+}
