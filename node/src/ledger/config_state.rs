@@ -117,3 +117,145 @@ impl Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ed25519_dalek::SigningKey;
+
+    use crate::block::Proposal as Block;
+    use crate::config::StorageConfig;
+    use crate::genesis::{Admission, AdmissionMode, ChainParams, Genesis, Member, Validator};
+    use crate::governance::keys::CONFIG_KEY;
+    use crate::ledger::Ledger;
+    use crate::proto::{config_change::Change, ProposalState, UpdateParams, Vote};
+    use crate::tx::envelope::{config, decode, put, sign};
+    use crate::tx::VerifiedTx;
+
+    fn admin(i: u8) -> SigningKey {
+        SigningKey::from_bytes(&[50 + i; 32])
+    }
+
+    fn genesis() -> Genesis {
+        Genesis {
+            chain_id: "cfg".into(),
+            created_at_ms: 1,
+            params: ChainParams::default(),
+            validators: (0..4u8)
+                .map(|i| Validator {
+                    name: format!("n{i}"),
+                    public_key: hex::encode(
+                        SigningKey::from_bytes(&[i + 1; 32])
+                            .verifying_key()
+                            .to_bytes(),
+                    ),
+                    peer_address: "127.0.0.1:1".into(),
+                    member: format!("org{i}"),
+                })
+                .collect(),
+            members: (0..4u8)
+                .map(|i| Member {
+                    name: format!("org{i}"),
+                    organization: String::new(),
+                    admin_key: hex::encode(admin(i).verifying_key().to_bytes()),
+                })
+                .collect(),
+            admission: Some(Admission {
+                mode: AdmissionMode::Vote,
+                threshold_percent: 50,
+                ..Admission::default()
+            }),
+        }
+    }
+
+    fn tx(
+        key: &SigningKey,
+        nonce: u64,
+        payload: crate::proto::tx_body::Payload,
+    ) -> Arc<VerifiedTx> {
+        Arc::new(
+            decode(
+                sign(key, "cfg", nonce, 1, payload),
+                "cfg",
+                &ChainParams::default().tx_limits(),
+            )
+            .expect("valid"),
+        )
+    }
+
+    fn commit(ledger: &Ledger, txs: Vec<Arc<VerifiedTx>>) {
+        let tip = ledger.tip();
+        ledger
+            .commit(&Block {
+                height: tip.height + 1,
+                timestamp_ms: tip.timestamp_ms + 200,
+                proposer: [0; 32],
+                txs,
+            })
+            .expect("commit");
+    }
+
+    #[test]
+    fn configuration_changes_persist_are_committed_to_and_keep_their_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::open(dir.path(), genesis(), &StorageConfig::default()).expect("open");
+        assert_eq!(ledger.config().version, 0);
+        assert_eq!(ledger.config().members.len(), 4);
+        commit(&ledger, vec![tx(&admin(9), 1, put("k", "v"))]);
+        let root_before = ledger.header(1).expect("h").expect("block 1").state_root;
+
+        // Proposal 1 (org0 approves by proposing) and org1's vote in the
+        // same block: 2 of 4 = 50% >= 50%, in force from 2 + 21.
+        let update = config(Change::UpdateParams(UpdateParams {
+            block_interval_ms: Some(1_000),
+            ..Default::default()
+        }));
+        let vote = config(Change::Vote(Vote {
+            proposal_id: 1,
+            approve: true,
+        }));
+        // A stranger's change is committed with its refusal as outcome.
+        let stranger = tx(&admin(9), 2, vote.clone());
+        commit(
+            &ledger,
+            vec![
+                tx(&admin(0), 1, update),
+                tx(&admin(1), 1, vote),
+                stranger.clone(),
+            ],
+        );
+        let p = ledger.proposal(1).expect("read").expect("proposal 1");
+        assert_eq!(p.state, ProposalState::Approved as i32);
+        assert_eq!(p.effective_height, 23);
+        let refused = ledger
+            .config_outcome(&stranger.id.0)
+            .expect("read")
+            .expect("outcome recorded");
+        assert!(!refused.applied);
+        assert!(
+            refused.message.contains("not the admin key"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(ledger.params_at(22).block_interval_ms, 200);
+        assert_eq!(ledger.params_at(23).block_interval_ms, 1_000);
+        let root_after = ledger.header(2).expect("h").expect("block 2").state_root;
+        assert_ne!(
+            root_before, root_after,
+            "configuration is in the state root"
+        );
+
+        // Reopened, the ledger reads the configuration back from state.
+        drop(ledger);
+        let ledger =
+            Ledger::open(dir.path(), genesis(), &StorageConfig::default()).expect("reopen");
+        assert_eq!(ledger.config().version, 2);
+        assert_eq!(ledger.params_at(23).block_interval_ms, 1_000);
+        assert_eq!(ledger.proposals(None, 10).expect("list").len(), 1);
+        assert_eq!(ledger.config_at(1).expect("at 1").version, 0);
+        assert_eq!(ledger.config_at(2).expect("at 2").version, 2);
+        let history = ledger.history(CONFIG_KEY, None, 10).expect("history");
+        assert_eq!(history.entries.len(), 2, "one version per applied change");
+    }
+}
