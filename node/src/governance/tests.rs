@@ -349,3 +349,132 @@ fn a_genesis_without_members_cannot_change() {
     let r = apply(&config, &sender(0), &admit("org5", 50), None, &ctx(1, 1)).unwrap_err();
     assert!(r.to_string().contains("names no members"), "{r}");
 }
+
+mod properties {
+    //! Random sequences of changes from members and strangers, with block
+    //! times that let proposals expire: the configuration's invariants hold
+    //! after every step, and judging is deterministic.
+
+    use std::collections::{BTreeMap, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Admit(u8),
+        Remove(u8),
+        Interval(u32),
+        Vote(u64, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..6).prop_map(Op::Admit),
+            (0u8..10).prop_map(Op::Remove),
+            prop_oneof![Just(100u32), Just(500), Just(1_000), Just(5)].prop_map(Op::Interval),
+            (1u64..8, any::<bool>()).prop_map(|(id, a)| Op::Vote(id, a)),
+        ]
+    }
+
+    fn to_change(op: &Op) -> ConfigChange {
+        match op {
+            Op::Admit(i) => admit(&format!("new{i}"), 10 * i + 30),
+            Op::Remove(i) if *i < 4 => change(Change::Remove(RemoveMember {
+                member: format!("org{}", i + 1),
+            })),
+            Op::Remove(i) => change(Change::Remove(RemoveMember {
+                member: format!("new{}", i - 4),
+            })),
+            Op::Interval(ms) => change(Change::UpdateParams(UpdateParams {
+                block_interval_ms: Some(*ms),
+                ..Default::default()
+            })),
+            Op::Vote(id, approve) => vote(*id, *approve),
+        }
+    }
+
+    /// The signer: a founding member's admin, an admitted member's, or a
+    /// stranger's key.
+    fn signer(who: u8) -> Vec<u8> {
+        match who {
+            0..=3 => sender(who as usize),
+            4..=9 => key(10 * (who - 4) + 30).verifying_key().to_bytes().to_vec(),
+            _ => key(200).verifying_key().to_bytes().to_vec(),
+        }
+    }
+
+    fn check_invariants(config: &ConsortiumConfig, initial_nodes: usize) {
+        let admin = config
+            .admission
+            .as_ref()
+            .map(|a| a.consortium_admin.clone())
+            .unwrap_or_default();
+        assert!(
+            config.members.iter().any(|m| m.name == admin),
+            "the admin stays a member"
+        );
+        let names: HashSet<_> = config.members.iter().map(|m| &m.name).collect();
+        assert_eq!(names.len(), config.members.len(), "member names unique");
+        let keys: HashSet<_> = config.members.iter().map(|m| &m.admin_key).collect();
+        assert_eq!(keys.len(), config.members.len(), "admin keys unique");
+        let nodes: Vec<_> = config.members.iter().flat_map(|m| &m.nodes).collect();
+        let node_keys: HashSet<_> = nodes.iter().map(|n| &n.public_key).collect();
+        assert_eq!(node_keys.len(), nodes.len(), "node keys unique");
+        assert!(nodes.len() >= initial_nodes.min(super::super::apply::MIN_VALIDATORS));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn invariants_hold_under_random_changes(
+            vote_mode in any::<bool>(),
+            steps in proptest::collection::vec((0u8..11, op(), 0u64..4_000), 1..60),
+        ) {
+            let mode = if vote_mode { AdmissionMode::Vote } else { AdmissionMode::Automatic };
+            let mut config = consortium(4, mode);
+            let mut proposals: BTreeMap<u64, Proposal> = BTreeMap::new();
+            let mut block_ms = 1_000u64;
+            for (height, (who, op, dt)) in steps.iter().enumerate() {
+                let height = height as u64 + 1;
+                block_ms += dt;
+                let at = Context { height, block_ms, tx_id: [height as u8; 32] };
+                let c = to_change(op);
+                let target = match op {
+                    Op::Vote(id, _) => proposals.get(id).cloned(),
+                    _ => None,
+                };
+                let first = apply(&config, &signer(*who), &c, target.as_ref(), &at);
+                let again = apply(&config, &signer(*who), &c, target.as_ref(), &at);
+                prop_assert_eq!(&first, &again, "judging is deterministic");
+                let Ok(effects) = first else { continue };
+                if let Some(next) = effects.config {
+                    prop_assert!(next.version > config.version);
+                    if let Some(s) = &next.scheduled {
+                        prop_assert!(s.from_height > height || config.scheduled.is_some());
+                    }
+                    config = next;
+                }
+                if let Some(p) = effects.proposal {
+                    if let Some(before) = proposals.get(&p.id) {
+                        prop_assert_eq!(before.state, ProposalState::Open as i32,
+                            "only an open proposal changes");
+                        prop_assert!(p.ballots.len() >= before.ballots.len());
+                    }
+                    let voters: HashSet<_> = p.ballots.iter().map(|b| &b.member).collect();
+                    prop_assert_eq!(voters.len(), p.ballots.len(), "one ballot per member");
+                    if p.state == ProposalState::Expired as i32 {
+                        prop_assert!(block_ms > p.expires_ms);
+                    }
+                    if !vote_mode {
+                        prop_assert_ne!(p.state, ProposalState::Open as i32,
+                            "Automatic decides at once");
+                    }
+                    proposals.insert(p.id, p);
+                }
+                check_invariants(&config, 4);
+            }
+        }
+    }
+}
