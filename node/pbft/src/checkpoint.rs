@@ -18,10 +18,8 @@ fn as_checkpoint(sm: &SignedMessage) -> Option<&Checkpoint> {
 
 /// Validates a stable-checkpoint certificate: a quorum of distinct, validly
 /// signed, matching CHECKPOINTs. Returns the checkpoint they agree on.
-pub(crate) fn verify_checkpoint_proof(
-    vset: &ValidatorSet,
-    proof: &[SignedMessage],
-) -> Option<Checkpoint> {
+/// Observers use it to trust a checkpoint served by a single validator.
+pub fn verify_checkpoint_proof(vset: &ValidatorSet, proof: &[SignedMessage]) -> Option<Checkpoint> {
     let first = *as_checkpoint(proof.first()?)?;
     let mut signers = BTreeSet::new();
     for sm in proof {

@@ -17,6 +17,7 @@ mod timers;
 mod validators;
 mod view_change;
 
+pub use checkpoint::verify_checkpoint_proof;
 pub use error::Error;
 pub use log::Slot;
 pub use message::{

@@ -412,6 +412,7 @@ impl LedgerApi for LedgerService {
             state_transfer_target: c.state_transfer_target.unwrap_or_default(),
             peers,
             corruption: s.corruption().unwrap_or_default(),
+            observer: s.consensus.is_observer(),
         }))
     }
 }

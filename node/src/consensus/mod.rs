@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod executor;
+pub mod observer;
 pub mod payload_table;
 pub mod persist;
 pub mod replica_task;

@@ -152,6 +152,7 @@ pub async fn start(
         })
         .collect();
     let shared = &state.consensus;
+    shared.set_stable(replica.persistent().stable.clone());
     shared.me.store(me, Ordering::Relaxed);
     let _ = shared.validator_keys.set(validator_keys);
     let _ = shared.peers.set(peers.clone());
@@ -588,6 +589,9 @@ impl ConsensusTask {
                 } => {
                     tracing::debug!(seq, "checkpoint stable");
                     self.state.metrics.checkpoints_stable.inc();
+                    self.state
+                        .consensus
+                        .set_stable(self.replica.persistent().stable.clone());
                     self.check_against_checkpoint(seq, state_root, block_hash);
                 }
                 Action::ProposalRejected { payload, reason } => {

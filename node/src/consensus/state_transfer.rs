@@ -89,7 +89,7 @@ pub async fn run(
     }
 }
 
-async fn fetch_from(
+pub(crate) async fn fetch_from(
     state: &Arc<NodeState>,
     peer: ReplicaIndex,
     target_seq: Seq,

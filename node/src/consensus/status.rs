@@ -3,6 +3,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
+use kubeledger_pbft::StableCheckpoint;
+
 use crate::proto::SignedTransaction;
 
 use super::transport::PeerLinks;
@@ -43,6 +45,11 @@ pub struct ConsensusShared {
     pub(crate) links: OnceLock<Arc<PeerLinks>>,
     /// Public keys of the validators, by index.
     pub validator_keys: OnceLock<Vec<[u8; 32]>>,
+    /// The latest stable checkpoint with its certificate, served to
+    /// observers.
+    stable: RwLock<Option<StableCheckpoint>>,
+    /// This node follows the chain without voting.
+    pub observer: AtomicBool,
 }
 
 impl ConsensusShared {
@@ -61,8 +68,27 @@ impl ConsensusShared {
         }
     }
 
+    pub(crate) fn set_stable(&self, cp: StableCheckpoint) {
+        match self.stable.write() {
+            Ok(mut g) => *g = Some(cp),
+            Err(poisoned) => *poisoned.into_inner() = Some(cp),
+        }
+    }
+
+    pub fn stable(&self) -> Option<StableCheckpoint> {
+        match self.stable.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn is_observer(&self) -> bool {
+        self.observer.load(Ordering::Relaxed)
+    }
+
     pub fn is_primary(&self) -> bool {
-        self.primary.load(Ordering::Relaxed) == self.me.load(Ordering::Relaxed)
+        !self.is_observer()
+            && self.primary.load(Ordering::Relaxed) == self.me.load(Ordering::Relaxed)
     }
 
     /// Public key of the current primary, if known.

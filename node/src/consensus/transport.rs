@@ -24,7 +24,10 @@ use super::codec;
 use super::status::PeerHealth;
 use crate::proto::peer_client::PeerClient;
 use crate::proto::peer_server::Peer;
-use crate::proto::{CertifiedBlock, GetBlocksRequest, PeerAck, PeerFrame, SignedTransaction};
+use crate::proto::{
+    CertifiedBlock, CheckpointProof, GetBlocksRequest, GetCheckpointRequest, PeerAck, PeerFrame,
+    SignedTransaction,
+};
 use crate::runtime::{admission, NodeState};
 
 /// Consensus messages queued per peer before new ones are dropped.
@@ -393,6 +396,26 @@ impl Peer for PeerService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        _request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<CheckpointProof>, Status> {
+        let Some(cp) = self.state.consensus.stable() else {
+            return Ok(Response::new(CheckpointProof::default()));
+        };
+        let proof = cp
+            .proof
+            .iter()
+            .map(|m| codec::encode_message(m).map(|b| b.to_vec()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(CheckpointProof {
+            seq: cp.seq,
+            block_hash: cp.block_hash.to_vec(),
+            proof,
+        }))
     }
 }
 

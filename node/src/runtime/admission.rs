@@ -82,6 +82,15 @@ pub async fn admit(
     txs: Vec<SignedTransaction>,
     origin: Origin,
 ) -> Vec<Result<TxId, Rejection>> {
+    if state.consensus.is_observer() {
+        let refusal = Rejection::new(
+            crate::proto::RejectReason::ReadOnly,
+            "this node is an observer: it follows the chain but does not order \
+             transactions; submit to a validator",
+        );
+        state.metrics.rejected(refusal.label());
+        return txs.iter().map(|_| Err(refusal.clone())).collect();
+    }
     let span = tracing::debug_span!("admit", txs = txs.len());
     let _entered = span.enter();
     let limits = state.tx_limits();

@@ -370,8 +370,15 @@ pub async fn run(
             })?,
     };
 
-    let consensus =
-        crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?;
+    let is_validator = state.ledger.genesis().validators.iter().any(|v| {
+        keys::parse_public(&v.public_key).is_ok_and(|k| k.to_bytes() == node_key.to_bytes())
+    });
+    let consensus = if is_validator {
+        crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?
+    } else {
+        drop(peer_listener);
+        crate::consensus::observer::start(state.clone())?
+    };
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,

@@ -57,7 +57,7 @@ pub fn code_for(reason: RejectReason) -> Code {
         RejectReason::MempoolFull => Code::ResourceExhausted,
         RejectReason::ShuttingDown => Code::Unavailable,
         RejectReason::NotAuthorized => Code::PermissionDenied,
-        RejectReason::ConfigRefused => Code::FailedPrecondition,
+        RejectReason::ConfigRefused | RejectReason::ReadOnly => Code::FailedPrecondition,
     }
 }
 
@@ -79,6 +79,7 @@ pub fn label_for(reason: RejectReason) -> &'static str {
         RejectReason::ShuttingDown => "shutting_down",
         RejectReason::NotAuthorized => "not_authorized",
         RejectReason::ConfigRefused => "config_refused",
+        RejectReason::ReadOnly => "read_only",
     }
 }
 
@@ -99,7 +100,7 @@ mod tests {
 
     #[test]
     fn every_reason_round_trips_through_a_status() {
-        for value in 1..=14 {
+        for value in 1..=15 {
             let reason = RejectReason::try_from(value).expect("known reason");
             let rejection = Rejection::new(reason, format!("reason {value}"));
             let status = rejection.to_status();
