@@ -323,6 +323,7 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
             "stable_checkpoint": s.stable_checkpoint, "view_changes": s.view_changes,
             "view_change_in_progress": s.view_change_in_progress,
             "state_transfer_target": s.state_transfer_target,
+            "observer": s.observer, "corruption": s.corruption,
             "peers": s.peers.iter().map(|p| json!({"index": p.index, "name": p.name, "address": p.address,
                 "connected": p.connected, "last_seen_height": p.last_seen_height})).collect::<Vec<_>>(),
         }),
@@ -344,6 +345,13 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
                 &hex::encode(&s.primary)[..16.min(s.primary.len() * 2)],
                 s.validators
             );
+            if s.observer {
+                out.push_str(&format!(
+                    "\nobserver: follows stable checkpoints (last {}), refuses transactions",
+                    s.stable_checkpoint
+                ));
+                return out;
+            }
             out.push_str(&format!(
                 "\nreplica {}  primary {}{}  window ({}, {}]  stable checkpoint {}  view changes {}",
                 s.replica_index,
