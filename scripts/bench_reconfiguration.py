@@ -76,7 +76,7 @@ rates = []
 up = subprocess.Popen(
     [BIN, "up", "--dir", DIR, "--nodes", "4", "--same-host", "--base-port", str(PORT),
      "--block-interval", "200ms", "--admission", "vote", "--vote-threshold", "67",
-     "--no-restart"],
+     "--observers", "1", "--no-restart"],
     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 bench = None
 try:
@@ -97,8 +97,9 @@ try:
     window("before any change", 10)
 
     # A fifth member: keys, proposal by org2, approvals of org3 and org4.
+    # Its node, node-4, already runs as an observer (up --observers 1).
     kl("keygen", "--out", os.path.join(DIR, "org5-admin.key"))
-    node_pub = kl("keygen", "--out", os.path.join(DIR, "node-4.key"))["public_key"]
+    node_pub = os.path.join(DIR, "node-4", "node.key")
 
     def admit():
         p = change("member", "propose", "--member", "org5", "--organization", "Org 5",
@@ -143,6 +144,9 @@ try:
     print(f"load: {report['txs']} submitted, {report['committed']} committed, {report['failed']} refused, "
           f"{report['not_committed']} not committed; p50 {report['latency_ms']['p50']:.0f} ms, "
           f"p99 {report['latency_ms']['p99']:.0f} ms")
+    obs = kl("status", endpoint=f"http://127.0.0.1:{PORT + 40}")
+    print(f"observer node-4 (org5's node): observer={obs['observer']}, height {obs['height']} "
+          f"(validators at {status()['height']}, checkpoint interval 10)")
     tip = min(status(i)["height"] for i in range(4))
     hashes = {kl("block", str(tip), endpoint=EPS[i])["hash"] for i in range(4)}
     print(f"replicas agree at height {tip}: {len(hashes) == 1}")

@@ -46,6 +46,9 @@ pub struct LocalOptions {
     /// (`org1`, `org2`, ...) is a member with an admin key in
     /// `<dir>/<org>/admin.key`.
     pub admission: Admission,
+    /// Extra nodes outside the validator set (`node-<nodes>`, ...): they
+    /// run as observers.
+    pub observers: usize,
 }
 
 /// Where a local member's admin key lives.
@@ -89,6 +92,36 @@ fn listen(options: &LocalOptions, i: usize) -> Listen {
     }
 }
 
+fn node_config(
+    name: &str,
+    node_dir: &Path,
+    key_file: PathBuf,
+    genesis_path: &Path,
+    listen: Listen,
+) -> NodeConfig {
+    NodeConfig {
+        name: name.to_owned(),
+        data_dir: node_dir.join("data"),
+        key_file,
+        genesis_file: genesis_path.to_owned(),
+        listen,
+        mempool: MempoolConfig::default(),
+        storage: StorageConfig::default(),
+        health: Default::default(),
+    }
+}
+
+fn write_config(name: String, dir: PathBuf, config: NodeConfig) -> Result<LocalNode, LocalError> {
+    let config_path = dir.join("node.toml");
+    std::fs::write(&config_path, config.to_toml()).map_err(io_err(&config_path))?;
+    Ok(LocalNode {
+        name,
+        dir,
+        config_path,
+        config,
+    })
+}
+
 /// Creates the consortium in `dir`, or reuses what is there: keys and
 /// genesis are never regenerated, so restarting `up` resumes the chain.
 pub fn prepare(
@@ -97,15 +130,20 @@ pub fn prepare(
 ) -> Result<(Genesis, Vec<LocalNode>), LocalError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let genesis_path = dir.join("genesis.json");
-    let mut nodes = Vec::with_capacity(options.nodes);
+    let mut nodes = Vec::with_capacity(options.nodes + options.observers);
     let mut validators = Vec::with_capacity(options.nodes);
     let mut members = Vec::with_capacity(options.nodes);
-    for i in 0..options.nodes {
+    for i in 0..options.nodes + options.observers {
         let name = format!("node-{i}");
         let node_dir = dir.join(&name);
         let key_file = node_dir.join("node.key");
         let (key, _) = keys::load_or_generate(&key_file)?;
         let listen = listen(options, i);
+        if i >= options.nodes {
+            let config = node_config(&name, &node_dir, key_file, &genesis_path, listen);
+            nodes.push(write_config(name, node_dir, config)?);
+            continue;
+        }
         let member = format!("org{}", i + 1);
         let (admin, _) = keys::load_or_generate(&admin_key_path(dir, &member))?;
         members.push(Member {
@@ -119,24 +157,8 @@ pub fn prepare(
             peer_address: listen.peer.to_string(),
             member,
         });
-        let config = NodeConfig {
-            name: name.clone(),
-            data_dir: node_dir.join("data"),
-            key_file,
-            genesis_file: genesis_path.clone(),
-            listen,
-            mempool: MempoolConfig::default(),
-            storage: StorageConfig::default(),
-            health: Default::default(),
-        };
-        let config_path = node_dir.join("node.toml");
-        std::fs::write(&config_path, config.to_toml()).map_err(io_err(&config_path))?;
-        nodes.push(LocalNode {
-            name,
-            dir: node_dir,
-            config_path,
-            config,
-        });
+        let config = node_config(&name, &node_dir, key_file, &genesis_path, listen);
+        nodes.push(write_config(name, node_dir, config)?);
     }
     let genesis = if genesis_path.exists() {
         let existing = Genesis::load(&genesis_path)?;
@@ -178,9 +200,12 @@ mod tests {
             base_port: 17050,
             distinct_hosts: true,
             admission: Admission::default(),
+            observers: 1,
         };
         let (g1, nodes) = prepare(dir.path(), &options).expect("first");
-        assert_eq!(nodes.len(), 4);
+        assert_eq!(nodes.len(), 5, "4 validators and an observer");
+        assert_eq!(g1.validators.len(), 4);
+        assert!(!g1.validators.iter().any(|v| v.name == "node-4"));
         assert_eq!(nodes[3].config.listen.grpc.to_string(), "127.0.0.4:17050");
         let (g2, _) = prepare(dir.path(), &options).expect("second");
         assert_eq!(g1, g2);

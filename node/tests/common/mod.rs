@@ -35,6 +35,7 @@ pub fn single_node(dir: &Path, params: ChainParams) -> NodeConfig {
         base_port: 1,
         distinct_hosts: false,
         admission: Default::default(),
+        observers: 0,
     };
     let (_, nodes) = local::prepare(dir, &options).expect("prepare consortium");
     let mut config = nodes[0].config.clone();
@@ -173,6 +174,7 @@ pub fn consortium_with(
             base_port: base,
             distinct_hosts: false,
             admission: admission.clone(),
+            observers: 0,
         };
         let (_, nodes) = local::prepare(dir, &options).expect("prepare consortium");
         return nodes;

@@ -62,6 +62,11 @@ pub struct UpArgs {
     /// threshold, instead of at least the threshold.
     #[arg(long)]
     pub vote_greater_than: bool,
+    /// Extra nodes that are not validators: they follow the chain as
+    /// observers (node-<nodes>, ...), e.g. the nodes of a member about to
+    /// be admitted.
+    #[arg(long, default_value_t = 0)]
+    pub observers: usize,
     /// Under `vote`: how long a proposal stays open, e.g. 10m or 24h.
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     pub vote_expiry: Duration,
@@ -138,6 +143,7 @@ pub async fn run(args: UpArgs, output: Output) -> Result<()> {
             expiry_ms: u64::try_from(args.vote_expiry.as_millis()).unwrap_or(u64::MAX),
             consortium_admin: String::new(),
         },
+        observers: args.observers,
     };
     let dir = std::path::absolute(&args.dir).unwrap_or(args.dir.clone());
     let (genesis, nodes) = local::prepare(&dir, &options)?;
@@ -147,7 +153,7 @@ pub async fn run(args: UpArgs, output: Output) -> Result<()> {
     }
     let endpoints: Vec<_> = nodes
         .iter()
-        .map(|n| json!({"name": n.name, "grpc": n.endpoint(), "metrics": format!("http://{}/metrics", n.config.listen.metrics), "log": n.dir.join("node.log")}))
+        .map(|n| json!({"name": n.name, "observer": !genesis.validators.iter().any(|v| v.name == n.name), "grpc": n.endpoint(), "metrics": format!("http://{}/metrics", n.config.listen.metrics), "log": n.dir.join("node.log")}))
         .collect();
     output.print(
         &json!({"chain_id": genesis.chain_id, "dir": dir, "nodes": endpoints, "block_interval_ms": genesis.params.block_interval_ms}),
@@ -160,8 +166,13 @@ pub async fn run(args: UpArgs, output: Output) -> Result<()> {
                 dir.display()
             );
             for n in &nodes {
+                let role = if genesis.validators.iter().any(|v| v.name == n.name) {
+                    ""
+                } else {
+                    " (observer)"
+                };
                 out.push_str(&format!(
-                    "  {}  gRPC {}  metrics http://{}/metrics  log {}\n",
+                    "  {}{role}  gRPC {}  metrics http://{}/metrics  log {}\n",
                     n.name,
                     n.endpoint(),
                     n.config.listen.metrics,
