@@ -12,6 +12,7 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use super::{consortium, member, Context, FINALIZER};
+use crate::chain::RecordingChain;
 use crate::crd::{Consortium, ConsortiumStatus, Member, MemberStatus};
 use crate::fixtures;
 use crate::genesis::{build_genesis, genesis_hash};
@@ -134,6 +135,8 @@ fn context_at(prober: StaticProber, now: Option<u64>) -> (Arc<Context>, Handle) 
     if let Some(now) = now {
         ctx.clock = super::Clock::manual(now);
     }
+    // No test talks to a real node.
+    ctx.chain = Arc::new(RecordingChain::default());
     (Arc::new(ctx), handle)
 }
 
