@@ -258,6 +258,7 @@ struct RecordingState {
     proposals: Vec<Proposal>,
     submitted: Vec<Submitted>,
     unreachable: bool,
+    refusal: Option<String>,
 }
 
 impl RecordingChain {
@@ -288,9 +289,19 @@ impl RecordingChain {
         self.lock().proposals.clone()
     }
 
+    /// Changes the configuration `GetConfig` answers.
+    pub fn update_config(&self, f: impl FnOnce(&mut GetConfigResponse)) {
+        f(&mut self.lock().config);
+    }
+
     /// Replaces the stored proposals.
     pub fn set_proposals(&self, proposals: Vec<Proposal>) {
         self.lock().proposals = proposals;
+    }
+
+    /// Makes every later submission come back not applied, with `message`.
+    pub fn refuse_with(&self, message: Option<String>) {
+        self.lock().refusal = message;
     }
 
     /// Makes every call fail as if no node answered.
@@ -380,6 +391,13 @@ impl ChainAdmin for RecordingChain {
                 signer: hex::encode(sender),
                 change: change.clone(),
             });
+            if let Some(message) = s.refusal.clone() {
+                return Ok(ConfigOutcome {
+                    applied: false,
+                    proposal_id: 0,
+                    message,
+                });
+            }
             let config = s.config.config.clone().unwrap_or_default();
             let Some(member) = member_of(&config, &sender) else {
                 return Ok(ConfigOutcome {

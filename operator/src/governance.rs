@@ -3,11 +3,13 @@
 //! `ListProposals`): which parameter change to propose, which votes to cast,
 //! which admission to propose, and how proposals are shown in status.
 
-use crate::crd::{ChainConfigStatus, ConsortiumSpec, ProposalStatus, ScheduledParamsStatus};
+use crate::crd::{
+    ChainConfigStatus, ConsortiumSpec, ProposalStatus, ScheduledParamsStatus, VoteStatus,
+};
 use crate::genesis::chain_params;
 use crate::proto::{
-    config_change::Change, ChainParameters, GetConfigResponse, Proposal, ProposalState,
-    UpdateParams, VoteComparator,
+    config_change::Change, AdmitMember, ChainParameters, GetConfigResponse, NodeInfo, Proposal,
+    ProposalState, UpdateParams, Vote, VoteComparator,
 };
 use crate::Result;
 
@@ -220,7 +222,129 @@ pub fn chain_config_status(
         pending_proposal: open_params_proposal(proposals).map(|(p, _)| proposal_status(p)),
         members: config.members.iter().map(|m| m.name.clone()).collect(),
         message,
+        refused_params: None,
     }
+}
+
+/// What to do about one vote a Member's spec asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VotePlan {
+    /// Cast it.
+    Cast(Vote),
+    /// Not cast: the status entry saying why (or that it is already cast).
+    Done(VoteStatus),
+}
+
+/// The votes `member` should cast: its approvals, then its rejections, each
+/// checked against the proposals on chain (unknown, decided, expired or
+/// already voted on: not cast).
+pub fn plan_votes(
+    member: &str,
+    is_chain_member: bool,
+    approvals: &[u64],
+    rejections: &[u64],
+    proposals: &[Proposal],
+) -> Vec<VotePlan> {
+    let wanted = approvals
+        .iter()
+        .map(|id| (*id, true))
+        .chain(rejections.iter().map(|id| (*id, false)));
+    wanted
+        .map(|(id, approve)| {
+            let done = |state: &str, message: String| {
+                VotePlan::Done(VoteStatus {
+                    proposal_id: id,
+                    approve,
+                    state: state.into(),
+                    message: (!message.is_empty()).then_some(message),
+                })
+            };
+            let Some(p) = proposals.iter().find(|p| p.id == id) else {
+                return done(VOTE_UNKNOWN, format!("the chain has no proposal {id}"));
+            };
+            if let Some(b) = p.ballots.iter().find(|b| b.member == member) {
+                return if b.approve == approve {
+                    done(VOTE_CAST, String::new())
+                } else {
+                    done(
+                        VOTE_CONFLICT,
+                        format!(
+                            "{member} already voted {} proposal {id}; votes are final",
+                            if b.approve { "for" } else { "against" }
+                        ),
+                    )
+                };
+            }
+            if p.state != ProposalState::Open as i32 {
+                let state = state_name(p.state);
+                return done(
+                    VOTE_SKIPPED,
+                    format!("proposal {id} is {state}; the vote is not cast"),
+                );
+            }
+            if !is_chain_member {
+                return done(
+                    VOTE_SKIPPED,
+                    format!("{member} is not a member on chain and cannot vote"),
+                );
+            }
+            VotePlan::Cast(Vote {
+                proposal_id: id,
+                approve,
+            })
+        })
+        .collect()
+}
+
+/// Vote states in a Member's status.
+pub const VOTE_CAST: &str = "Cast";
+pub const VOTE_SKIPPED: &str = "Skipped";
+pub const VOTE_UNKNOWN: &str = "UnknownProposal";
+pub const VOTE_CONFLICT: &str = "Conflict";
+pub const VOTE_REFUSED: &str = "Refused";
+
+/// The newest proposal to admit `member`.
+pub fn admission_proposal<'a>(member: &str, proposals: &'a [Proposal]) -> Option<&'a Proposal> {
+    proposals
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.change.as_ref().and_then(|c| c.change.as_ref()),
+                Some(Change::Admit(a)) if a.member == member
+            )
+        })
+        .max_by_key(|p| p.id)
+}
+
+/// The change admitting a member with its admin key and nodes (hex keys;
+/// nodes as (name, public key, peer address)).
+pub fn admit_change(
+    member: &str,
+    organization: &str,
+    admin_key_hex: &str,
+    nodes: &[(String, String, String)],
+) -> std::result::Result<Change, String> {
+    let decode = |what: &str, hex_key: &str| {
+        hex::decode(hex_key.trim())
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or_else(|| format!("{what} is not a 32-byte hex key"))
+    };
+    Ok(Change::Admit(AdmitMember {
+        member: member.into(),
+        organization: organization.into(),
+        admin_key: decode("the admin key", admin_key_hex)?,
+        nodes: nodes
+            .iter()
+            .map(|(name, key, peer_address)| {
+                Ok(NodeInfo {
+                    name: name.clone(),
+                    public_key: decode(&format!("node {name}'s key"), key)?,
+                    peer_address: peer_address.clone(),
+                })
+            })
+            .collect::<std::result::Result<_, String>>()?,
+    }))
 }
 
 #[cfg(test)]
@@ -348,5 +472,65 @@ mod tests {
         assert_eq!(s.state, "Open");
         assert_eq!(s.comparator.as_deref(), Some("AtLeast"));
         assert_eq!(s.expires_at.as_deref(), Some("1970-01-01T00:00:01Z"));
+    }
+
+    #[test]
+    fn votes_are_cast_once_and_only_on_open_proposals() {
+        let open = open_update(4, UpdateParams::default());
+        let mut decided = open_update(5, UpdateParams::default());
+        decided.state = ProposalState::Approved as i32;
+        let mut expired = open_update(6, UpdateParams::default());
+        expired.state = ProposalState::Expired as i32;
+        let proposals = [open.clone(), decided, expired];
+        let plan = plan_votes("org2", true, &[4, 5], &[6, 9], &proposals);
+        assert_eq!(
+            plan[0],
+            VotePlan::Cast(Vote {
+                proposal_id: 4,
+                approve: true
+            })
+        );
+        let states: Vec<&str> = plan[1..]
+            .iter()
+            .map(|p| match p {
+                VotePlan::Done(s) => s.state.as_str(),
+                VotePlan::Cast(_) => "cast",
+            })
+            .collect();
+        assert_eq!(states, [VOTE_SKIPPED, VOTE_SKIPPED, VOTE_UNKNOWN]);
+        // org1 proposed it: its approval is already counted.
+        let plan = plan_votes("org1", true, &[4], &[], std::slice::from_ref(&open));
+        assert!(matches!(&plan[0], VotePlan::Done(s) if s.state == VOTE_CAST));
+        let plan = plan_votes("org1", true, &[], &[4], std::slice::from_ref(&open));
+        assert!(matches!(&plan[0], VotePlan::Done(s) if s.state == VOTE_CONFLICT));
+        let plan = plan_votes("org9", false, &[4], &[], &[open]);
+        assert!(matches!(&plan[0], VotePlan::Done(s) if s.state == VOTE_SKIPPED));
+    }
+
+    #[test]
+    fn admission_proposals_are_found_by_member_name() {
+        let key = "11".repeat(32);
+        let change = admit_change(
+            "org3",
+            "Org Three",
+            &key,
+            &[("org3-0".into(), key.clone(), "org3-0.x:7051".into())],
+        )
+        .expect("change");
+        let p = Proposal {
+            id: 3,
+            change: Some(ConfigChange {
+                change: Some(change),
+            }),
+            ..Default::default()
+        };
+        let other = open_update(4, UpdateParams::default());
+        let proposals = [p, other];
+        assert_eq!(
+            admission_proposal("org3", &proposals).map(|p| p.id),
+            Some(3)
+        );
+        assert!(admission_proposal("org4", &proposals).is_none());
+        assert!(admit_change("org3", "", "zz", &[]).is_err());
     }
 }

@@ -6,6 +6,8 @@
 pub mod consortium;
 pub mod healing;
 pub mod member;
+pub mod membership;
+pub mod params;
 
 use std::fmt::Debug;
 use std::sync::Arc;

@@ -423,6 +423,10 @@ pub struct ChainConfigStatus {
     /// answered the last proposal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Parameters the chain refused to take; not proposed again until the
+    /// spec asks for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_params: Option<String>,
 }
 
 /// Parameters decided on chain, in force from `fromHeight`.
