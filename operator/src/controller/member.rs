@@ -492,12 +492,27 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let client = &ctx.client;
+    // A Member that joined after genesis (it has an admission proposal).
+    let joined = member
+        .status
+        .as_ref()
+        .is_some_and(|s| s.admission.is_some());
+    let consortium = if member.spec.storage.is_none() || joined {
+        Api::<Consortium>::all(client.clone())
+            .get_opt(&member.spec.consortium)
+            .await?
+    } else {
+        None
+    };
+    // It leaves the chain's configuration too: its removal is proposed first.
+    if let (true, Some(c)) = (joined, &consortium) {
+        membership::propose_removal(ctx, member, c).await?;
+    }
     // The Member's storage, or else the Consortium's node defaults (if it still exists).
     let delete_volumes = match &member.spec.storage {
         Some(storage) => storage.delete_on_teardown,
-        None => Api::<Consortium>::all(client.clone())
-            .get_opt(&member.spec.consortium)
-            .await?
+        None => consortium
+            .as_ref()
             .is_some_and(|c| c.spec.node_defaults.storage.delete_on_teardown),
     };
     ctx.event(

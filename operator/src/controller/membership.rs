@@ -16,7 +16,9 @@ use crate::chain::{host_of, signing_key, ChainError};
 use crate::crd::{Consortium, Member, MemberStatus, ProposalStatus, VoteStatus};
 use crate::governance::{self, VotePlan, VOTE_REFUSED};
 use crate::keys::{KeyMaterial, ADMIN_KEY};
-use crate::proto::{config_change::Change, GetConfigResponse, Proposal, ProposalState};
+use crate::proto::{
+    config_change::Change, GetConfigResponse, Proposal, ProposalState, RemoveMember,
+};
 use crate::{Error, Result};
 
 /// The chain's configuration and proposals, read through one validator.
@@ -331,4 +333,71 @@ pub async fn admit(
         }
         Proposed::NotPossible(msg) => Ok(not_proposed(msg)),
     }
+}
+
+/// The open proposal to remove `member`.
+fn open_removal<'a>(member: &str, proposals: &'a [Proposal]) -> Option<&'a Proposal> {
+    proposals.iter().find(|p| {
+        p.state == ProposalState::Open as i32
+            && matches!(
+                p.change.as_ref().and_then(|c| c.change.as_ref()),
+                Some(Change::Remove(r)) if r.member == member
+            )
+    })
+}
+
+/// Before a Member that joined after genesis is torn down: proposes its
+/// removal from the chain's configuration, signed by the consortium admin
+/// (once: an open removal proposal is left to the vote). Best effort: a
+/// chain that does not answer does not hold up the teardown; a Warning Event
+/// says the removal was not proposed.
+#[instrument(skip_all)]
+pub async fn propose_removal(
+    ctx: &Context,
+    member: &Member,
+    consortium: &Consortium,
+) -> Result<()> {
+    let name = member.name_any();
+    let Some(view) = read_chain(ctx, consortium).await else {
+        ctx.event(
+            member,
+            EventType::Warning,
+            "RemovalNotProposed",
+            "ProposeRemoval",
+            format!("No validator answers: the removal of {name} from the chain's configuration was not proposed"),
+        )
+        .await;
+        return Ok(());
+    };
+    if !view.is_member(&name) {
+        return Ok(());
+    }
+    if let Some(p) = open_removal(&name, &view.proposals) {
+        info!(proposal = p.id, "removal already proposed");
+        return Ok(());
+    }
+    let change = Change::Remove(RemoveMember {
+        member: name.clone(),
+    });
+    let (type_, reason, note) =
+        match propose(ctx, consortium, &view.host, &view.config, change).await {
+            Ok(Proposed::Applied(msg)) => (
+                EventType::Normal,
+                "RemovalProposed",
+                format!("Proposed the removal of {name}: {msg}"),
+            ),
+            Ok(Proposed::Refused(msg)) | Ok(Proposed::NotPossible(msg)) => (
+                EventType::Warning,
+                "RemovalNotProposed",
+                format!("The removal of {name} was not proposed: {msg}"),
+            ),
+            Err(e) => (
+                EventType::Warning,
+                "RemovalNotProposed",
+                format!("The removal of {name} was not proposed: {e}"),
+            ),
+        };
+    ctx.event(member, type_, reason, "ProposeRemoval", note)
+        .await;
+    Ok(())
 }

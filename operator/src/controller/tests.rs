@@ -2005,3 +2005,65 @@ async fn a_member_joining_a_running_consortium_is_proposed_once_and_not_started(
     run_member_in(ctx, handle, m2, calls).await;
     assert_eq!(chain.submitted().len(), 1);
 }
+
+#[tokio::test]
+async fn deleting_a_member_that_joined_proposes_its_removal_first() {
+    let c = consortium_on_chain();
+    let chain = Arc::new(genesis_chain(42));
+    chain.update_config(|r| {
+        if let Some(cfg) = r.config.as_mut() {
+            cfg.members.push(crate::proto::MemberInfo {
+                name: "org3".into(),
+                ..Default::default()
+            });
+        }
+    });
+    let mut m = with_finalizer(fixtures::member_named("org3", 1));
+    m.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    m.status = Some(MemberStatus {
+        admission: Some(crate::crd::ProposalStatus {
+            id: 1,
+            state: "Approved".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let ns = "/api/v1/namespaces/org3";
+    let mut calls = vec![
+        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
+            .respond(serde_json::to_value(&c).expect("json")),
+        Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org1")),
+        event_call("org3", "RemovalProposed"),
+        event_call("org3", "TearingDown"),
+    ];
+    for path in [
+        "/apis/apps/v1/namespaces/org3/statefulsets/org3?".to_string(),
+        "/apis/policy/v1/namespaces/org3/poddisruptionbudgets/org3?".to_string(),
+        format!("{ns}/services/org3-client?"),
+        format!("{ns}/services/org3-nodes?"),
+        format!("{ns}/configmaps/org3-config?"),
+        format!("{ns}/serviceaccounts/org3-node?"),
+    ] {
+        calls.push(Call::new("DELETE", path).respond(success()));
+    }
+    calls.push(
+        Call::new(
+            "PATCH",
+            "/apis/kubeledger.io/v1alpha1/namespaces/org3/members/org3?",
+        )
+        .respond(member_json(&m)),
+    );
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    run_member_in(ctx, handle, m, calls).await;
+    let submitted = chain.submitted();
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(submitted[0].signer, fixtures::admin_public_key("org1"));
+    assert_eq!(
+        submitted[0].change,
+        crate::proto::config_change::Change::Remove(crate::proto::RemoveMember {
+            member: "org3".into()
+        })
+    );
+}
