@@ -223,3 +223,46 @@ pub async fn propose(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ValidatorStatus;
+    use crate::probe::NodeReport;
+
+    #[test]
+    fn refusals_are_told_apart_from_unreachable_nodes() {
+        let rpc = |status| ChainError::Rpc {
+            host: "h".into(),
+            status,
+        };
+        assert!(is_refusal(&rpc(tonic::Status::failed_precondition(
+            "configuration refused"
+        ))));
+        assert!(is_refusal(&rpc(tonic::Status::permission_denied(
+            "not authorized"
+        ))));
+        assert!(!is_refusal(&rpc(tonic::Status::unavailable("overloaded"))));
+        assert!(!is_refusal(&ChainError::Unreachable {
+            host: "h".into(),
+            reason: "dns".into()
+        }));
+    }
+
+    #[test]
+    fn the_first_answering_validator_is_asked() {
+        let obs = |name: &str, answered: bool| Observation {
+            status: ValidatorStatus {
+                name: name.into(),
+                peer_address: format!("{name}.org1-nodes.org1.svc.cluster.local:7051"),
+                ..Default::default()
+            },
+            report: answered.then(NodeReport::default),
+        };
+        assert_eq!(
+            reachable_host(&[obs("org1-0", false), obs("org1-1", true)]).as_deref(),
+            Some("org1-1.org1-nodes.org1.svc.cluster.local")
+        );
+        assert_eq!(reachable_host(&[obs("org1-0", false)]), None);
+    }
+}

@@ -2067,3 +2067,41 @@ async fn deleting_a_member_that_joined_proposes_its_removal_first() {
         })
     );
 }
+
+#[tokio::test]
+async fn running_does_not_wait_for_members_that_joined_after_genesis() {
+    let c = consortium_with_genesis();
+    let mut members = active_members();
+    let mut joiner = fixtures::member_named("org3", 1);
+    joiner.status = Some(MemberStatus {
+        phase: Some("Admitted".into()),
+        ..Default::default()
+    });
+    members.push(joiner);
+    let (ctx, handle) = context_with_chain(all_nodes_answer(5), Arc::new(genesis_chain(5)));
+    let mut calls = vec![
+        members_list(&members),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+        // org3 mounts the genesis too.
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org3/configmaps/escrow-genesis"),
+        ),
+    ];
+    calls.extend(all_pods_ready());
+    calls.extend([
+        event_call("default", "Running"),
+        escrow_status_patch(&c, |b| {
+            assert_eq!(b["status"]["phase"], "Running");
+            assert_eq!(b["status"]["membersSummary"], "2/3");
+        }),
+    ]);
+    run_consortium_in(ctx, handle, c, calls).await;
+}
