@@ -26,6 +26,9 @@ pub enum Error {
 
     #[error("object has no {0}")]
     MissingField(&'static str),
+
+    #[error("chain: {0}")]
+    Chain(#[from] crate::chain::ChainError),
 }
 
 impl Error {
@@ -42,6 +45,7 @@ impl Error {
             Error::InvalidSpec(_) | Error::Duration(_) => "invalid_spec",
             Error::InvalidKey { .. } => "invalid_key",
             Error::MissingField(_) => "missing_field",
+            Error::Chain(_) => "chain",
         }
         .to_string()
     }

@@ -81,6 +81,20 @@ pub fn keys() -> KeyMaterial {
     }
 }
 
+/// Test-only admin seed of member `name` (org1's is [`keys`]' admin).
+pub fn admin_seed(name: &str) -> String {
+    match name {
+        "org1" => "03".repeat(32),
+        "org2" => "07".repeat(32),
+        _ => "09".repeat(32),
+    }
+}
+
+/// Public key (hex) of [`admin_seed`].
+pub fn admin_public_key(name: &str) -> String {
+    public_key_hex(&admin_seed(name)).expect("key")
+}
+
 /// org1 (2 nodes) and org2 (1 node), both with published keys.
 pub fn members_with_keys() -> Vec<Member> {
     members_with_keys_sized(1)
@@ -99,6 +113,7 @@ pub fn members_with_keys_sized(org2_nodes: i32) -> Vec<Member> {
                         .expect("key"),
                 })
                 .collect(),
+            admin_public_key: Some(admin_public_key(name)),
             ..Default::default()
         });
         out.push(m);

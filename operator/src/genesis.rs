@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::build::names;
-use crate::crd::{parse_duration, Consortium, ConsortiumSpec, EffectiveConfig, Member};
+use crate::crd::{
+    parse_duration, AdmissionMode, AdmissionPolicy, Consortium, ConsortiumSpec, EffectiveConfig,
+    Member, VoteComparator,
+};
 use crate::{Error, Result};
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -17,6 +20,12 @@ pub struct Genesis {
     pub created_at_ms: u64,
     pub params: GenesisParams,
     pub validators: Vec<GenesisValidator>,
+    /// The founding members and their admin keys (the node's `members`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<GenesisMember>,
+    /// How configuration proposals are decided (the node's `admission`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<GenesisAdmission>,
 }
 
 /// Chain parameters, field for field the node's `ChainParams` (same names,
@@ -39,6 +48,73 @@ pub struct GenesisValidator {
     pub public_key: String,
     pub peer_address: String,
     pub member: String,
+}
+
+/// A founding member, field for field the node's genesis `Member`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GenesisMember {
+    pub name: String,
+    pub organization: String,
+    /// Hex ed25519 public key of the member's admin key.
+    pub admin_key: String,
+}
+
+/// The admission policy, field for field the node's genesis `Admission`
+/// (the enums serialize as the node's variant names).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct GenesisAdmission {
+    pub mode: AdmissionMode,
+    pub threshold_percent: u32,
+    pub comparator: VoteComparator,
+    pub expiry_ms: u64,
+    /// The member whose admin key is the consortium admin.
+    pub consortium_admin: String,
+}
+
+/// Threshold, comparator and expiry the node uses when no vote is configured.
+const DEFAULT_THRESHOLD_PERCENT: u32 = 67;
+const DEFAULT_EXPIRY_MS: u64 = 24 * 3600 * 1000;
+
+/// The genesis admission policy of a Consortium whose consortium admin is
+/// `admin` (the first founder).
+pub fn admission(policy: &AdmissionPolicy, admin: &str) -> Result<GenesisAdmission> {
+    let (threshold_percent, comparator, expiry_ms) = match &policy.vote {
+        Some(v) => {
+            let expiry = parse_duration(&v.expiry)?;
+            let expiry_ms = u64::try_from(expiry.as_millis())
+                .ok()
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    Error::InvalidSpec(format!(
+                        "admission.vote.expiry {:?} must be a positive duration",
+                        v.expiry
+                    ))
+                })?;
+            (u32::from(v.threshold_percent), v.comparator, expiry_ms)
+        }
+        None => (
+            DEFAULT_THRESHOLD_PERCENT,
+            VoteComparator::AtLeast,
+            DEFAULT_EXPIRY_MS,
+        ),
+    };
+    if !(1..=100).contains(&threshold_percent) {
+        return Err(Error::InvalidSpec(
+            "admission.vote.thresholdPercent must be between 1 and 100".into(),
+        ));
+    }
+    if policy.mode == AdmissionMode::Vote && policy.vote.is_none() {
+        return Err(Error::InvalidSpec(
+            "admission mode Vote requires the vote settings".into(),
+        ));
+    }
+    Ok(GenesisAdmission {
+        mode: policy.mode,
+        threshold_percent,
+        comparator,
+        expiry_ms,
+        consortium_admin: admin.to_string(),
+    })
 }
 
 impl Genesis {
@@ -118,6 +194,7 @@ pub fn chain_params(spec: &ConsortiumSpec) -> Result<GenesisParams> {
 pub enum NotReady {
     MissingFounder(String),
     MissingKeys(String),
+    MissingAdminKey(String),
 }
 
 impl std::fmt::Display for NotReady {
@@ -127,13 +204,17 @@ impl std::fmt::Display for NotReady {
             NotReady::MissingKeys(m) => {
                 write!(f, "founding member {m} has not published its node keys yet")
             }
+            NotReady::MissingAdminKey(m) => {
+                write!(f, "founding member {m} has not published its admin key yet")
+            }
         }
     }
 }
 
 /// Builds genesis from the founders (in `spec.founders` order; `members` may hold
 /// more Members than the founders). Each founder must have published one public
-/// key per node in its status.
+/// key per node and its admin public key in its status. The first founder is
+/// the consortium admin.
 pub fn build_genesis(
     consortium: &Consortium,
     members: &[Member],
@@ -141,9 +222,22 @@ pub fn build_genesis(
     cluster_domain: &str,
 ) -> Result<std::result::Result<Genesis, NotReady>> {
     let params = chain_params(&consortium.spec)?;
+    let first = consortium
+        .spec
+        .founders
+        .first()
+        .ok_or_else(|| Error::InvalidSpec("at least one founding member is required".into()))?;
+    let admission = admission(&consortium.spec.admission, &first.name)?;
     let mut validators = Vec::new();
+    let mut genesis_members = Vec::new();
     for founder in &consortium.spec.founders {
         let id = format!("{}/{}", founder.namespace, founder.name);
+        if founder.name.len() > 63 {
+            return Err(Error::InvalidSpec(format!(
+                "founding member name {} is longer than the 63 characters a chain member name may have",
+                founder.name
+            )));
+        }
         let Some(member) = members.iter().find(|m| {
             m.metadata.name.as_deref() == Some(founder.name.as_str())
                 && m.metadata.namespace.as_deref() == Some(founder.namespace.as_str())
@@ -176,12 +270,35 @@ pub fn build_genesis(
                 member: founder.name.clone(),
             });
         }
+        let Some(admin_key) = member
+            .status
+            .as_ref()
+            .and_then(|s| s.admin_public_key.clone())
+        else {
+            return Ok(Err(NotReady::MissingAdminKey(id)));
+        };
+        if genesis_members
+            .iter()
+            .any(|g: &GenesisMember| g.name == founder.name)
+        {
+            return Err(Error::InvalidSpec(format!(
+                "founding member name {} is used twice; Member names must be unique across namespaces",
+                founder.name
+            )));
+        }
+        genesis_members.push(GenesisMember {
+            name: founder.name.clone(),
+            organization: member.spec.organization.clone(),
+            admin_key,
+        });
     }
     Ok(Ok(Genesis {
         chain_id: consortium.spec.chain_id.clone(),
         created_at_ms,
         params,
         validators,
+        members: genesis_members,
+        admission: Some(admission),
     }))
 }
 
@@ -208,6 +325,73 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&g.to_json().expect("json")).expect("parse");
         assert_eq!(json["params"]["view_change_timeout_ms"], 2000);
+        // The node's `members` and `admission`, in its field order.
+        assert_eq!(
+            json["members"][0],
+            serde_json::json!({
+                "name": "org1",
+                "organization": "Org One",
+                "admin_key": fixtures::admin_public_key("org1"),
+            })
+        );
+        assert_eq!(json["members"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            json["admission"],
+            serde_json::json!({
+                "mode": "Automatic",
+                "threshold_percent": 67,
+                "comparator": "AtLeast",
+                "expiry_ms": 86_400_000u64,
+                "consortium_admin": "org1",
+            })
+        );
+    }
+
+    #[test]
+    fn admission_follows_the_vote_policy() {
+        let mut c = fixtures::consortium();
+        c.spec.admission = AdmissionPolicy {
+            mode: AdmissionMode::Vote,
+            vote: Some(crate::crd::VotePolicy {
+                threshold_percent: 50,
+                comparator: VoteComparator::GreaterThan,
+                expiry: "1h".into(),
+            }),
+        };
+        let g = build_genesis(&c, &fixtures::members_with_keys(), 0, "cluster.local")
+            .expect("valid")
+            .expect("ready");
+        assert_eq!(
+            g.admission,
+            Some(GenesisAdmission {
+                mode: AdmissionMode::Vote,
+                threshold_percent: 50,
+                comparator: VoteComparator::GreaterThan,
+                expiry_ms: 3_600_000,
+                consortium_admin: "org1".into(),
+            })
+        );
+        c.spec.admission.vote = None;
+        assert!(build_genesis(&c, &fixtures::members_with_keys(), 0, "cluster.local").is_err());
+    }
+
+    #[test]
+    fn genesis_waits_for_admin_keys() {
+        let c = fixtures::consortium();
+        let mut members = fixtures::members_with_keys();
+        if let Some(s) = members[1].status.as_mut() {
+            s.admin_public_key = None;
+        }
+        let r = build_genesis(&c, &members, 0, "cluster.local").expect("valid");
+        assert_eq!(r, Err(NotReady::MissingAdminKey("org2/org2".into())));
+    }
+
+    #[test]
+    fn genesis_without_members_keeps_the_old_format() {
+        let text = r#"{"chain_id":"x","created_at_ms":1,"params":{"block_interval_ms":200,"max_block_txs":1,"max_block_bytes":1024,"max_tx_bytes":256,"max_key_bytes":1,"max_value_bytes":1,"checkpoint_interval":1,"view_change_timeout_ms":2000},"validators":[]}"#;
+        let g: Genesis = serde_json::from_str(text).expect("old genesis parses");
+        assert!(g.members.is_empty() && g.admission.is_none());
+        assert_eq!(serde_json::to_string(&g).expect("json"), text);
     }
 
     #[test]

@@ -20,10 +20,12 @@
 //! budget (pure functions, explicit time); `controller::healing` performs them.
 
 pub mod build;
+pub mod chain;
 pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod genesis;
+pub mod governance;
 pub mod health;
 pub mod keys;
 pub mod leader;

@@ -74,6 +74,7 @@ pub fn render_objects(
                     })
                 })
                 .collect(),
+            admin_public_key: Some(keys.admin_public_key()?),
             ..Default::default()
         });
         all_keys.push(keys);

@@ -208,6 +208,15 @@ fn cel_member_rules() {
         check_member(&member(moved), Some(&old)).is_err(),
         "a Member moved to another consortium"
     );
+    let mut votes = spec.clone();
+    votes["approvals"] = json!([1, 2]);
+    votes["rejections"] = json!([3]);
+    check_member(&member(votes.clone()), None).expect("distinct approvals and rejections");
+    votes["rejections"] = json!([3, 2]);
+    assert!(
+        check_member(&member(votes), None).is_err(),
+        "a proposal both approved and rejected"
+    );
     // Ranges (replicas 1..=16, block limits) are plain schema bounds, which
     // kube-cel does not evaluate: tests/operator/test_crd_schema.py checks them.
 }

@@ -5,6 +5,8 @@
 //! - `genesis.json`: the genesis of that consortium, built from fixed test seeds;
 //! - `bank-0.key`: the (test-only!) key file of `bank-0`, a hex ed25519 seed.
 //!
+//! The founders' admin keys come from [`admin_seed`].
+//!
 //! Regenerate after an intended format change:
 //! `UPDATE_CONTRACT=1 cargo test -p kubeledger-operator --test node_contract`
 
@@ -31,13 +33,19 @@ fn seed(index: usize) -> String {
     format!("{:02x}", index + 1).repeat(32)
 }
 
-/// The example consortium's genesis, with node keys from [`seed`].
+/// Test-only admin seed of the `index`-th member of the example: 32 bytes of `0x81 + index`.
+fn admin_seed(index: usize) -> String {
+    format!("{:02x}", 0x81 + index).repeat(32)
+}
+
+/// The example consortium's genesis, with node keys from [`seed`] and admin
+/// keys from [`admin_seed`].
 fn example_genesis() -> Genesis {
     let text = std::fs::read_to_string(repo_root().join("examples/consortium.yaml"))
         .expect("examples/consortium.yaml");
     let (consortia, mut members) = parse_documents(&text).expect("example parses");
     let mut index = 0;
-    for m in &mut members {
+    for (member_index, m) in members.iter_mut().enumerate() {
         let name = m.metadata.name.clone().expect("name");
         let keys = (0..m.spec.replicas)
             .map(|i| {
@@ -51,6 +59,7 @@ fn example_genesis() -> Genesis {
             .collect();
         m.status = Some(MemberStatus {
             node_public_keys: keys,
+            admin_public_key: Some(public_key_hex(&admin_seed(member_index)).expect("seed")),
             ..Default::default()
         });
     }
@@ -133,4 +142,19 @@ fn genesis_has_every_field_of_the_node_format() {
         .collect();
     fields.sort_unstable();
     assert_eq!(fields, vec!["member", "name", "peer_address", "public_key"]);
+    let m = value["members"][0].as_object().expect("member");
+    let fields: Vec<&str> = m.keys().map(String::as_str).collect();
+    assert_eq!(fields, vec!["admin_key", "name", "organization"]);
+    let a = value["admission"].as_object().expect("admission");
+    let fields: Vec<&str> = a.keys().map(String::as_str).collect();
+    assert_eq!(
+        fields,
+        vec![
+            "comparator",
+            "consortium_admin",
+            "expiry_ms",
+            "mode",
+            "threshold_percent"
+        ]
+    );
 }

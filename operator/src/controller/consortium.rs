@@ -24,8 +24,8 @@ use tracing::{info, instrument, warn};
 
 use super::member::PHASE_ACTIVE;
 use super::{
-    apply, condition, delete_if_exists, healing, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
-    WATCH_TIMEOUT_SECS,
+    apply, condition, delete_if_exists, healing, params, Context, FINALIZER, POLL_INTERVAL,
+    WAIT_INTERVAL, WATCH_TIMEOUT_SECS,
 };
 use crate::build::{config_map, names};
 use crate::crd::{Consortium, ConsortiumStatus, Member, ValidatorStatus};
@@ -200,6 +200,11 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         Some(g) => healing::monitor_and_heal(ctx, c, &old, g, &members).await?,
         None => Vec::new(),
     };
+    // 6. live parameters: the chain's configuration, and a proposal where
+    // the spec asks for other parameters
+    if genesis.is_some() {
+        base.chain_config = params::reconcile_params(ctx, c, &old, &observations).await?;
+    }
     let status = aggregate(
         c,
         &old,
@@ -342,7 +347,15 @@ fn aggregate(
         old.phase.as_deref(),
         Some(PHASE_RUNNING) | Some(PHASE_DEGRADED)
     );
-    let (phase, reason, msg) = if reachable >= quorum && members_ready == members_total {
+    // Members joining after genesis have no validators yet: the founders decide.
+    let founders_active = c.spec.founders.iter().all(|f| {
+        members.iter().any(|m| {
+            m.metadata.name.as_deref() == Some(f.name.as_str())
+                && m.metadata.namespace.as_deref() == Some(f.namespace.as_str())
+                && m.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(PHASE_ACTIVE)
+        })
+    });
+    let (phase, reason, msg) = if reachable >= quorum && founders_active {
         (
             PHASE_RUNNING,
             "QuorumReachable",

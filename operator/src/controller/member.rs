@@ -22,6 +22,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{field, info, instrument, warn, Span};
 
+use super::membership::{self, Admission};
 use super::{
     apply, condition, delete_if_exists, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
     WATCH_TIMEOUT_SECS,
@@ -155,6 +156,11 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
             .iter()
             .any(|v| v.member == name && node_names.contains(&v.name))
     });
+    let founder = consortium
+        .spec
+        .founders
+        .iter()
+        .any(|f| f.name == name && f.namespace == ns);
 
     // 3. build + 4. apply
     apply(client, &ns, &build::service_account::build(&inputs)?).await?;
@@ -183,6 +189,45 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
         None
     };
 
+    // 4b. on chain: this member's votes, and the admission of a member
+    // joining a running consortium (whose nodes are not started: the nodes
+    // cannot switch to a new validator set yet)
+    let votes_wanted = !member.spec.approvals.is_empty() || !member.spec.rejections.is_empty();
+    let joining = genesis.is_some() && !founder && !admitted;
+    let view = if genesis.is_some() && (votes_wanted || joining) {
+        membership::read_chain(ctx, &consortium).await
+    } else {
+        None
+    };
+    let votes = match (&view, votes_wanted) {
+        (_, false) => Vec::new(),
+        (Some(view), true) => {
+            membership::cast_votes(ctx, member, &consortium, &old_status, view, &keys).await?
+        }
+        (None, true) => old_status.votes.clone(),
+    };
+    let admission: Option<Admission> = match (&view, joining) {
+        (_, false) => None,
+        (Some(view), true) => Some(
+            membership::admit(
+                ctx,
+                member,
+                &consortium,
+                &old_status,
+                view,
+                &keys,
+                &node_names,
+            )
+            .await?,
+        ),
+        (None, true) => Some(Admission {
+            proposal: old_status.admission.clone(),
+            admitted: false,
+            reason: "WaitingForChain",
+            message: "no validator of the consortium answers; admission waits for the chain".into(),
+        }),
+    };
+
     // 5. status
     let nodes = if statefulset.is_some() {
         observe_nodes(ctx, member, &ns, &node_names, &consortium).await?
@@ -205,6 +250,16 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
             PHASE_PENDING,
             "WaitingForGenesis",
             "waiting for the consortium genesis".to_string(),
+        )
+    } else if let Some(a) = &admission {
+        (
+            if a.admitted {
+                PHASE_ADMITTED
+            } else {
+                PHASE_PENDING
+            },
+            a.reason,
+            a.message.clone(),
         )
     } else if !admitted {
         (
@@ -291,6 +346,8 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
         height: nodes.iter().filter_map(|n| n.height).max(),
         view: nodes.iter().filter_map(|n| n.view).max(),
         nodes,
+        admission: admission.and_then(|a| a.proposal),
+        votes,
     };
     if all_ready && old_status.phase.as_deref() != Some(PHASE_ACTIVE) {
         ctx.event(
@@ -435,12 +492,27 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let client = &ctx.client;
+    // A Member that joined after genesis (it has an admission proposal).
+    let joined = member
+        .status
+        .as_ref()
+        .is_some_and(|s| s.admission.is_some());
+    let consortium = if member.spec.storage.is_none() || joined {
+        Api::<Consortium>::all(client.clone())
+            .get_opt(&member.spec.consortium)
+            .await?
+    } else {
+        None
+    };
+    // It leaves the chain's configuration too: its removal is proposed first.
+    if let (true, Some(c)) = (joined, &consortium) {
+        membership::propose_removal(ctx, member, c).await?;
+    }
     // The Member's storage, or else the Consortium's node defaults (if it still exists).
     let delete_volumes = match &member.spec.storage {
         Some(storage) => storage.delete_on_teardown,
-        None => Api::<Consortium>::all(client.clone())
-            .get_opt(&member.spec.consortium)
-            .await?
+        None => consortium
+            .as_ref()
             .is_some_and(|c| c.spec.node_defaults.storage.delete_on_teardown),
     };
     ctx.event(

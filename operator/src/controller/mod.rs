@@ -6,6 +6,8 @@
 pub mod consortium;
 pub mod healing;
 pub mod member;
+pub mod membership;
+pub mod params;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::build::Settings;
+use crate::chain::{ChainAdmin, GrpcChain};
 use crate::health::history::History;
 use crate::metrics::Metrics;
 use crate::probe::NodeProber;
@@ -43,6 +46,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub prober: Arc<dyn NodeProber>,
+    /// Reads and changes the on-chain consortium configuration.
+    pub chain: Arc<dyn ChainAdmin>,
     pub recorder: Recorder,
     pub backoff: Backoff,
     /// Recent polls of every validator, for the health classifier.
@@ -118,6 +123,7 @@ impl Context {
             backoff: Backoff::default(),
             health: Arc::default(),
             clock: Clock::default(),
+            chain: Arc::new(GrpcChain::default()),
             client,
             settings,
             metrics,

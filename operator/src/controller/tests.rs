@@ -12,6 +12,7 @@ use kube::Client;
 use serde_json::{json, Value};
 
 use super::{consortium, member, Context, FINALIZER};
+use crate::chain::RecordingChain;
 use crate::crd::{Consortium, ConsortiumStatus, Member, MemberStatus};
 use crate::fixtures;
 use crate::genesis::{build_genesis, genesis_hash};
@@ -134,6 +135,8 @@ fn context_at(prober: StaticProber, now: Option<u64>) -> (Arc<Context>, Handle) 
     if let Some(now) = now {
         ctx.clock = super::Clock::manual(now);
     }
+    // No test talks to a real node.
+    ctx.chain = Arc::new(RecordingChain::default());
     (Arc::new(ctx), handle)
 }
 
@@ -1411,4 +1414,694 @@ async fn unparsable_healing_settings_are_refused_with_a_warning() {
     // No pod is listed, polled or deleted with settings that do not parse.
     let (action, _) = run_consortium(c, StaticProber::default(), calls).await;
     assert_eq!(action, Action::await_change());
+}
+
+// ---- on-chain configuration ------------------------------------------------------
+
+/// A context whose chain is `chain` (shared with the test, to inspect it).
+fn context_with_chain(prober: StaticProber, chain: Arc<RecordingChain>) -> (Arc<Context>, Handle) {
+    let (ctx, handle) = context(prober);
+    let mut ctx = (*ctx).clone();
+    ctx.chain = chain;
+    (Arc::new(ctx), handle)
+}
+
+/// The chain of [`consortium_with_genesis`] at `height`, as its genesis made
+/// it: org1 (consortium admin) and org2, Automatic admission.
+fn genesis_chain(height: u64) -> RecordingChain {
+    use crate::proto;
+    let c = consortium_with_genesis();
+    let text = c
+        .status
+        .as_ref()
+        .and_then(|s| s.genesis.clone())
+        .expect("genesis");
+    let g: crate::genesis::Genesis = serde_json::from_str(&text).expect("genesis");
+    let params = proto::ChainParameters {
+        block_interval_ms: g.params.block_interval_ms,
+        max_block_txs: g.params.max_block_txs,
+        max_block_bytes: g.params.max_block_bytes,
+        max_tx_bytes: g.params.max_tx_bytes,
+        max_key_bytes: g.params.max_key_bytes,
+        max_value_bytes: g.params.max_value_bytes,
+        checkpoint_interval: g.params.checkpoint_interval,
+        view_change_timeout_ms: g.params.view_change_timeout_ms,
+    };
+    let members = g
+        .members
+        .iter()
+        .map(|m| proto::MemberInfo {
+            name: m.name.clone(),
+            organization: m.organization.clone(),
+            admin_key: hex::decode(&m.admin_key).expect("hex"),
+            nodes: g
+                .validators
+                .iter()
+                .filter(|v| v.member == m.name)
+                .map(|v| proto::NodeInfo {
+                    name: v.name.clone(),
+                    public_key: hex::decode(&v.public_key).expect("hex"),
+                    peer_address: v.peer_address.clone(),
+                })
+                .collect(),
+            admitted_at: 0,
+        })
+        .collect();
+    RecordingChain::new(
+        proto::GetConfigResponse {
+            config: Some(proto::ConsortiumConfig {
+                version: 0,
+                params: Some(params),
+                members,
+                admission: Some(proto::AdmissionPolicy {
+                    mode: proto::AdmissionMode::Automatic as i32,
+                    threshold_percent: 67,
+                    comparator: proto::VoteComparator::AtLeast as i32,
+                    expiry_ms: 86_400_000,
+                    consortium_admin: "org1".into(),
+                }),
+                next_proposal_id: 1,
+                ..Default::default()
+            }),
+            height,
+            effective_params: Some(params),
+        },
+        Vec::new(),
+    )
+}
+
+/// Every validator of the fixture answers at `height`.
+fn all_nodes_answer(height: u64) -> StaticProber {
+    StaticProber(
+        [("org1-0", "org1"), ("org1-1", "org1"), ("org2-0", "org2")]
+            .iter()
+            .map(|(n, m)| {
+                (
+                    host(n, m),
+                    NodeReport {
+                        height,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+fn active_members() -> Vec<Member> {
+    let mut members = fixtures::members_with_keys();
+    for m in &mut members {
+        if let Some(s) = m.status.as_mut() {
+            s.phase = Some("Active".into());
+        }
+    }
+    members
+}
+
+/// The key Secret of member `name` (admin key from the fixtures).
+fn admin_secret(name: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("{name}-keys"), "namespace": name},
+        "data": {"admin.key": base64(format!("{}\n", fixtures::admin_seed(name)).as_bytes())}
+    })
+}
+
+/// Genesis copies and the health monitor's pod lists of a running fixture.
+fn running_consortium_calls(members: &[Member]) -> Vec<Call> {
+    let mut calls = vec![
+        members_list(members),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+    ];
+    calls.extend(all_pods_ready());
+    calls
+}
+
+#[tokio::test]
+async fn a_new_block_interval_is_proposed_once_with_the_consortium_admin_key() {
+    let mut c = consortium_with_genesis();
+    c.spec.block_interval = "500ms".into();
+    c.metadata.generation = Some(2);
+    let members = active_members();
+    let chain = Arc::new(genesis_chain(42));
+    let (ctx, handle) = context_with_chain(all_nodes_answer(42), chain.clone());
+    let mut calls = running_consortium_calls(&members);
+    calls.extend([
+        Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org1")),
+        event_call("default", "ParamsProposed").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.contains("blockInterval 500ms"), "{note}");
+        }),
+        event_call("default", "Running"),
+        escrow_status_patch(&c, |b| {
+            let cc = &b["status"]["chainConfig"];
+            // Still in force: genesis's 200 ms; proposal 1 pending.
+            assert_eq!(cc["blockIntervalMs"], 200);
+            assert_eq!(cc["height"], 42);
+            assert_eq!(cc["pendingProposal"]["id"], 1);
+            assert_eq!(cc["pendingProposal"]["kind"], "UpdateParams");
+            assert_eq!(cc["pendingProposal"]["votesFor"], 1);
+            assert_eq!(cc["members"], json!(["org1", "org2"]));
+        }),
+    ]);
+    let (_, bodies) = run_consortium_in(ctx, handle, c.clone(), calls).await;
+    let submitted = chain.submitted();
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    assert_eq!(submitted[0].signer, fixtures::admin_public_key("org1"));
+    assert_eq!(submitted[0].chain_id, "escrow-prod");
+    assert_eq!(
+        submitted[0].host,
+        "org1-0.org1-nodes.org1.svc.cluster.local"
+    );
+    assert_eq!(
+        submitted[0].change,
+        crate::proto::config_change::Change::UpdateParams(crate::proto::UpdateParams {
+            block_interval_ms: Some(500),
+            max_block_txs: None,
+            max_block_bytes: None,
+        })
+    );
+
+    // Next poll: the open proposal already proposes these values. Nothing is
+    // submitted, no Secret read, no Event (the status write is the
+    // transaction rate becoming known).
+    let mut c2 = c;
+    c2.status = Some(
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status"),
+    );
+    let (ctx, handle) = context_with_chain(all_nodes_answer(42), chain.clone());
+    let mut calls = running_consortium_calls(&members);
+    calls.push(escrow_status_patch(&c2, |b| {
+        let cc = &b["status"]["chainConfig"];
+        assert_eq!(cc["pendingProposal"]["id"], 1);
+        assert_eq!(
+            cc["message"].as_str(),
+            Some("proposal 1 proposes the spec's parameters")
+        );
+    }));
+    run_consortium_in(ctx, handle, c2, calls).await;
+    assert_eq!(chain.submitted().len(), 1);
+}
+
+#[tokio::test]
+async fn parameters_the_chain_has_are_not_proposed() {
+    let c = consortium_with_genesis();
+    let members = active_members();
+    let chain = Arc::new(genesis_chain(7));
+    let (ctx, handle) = context_with_chain(all_nodes_answer(7), chain.clone());
+    let mut calls = running_consortium_calls(&members);
+    calls.extend([
+        event_call("default", "Running"),
+        escrow_status_patch(&c, |b| {
+            let cc = &b["status"]["chainConfig"];
+            assert_eq!(cc["version"], 0);
+            assert_eq!(cc["blockIntervalMs"], 200);
+            assert_eq!(cc["fromHeight"], 0);
+            assert!(cc.get("pendingProposal").is_none());
+            assert!(cc.get("message").is_none());
+        }),
+    ]);
+    run_consortium_in(ctx, handle, c, calls).await;
+    assert!(chain.submitted().is_empty());
+}
+
+#[tokio::test]
+async fn a_foreign_admin_key_is_never_used() {
+    let mut c = consortium_with_genesis();
+    c.spec.block_interval = "500ms".into();
+    let members = active_members();
+    // The Secret holds another key than the chain's: nothing can be signed.
+    let chain = Arc::new(genesis_chain(42));
+    let (ctx, handle) = context_with_chain(all_nodes_answer(42), chain.clone());
+    let mut calls = running_consortium_calls(&members);
+    calls.extend([
+        Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org2")),
+        event_call("default", "Running"),
+        escrow_status_patch(&c, |b| {
+            let msg = b["status"]["chainConfig"]["message"]
+                .as_str()
+                .unwrap_or_default();
+            assert!(msg.contains("not the one the chain knows"), "{msg}");
+        }),
+    ]);
+    run_consortium_in(ctx, handle, c, calls).await;
+    assert!(chain.submitted().is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_parameter_change_is_not_repeated() {
+    let mut c = consortium_with_genesis();
+    c.spec.max_block_txs = 20;
+    let members = active_members();
+    let chain = Arc::new(genesis_chain(42));
+    chain.refuse_with(Some(
+        "parameters decided by proposal 9 take effect at height 50".into(),
+    ));
+    let (ctx, handle) = context_with_chain(all_nodes_answer(42), chain.clone());
+    let mut calls = running_consortium_calls(&members);
+    calls.extend([
+        Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org1")),
+        event_call("default", "ParamsRefused"),
+        event_call("default", "Running"),
+        escrow_status_patch(&c, |b| {
+            let cc = &b["status"]["chainConfig"];
+            assert!(cc["refusedParams"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("maxBlockTxs 20"));
+            assert!(cc["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("height 50"));
+        }),
+    ]);
+    let (_, bodies) = run_consortium_in(ctx, handle, c.clone(), calls).await;
+    assert_eq!(chain.submitted().len(), 1);
+
+    let mut c2 = c;
+    c2.status = Some(
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status"),
+    );
+    let (ctx, handle) = context_with_chain(all_nodes_answer(42), chain.clone());
+    let mut calls = running_consortium_calls(&members);
+    calls.push(escrow_status_patch(&c2, |b| {
+        let cc = &b["status"]["chainConfig"];
+        assert!(cc["refusedParams"].is_string(), "{cc}");
+    }));
+    run_consortium_in(ctx, handle, c2, calls).await;
+    assert_eq!(
+        chain.submitted().len(),
+        1,
+        "the same values are not proposed again"
+    );
+}
+
+/// [`consortium_with_genesis`] whose validators all answered the last poll.
+fn consortium_on_chain() -> Consortium {
+    let mut c = consortium_with_genesis();
+    if let Some(s) = c.status.as_mut() {
+        let g: crate::genesis::Genesis =
+            serde_json::from_str(s.genesis.as_deref().expect("genesis")).expect("genesis");
+        s.validators = g
+            .validators
+            .iter()
+            .map(|v| crate::crd::ValidatorStatus {
+                name: v.name.clone(),
+                member: v.member.clone(),
+                public_key: v.public_key.clone(),
+                peer_address: v.peer_address.clone(),
+                reachable: true,
+                ..Default::default()
+            })
+            .collect();
+    }
+    c
+}
+
+/// org2's key Secret: node org2-0 and the admin key the chain knows.
+fn org2_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "org2-keys", "namespace": "org2", "labels": {"kubeledger.io/consortium": "escrow"}},
+        "data": {
+            "org2-0.key": base64(format!("{}\n", "05".repeat(32)).as_bytes()),
+            "admin.key": base64(format!("{}\n", fixtures::admin_seed("org2")).as_bytes()),
+        }
+    })
+}
+
+/// A Member's reconcile up to its workload, in namespace = name, with the
+/// key Secret `secret` (generated when None) and a StatefulSet only if `nodes_run`.
+fn member_calls_in(
+    c: &Consortium,
+    name: &str,
+    secret: Option<Value>,
+    nodes_run: bool,
+) -> Vec<Call> {
+    let ns = format!("/api/v1/namespaces/{name}");
+    let generated = secret.is_none();
+    let get = Call::new("GET", format!("{ns}/secrets/{name}-keys"));
+    let mut calls = vec![
+        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
+            .respond(serde_json::to_value(c).expect("json")),
+        match secret {
+            Some(s) => get.respond(s),
+            None => get.not_found(),
+        },
+        Call::new(
+            "PATCH",
+            apply_uri(&format!("{ns}/serviceaccounts/{name}-node")),
+        ),
+        Call::new("PATCH", apply_uri(&format!("{ns}/secrets/{name}-keys"))),
+    ];
+    if generated {
+        calls.push(event_call(name, "KeysGenerated"));
+    }
+    calls.extend([
+        Call::new(
+            "PATCH",
+            apply_uri(&format!("{ns}/configmaps/{name}-config")),
+        ),
+        Call::new("PATCH", apply_uri(&format!("{ns}/services/{name}-nodes"))),
+        Call::new("PATCH", apply_uri(&format!("{ns}/services/{name}-client"))),
+        Call::new(
+            "PATCH",
+            apply_uri(&format!(
+                "/apis/policy/v1/namespaces/{name}/poddisruptionbudgets/{name}"
+            )),
+        ),
+    ]);
+    if nodes_run {
+        calls.push(Call::new(
+            "PATCH",
+            apply_uri(&format!(
+                "/apis/apps/v1/namespaces/{name}/statefulsets/{name}"
+            )),
+        ));
+    }
+    calls
+}
+
+fn member_pods_call(name: &str) -> Call {
+    Call::new(
+        "GET",
+        format!("/api/v1/namespaces/{name}/pods?&labelSelector=app.kubernetes.io%2Fname%3Dkubeledger-node%2Capp.kubernetes.io%2Finstance%3D{name}"),
+    )
+    .respond(json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []}))
+}
+
+fn member_status_patch(name: &str, m: &Member, check: impl Fn(&Value) + Send + 'static) -> Call {
+    Call::new(
+        "PATCH",
+        apply_uri(&format!(
+            "/apis/kubeledger.io/v1alpha1/namespaces/{name}/members/{name}/status"
+        )),
+    )
+    .respond(member_json(m))
+    .check(check)
+}
+
+async fn run_member_in(
+    ctx: Arc<Context>,
+    handle: Handle,
+    m: Member,
+    calls: Vec<Call>,
+) -> Vec<Value> {
+    let server = serve(handle, calls);
+    tokio::time::timeout(Duration::from_secs(5), member::reconcile(Arc::new(m), ctx))
+        .await
+        .expect("reconcile timed out (an unexpected API call?)")
+        .expect("reconcile");
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("not every expected call was made")
+        .expect("verifier")
+}
+
+/// org1's open proposal 1 to change the block interval.
+fn open_params_proposal(chain: &RecordingChain) {
+    let key = ed25519_dalek::SigningKey::from_bytes(
+        &hex::decode(fixtures::admin_seed("org1"))
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes"),
+    );
+    let propose = chain.submit_config(
+        "setup",
+        &key,
+        "escrow-prod",
+        crate::proto::config_change::Change::UpdateParams(crate::proto::UpdateParams {
+            block_interval_ms: Some(500),
+            ..Default::default()
+        }),
+    );
+    futures::executor::block_on(propose).expect("proposal");
+}
+
+use crate::chain::ChainAdmin as _;
+
+#[tokio::test]
+async fn a_listed_approval_is_cast_once_with_the_members_own_key() {
+    let c = consortium_on_chain();
+    let chain = Arc::new(genesis_chain(42));
+    open_params_proposal(&chain);
+    let mut m = with_finalizer(fixtures::member_named("org2", 1));
+    m.spec.approvals = vec![1];
+    m.spec.rejections = vec![7];
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let mut calls = member_calls_in(&c, "org2", Some(org2_secret()), true);
+    calls.extend([
+        event_call("org2", "VoteCast"),
+        event_call("org2", "VoteSkipped").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.contains("no proposal 7"), "{note}");
+        }),
+        member_pods_call("org2"),
+        member_status_patch("org2", &m, |b| {
+            let votes = &b["status"]["votes"];
+            assert_eq!(votes[0]["proposalId"], 1);
+            assert_eq!(votes[0]["state"], "Cast");
+            assert_eq!(votes[1]["state"], "UnknownProposal");
+        }),
+    ]);
+    let bodies = run_member_in(ctx, handle, m.clone(), calls).await;
+    let submitted = chain.submitted();
+    assert_eq!(submitted.len(), 2, "the setup proposal and one vote");
+    assert_eq!(submitted[1].signer, fixtures::admin_public_key("org2"));
+    assert_eq!(
+        submitted[1].change,
+        crate::proto::config_change::Change::Vote(crate::proto::Vote {
+            proposal_id: 1,
+            approve: true
+        })
+    );
+    let ballots = &chain.proposal_list()[0].ballots;
+    assert_eq!(ballots.len(), 2);
+
+    // Next reconcile: the ballot is on chain. Nothing is submitted and, the
+    // status being the same, nothing is written.
+    let mut m2 = m;
+    m2.status = Some(
+        serde_json::from_value(bodies.last().expect("status")["status"].clone()).expect("status"),
+    );
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let mut calls = member_calls_in(&c, "org2", Some(org2_secret()), true);
+    calls.push(member_pods_call("org2"));
+    run_member_in(ctx, handle, m2, calls).await;
+    assert_eq!(chain.submitted().len(), 2);
+}
+
+#[tokio::test]
+async fn votes_on_decided_proposals_are_skipped() {
+    let c = consortium_on_chain();
+    let chain = Arc::new(genesis_chain(42));
+    open_params_proposal(&chain);
+    let mut proposals = chain.proposal_list();
+    proposals[0].state = crate::proto::ProposalState::Expired as i32;
+    chain.set_proposals(proposals);
+    let mut m = with_finalizer(fixtures::member_named("org2", 1));
+    m.spec.rejections = vec![1];
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let mut calls = member_calls_in(&c, "org2", Some(org2_secret()), true);
+    calls.extend([
+        event_call("org2", "VoteSkipped").check(|b| {
+            let note = b["note"].as_str().unwrap_or_default();
+            assert!(note.contains("Expired"), "{note}");
+        }),
+        member_pods_call("org2"),
+        member_status_patch("org2", &m, |b| {
+            assert_eq!(b["status"]["votes"][0]["state"], "Skipped");
+            assert_eq!(b["status"]["votes"][0]["approve"], false);
+        }),
+    ]);
+    run_member_in(ctx, handle, m, calls).await;
+    assert_eq!(chain.submitted().len(), 1, "only the setup proposal");
+}
+
+#[tokio::test]
+async fn a_member_joining_a_running_consortium_is_proposed_once_and_not_started() {
+    let c = consortium_on_chain();
+    let chain = Arc::new(genesis_chain(42));
+    let m = with_finalizer(fixtures::member_named("org3", 1));
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let mut calls = member_calls_in(&c, "org3", None, false);
+    calls.extend([
+        Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org1")),
+        event_call("org3", "AdmissionProposed"),
+        member_status_patch("org3", &m, |b| {
+            let s = &b["status"];
+            assert_eq!(s["phase"], "Pending");
+            assert_eq!(s["conditions"][0]["reason"], "AdmissionProposed");
+            assert_eq!(s["admission"]["id"], 1);
+            assert_eq!(s["admission"]["kind"], "AdmitMember");
+            assert_eq!(s["admission"]["state"], "Open");
+            assert_eq!(s["admission"]["votesFor"], 1);
+        }),
+    ]);
+    let bodies = run_member_in(ctx, handle, m.clone(), calls).await;
+    let submitted = chain.submitted();
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(submitted[0].signer, fixtures::admin_public_key("org1"));
+    let status = &bodies.last().expect("status")["status"];
+    let crate::proto::config_change::Change::Admit(admit) = &submitted[0].change else {
+        panic!("not an admission: {:?}", submitted[0].change);
+    };
+    assert_eq!(admit.member, "org3");
+    assert_eq!(admit.organization, "Org One");
+    assert_eq!(
+        hex::encode(&admit.admin_key),
+        status["adminPublicKey"].as_str().expect("admin key")
+    );
+    assert_eq!(admit.nodes.len(), 1);
+    assert_eq!(admit.nodes[0].name, "org3-0");
+    assert_eq!(
+        hex::encode(&admit.nodes[0].public_key),
+        status["nodePublicKeys"][0]["publicKey"]
+            .as_str()
+            .expect("key")
+    );
+    assert_eq!(
+        admit.nodes[0].peer_address,
+        "org3-0.org3-nodes.org3.svc.cluster.local:7051"
+    );
+
+    // Next reconcile: the proposal is found by name, not made again.
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "org3-keys", "namespace": "org3"},
+        "data": bodies[3]["data"].clone(),
+    });
+    let mut m2 = m;
+    m2.status = Some(serde_json::from_value(status.clone()).expect("status"));
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let calls = member_calls_in(&c, "org3", Some(secret.clone()), false);
+    run_member_in(ctx, handle, m2.clone(), calls).await;
+    assert_eq!(chain.submitted().len(), 1);
+
+    // Admitted on chain: still no StatefulSet, and the condition says why.
+    chain.update_config(|r| {
+        if let Some(cfg) = r.config.as_mut() {
+            cfg.members.push(crate::proto::MemberInfo {
+                name: "org3".into(),
+                ..Default::default()
+            });
+        }
+    });
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let mut calls = member_calls_in(&c, "org3", Some(secret), false);
+    calls.push(member_status_patch("org3", &m2, |b| {
+        let s = &b["status"];
+        assert_eq!(s["phase"], "Admitted");
+        assert_eq!(s["conditions"][0]["status"], "False");
+        assert_eq!(s["conditions"][0]["reason"], "AwaitingValidatorSwitch");
+    }));
+    run_member_in(ctx, handle, m2, calls).await;
+    assert_eq!(chain.submitted().len(), 1);
+}
+
+#[tokio::test]
+async fn deleting_a_member_that_joined_proposes_its_removal_first() {
+    let c = consortium_on_chain();
+    let chain = Arc::new(genesis_chain(42));
+    chain.update_config(|r| {
+        if let Some(cfg) = r.config.as_mut() {
+            cfg.members.push(crate::proto::MemberInfo {
+                name: "org3".into(),
+                ..Default::default()
+            });
+        }
+    });
+    let mut m = with_finalizer(fixtures::member_named("org3", 1));
+    m.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        jiff::Timestamp::now(),
+    ));
+    m.status = Some(MemberStatus {
+        admission: Some(crate::crd::ProposalStatus {
+            id: 1,
+            state: "Approved".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let ns = "/api/v1/namespaces/org3";
+    let mut calls = vec![
+        Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
+            .respond(serde_json::to_value(&c).expect("json")),
+        Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org1")),
+        event_call("org3", "RemovalProposed"),
+        event_call("org3", "TearingDown"),
+    ];
+    for path in [
+        "/apis/apps/v1/namespaces/org3/statefulsets/org3?".to_string(),
+        "/apis/policy/v1/namespaces/org3/poddisruptionbudgets/org3?".to_string(),
+        format!("{ns}/services/org3-client?"),
+        format!("{ns}/services/org3-nodes?"),
+        format!("{ns}/configmaps/org3-config?"),
+        format!("{ns}/serviceaccounts/org3-node?"),
+    ] {
+        calls.push(Call::new("DELETE", path).respond(success()));
+    }
+    calls.push(
+        Call::new(
+            "PATCH",
+            "/apis/kubeledger.io/v1alpha1/namespaces/org3/members/org3?",
+        )
+        .respond(member_json(&m)),
+    );
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    run_member_in(ctx, handle, m, calls).await;
+    let submitted = chain.submitted();
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(submitted[0].signer, fixtures::admin_public_key("org1"));
+    assert_eq!(
+        submitted[0].change,
+        crate::proto::config_change::Change::Remove(crate::proto::RemoveMember {
+            member: "org3".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn running_does_not_wait_for_members_that_joined_after_genesis() {
+    let c = consortium_with_genesis();
+    let mut members = active_members();
+    let mut joiner = fixtures::member_named("org3", 1);
+    joiner.status = Some(MemberStatus {
+        phase: Some("Admitted".into()),
+        ..Default::default()
+    });
+    members.push(joiner);
+    let (ctx, handle) = context_with_chain(all_nodes_answer(5), Arc::new(genesis_chain(5)));
+    let mut calls = vec![
+        members_list(&members),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org1/configmaps/escrow-genesis"),
+        ),
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org2/configmaps/escrow-genesis"),
+        ),
+        // org3 mounts the genesis too.
+        Call::new(
+            "PATCH",
+            apply_uri("/api/v1/namespaces/org3/configmaps/escrow-genesis"),
+        ),
+    ];
+    calls.extend(all_pods_ready());
+    calls.extend([
+        event_call("default", "Running"),
+        escrow_status_patch(&c, |b| {
+            assert_eq!(b["status"]["phase"], "Running");
+            assert_eq!(b["status"]["membersSummary"], "2/3");
+        }),
+    ]);
+    run_consortium_in(ctx, handle, c, calls).await;
 }

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Nodes","type":"string","jsonPath":".status.nodesSummary"}"#,
     printcolumn = r#"{"name":"Members","type":"string","jsonPath":".status.membersSummary"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Config","type":"integer","priority":1,"jsonPath":".status.chainConfig.version"}"#,
+    printcolumn = r#"{"name":"Interval(ms)","type":"integer","priority":1,"jsonPath":".status.chainConfig.blockIntervalMs"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -44,7 +46,10 @@ pub struct ConsortiumSpec {
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "size(self) >= 1", "message": "at least one founding member is required"}]))]
     pub founders: Vec<MemberRef>,
 
-    /// Target time between blocks (Go duration, e.g. `200ms`).
+    /// Target time between blocks (Go duration, e.g. `200ms`). Changing it on
+    /// a running consortium proposes the change on chain (as do
+    /// `maxBlockTxs` and `maxBlockBytes`); `status.chainConfig` shows what is
+    /// in force and from which height.
     #[serde(default = "default_block_interval")]
     #[schemars(length(max = 32))]
     #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('10ms') && duration(self) <= duration('1m')", "message": "blockInterval must be a duration between 10ms and 1m"}]))]
@@ -91,7 +96,9 @@ pub struct ConsortiumSpec {
     #[serde(default)]
     pub node_defaults: NodeTemplate,
 
-    /// How new members are admitted after genesis (enforced by a later release).
+    /// How configuration changes (new members, parameter changes) are decided
+    /// on chain: written into genesis, where the first founder's admin key
+    /// becomes the consortium admin. Fixed once genesis exists.
     #[serde(default)]
     pub admission: AdmissionPolicy,
 
@@ -318,9 +325,14 @@ pub struct ConsortiumStatus {
     /// Unix milliseconds of the poll behind `txsCommitted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub polled_at_ms: Option<u64>,
-    /// The chain parameters in effect (from genesis).
+    /// The chain parameters written into genesis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<EffectiveConfig>,
+    /// The consortium configuration the chain holds (`GetConfig`): the
+    /// parameters in force, a decided change waiting for its height, and the
+    /// open parameter proposal, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_config: Option<ChainConfigStatus>,
     /// The genesis document, created once and never changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub genesis: Option<String>,
@@ -382,6 +394,77 @@ pub struct EffectiveConfig {
     pub max_value_bytes: u64,
     pub checkpoint_interval: u32,
     pub view_change_timeout_ms: u32,
+}
+
+/// The on-chain configuration, as last read from a validator.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainConfigStatus {
+    /// Configuration version: 0 at genesis, +1 with every applied change.
+    pub version: u64,
+    /// Height the configuration was read at.
+    pub height: u64,
+    /// Parameters in force for the next block.
+    pub block_interval_ms: u32,
+    pub max_block_txs: u32,
+    pub max_block_bytes: u64,
+    /// First height at which these parameters applied (0: since genesis).
+    pub from_height: u64,
+    /// Parameters decided but not yet in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled: Option<ScheduledParamsStatus>,
+    /// The open proposal to change parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_proposal: Option<ProposalStatus>,
+    /// Members of the consortium on chain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// Why the spec's parameters are not (yet) proposed, or what the chain
+    /// answered the last proposal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Parameters the chain refused to take; not proposed again until the
+    /// spec asks for others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_params: Option<String>,
+}
+
+/// Parameters decided on chain, in force from `fromHeight`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledParamsStatus {
+    pub block_interval_ms: u32,
+    pub max_block_txs: u32,
+    pub max_block_bytes: u64,
+    pub from_height: u64,
+    pub proposal_id: u64,
+}
+
+/// A configuration proposal on chain.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProposalStatus {
+    pub id: u64,
+    /// AdmitMember, RemoveMember or UpdateParams.
+    pub kind: String,
+    /// Open, Approved, Rejected or Expired.
+    pub state: String,
+    pub proposer: String,
+    pub votes_for: u32,
+    pub votes_against: u32,
+    /// Share of the members whose approval decides it, and how it compares.
+    pub threshold_percent: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparator: Option<String>,
+    /// RFC 3339 time after which an undecided proposal lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// First height at which an approved change is in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_height: Option<u64>,
+    /// Why it ended the way it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn default_block_interval() -> String {

@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::StorageSpec;
+use super::{ProposalStatus, StorageSpec};
 
 /// An organisation taking part in a consortium, running `replicas` validator
 /// nodes in the Member's namespace.
@@ -25,9 +25,13 @@ use super::StorageSpec;
     printcolumn = r#"{"name":"Height","type":"integer","jsonPath":".status.height"}"#,
     printcolumn = r#"{"name":"View","type":"integer","jsonPath":".status.view"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Admission","type":"string","priority":1,"jsonPath":".status.admission.state"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.approvals) || !has(self.rejections) || self.approvals.all(id, !(id in self.rejections))", "message": "a proposal cannot be both approved and rejected"}
+]))]
 pub struct MemberSpec {
     /// Name of the (cluster-scoped) Consortium this member belongs to. Immutable.
     #[schemars(length(min = 1, max = 63))]
@@ -47,6 +51,19 @@ pub struct MemberSpec {
     /// Member does with the volumes and node keys (`deleteOnTeardown`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
+    /// Ids of on-chain configuration proposals (see the Consortium's
+    /// `status.chainConfig` and the Members' `status.admission`) this member
+    /// approves. The operator casts each vote once, signed with this member's
+    /// admin key; votes are final, so removing an id later does not withdraw it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub approvals: Vec<u64>,
+    /// Ids of proposals this member rejects (cast like `approvals`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub rejections: Vec<u64>,
 }
 
 fn default_replicas() -> i32 {
@@ -78,6 +95,26 @@ pub struct MemberStatus {
     pub view: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeStatus>,
+    /// For a Member joining a running consortium: the on-chain proposal to
+    /// admit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission: Option<ProposalStatus>,
+    /// What became of each vote in `spec.approvals` and `spec.rejections`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub votes: Vec<VoteStatus>,
+}
+
+/// One vote of the member.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VoteStatus {
+    pub proposal_id: u64,
+    pub approve: bool,
+    /// Cast (on chain), Skipped (decided, expired, or not a member),
+    /// UnknownProposal, Conflict (voted the other way before) or Refused.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// A node's public key.

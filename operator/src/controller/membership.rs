@@ -1,0 +1,403 @@
+//! A Member's part in the on-chain configuration: the votes its spec asks
+//! for (signed with its own admin key) and, for a Member joining a running
+//! consortium, the proposal to admit it (signed with the consortium admin's
+//! key). Both are decided afresh from the chain on every reconcile
+//! ([`governance::plan_votes`], [`governance::admission_proposal`]), so each
+//! transaction is submitted once.
+
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use tracing::{info, instrument, warn};
+
+use super::params::{is_refusal, propose, Proposed};
+use super::Context;
+use crate::build::names;
+use crate::chain::{host_of, signing_key, ChainError};
+use crate::crd::{Consortium, Member, MemberStatus, ProposalStatus, VoteStatus};
+use crate::governance::{self, VotePlan, VOTE_REFUSED};
+use crate::keys::{KeyMaterial, ADMIN_KEY};
+use crate::proto::{
+    config_change::Change, GetConfigResponse, Proposal, ProposalState, RemoveMember,
+};
+use crate::{Error, Result};
+
+/// The chain's configuration and proposals, read through one validator.
+pub struct ChainView {
+    pub host: String,
+    pub config: GetConfigResponse,
+    pub proposals: Vec<Proposal>,
+}
+
+impl ChainView {
+    pub fn is_member(&self, name: &str) -> bool {
+        self.config
+            .config
+            .as_ref()
+            .is_some_and(|c| c.members.iter().any(|m| m.name == name))
+    }
+}
+
+/// Reads the chain through the first validator the Consortium found reachable.
+pub async fn read_chain(ctx: &Context, consortium: &Consortium) -> Option<ChainView> {
+    let host = consortium
+        .status
+        .as_ref()?
+        .validators
+        .iter()
+        .find(|v| v.reachable)
+        .map(|v| host_of(&v.peer_address).to_string())?;
+    let read = async {
+        let config = ctx.chain.config(&host).await?;
+        let proposals = ctx.chain.proposals(&host).await?;
+        Ok::<_, ChainError>((config, proposals))
+    };
+    match read.await {
+        Ok((config, proposals)) if config.config.is_some() => Some(ChainView {
+            host,
+            config,
+            proposals,
+        }),
+        Ok(_) => None,
+        Err(e) => {
+            warn!(error = %e, "cannot read the chain configuration");
+            None
+        }
+    }
+}
+
+/// Casts the votes of `spec.approvals` and `spec.rejections` not cast yet,
+/// signed with the member's admin key; returns every vote's status.
+#[instrument(skip_all)]
+pub async fn cast_votes(
+    ctx: &Context,
+    member: &Member,
+    consortium: &Consortium,
+    old: &MemberStatus,
+    view: &ChainView,
+    keys: &KeyMaterial,
+) -> Result<Vec<VoteStatus>> {
+    let name = member.name_any();
+    let plans = governance::plan_votes(
+        &name,
+        view.is_member(&name),
+        &member.spec.approvals,
+        &member.spec.rejections,
+        &view.proposals,
+    );
+    let mut out = Vec::new();
+    for plan in plans {
+        let status = match plan {
+            VotePlan::Done(s) => s,
+            // Refused before, for the same vote: not submitted again.
+            VotePlan::Cast(v)
+                if old.votes.iter().any(|o| {
+                    o.proposal_id == v.proposal_id
+                        && o.approve == v.approve
+                        && o.state == VOTE_REFUSED
+                }) =>
+            {
+                old.votes
+                    .iter()
+                    .find(|o| o.proposal_id == v.proposal_id)
+                    .cloned()
+                    .unwrap_or_default()
+            }
+            VotePlan::Cast(v) => {
+                let key = signing_key(&keys.admin).map_err(|reason| Error::InvalidKey {
+                    secret: names::secret(&name),
+                    reason: format!("{ADMIN_KEY}: {reason}"),
+                })?;
+                let (state, message) = match ctx
+                    .chain
+                    .submit_config(&view.host, &key, &consortium.spec.chain_id, Change::Vote(v))
+                    .await
+                {
+                    // The chain's answer goes into the Event; the status of a
+                    // cast vote is the same whether cast now or found on chain.
+                    Ok(outcome) if outcome.applied => {
+                        info!(message = %outcome.message, "vote accepted");
+                        (governance::VOTE_CAST, None)
+                    }
+                    Ok(outcome) => (VOTE_REFUSED, Some(outcome.message)),
+                    Err(e) if is_refusal(&e) => (VOTE_REFUSED, Some(e.to_string())),
+                    Err(e) => return Err(e.into()),
+                };
+                let verb = if v.approve { "for" } else { "against" };
+                if state == governance::VOTE_CAST {
+                    info!(proposal = v.proposal_id, approve = v.approve, "vote cast");
+                    ctx.event(
+                        member,
+                        EventType::Normal,
+                        "VoteCast",
+                        "Vote",
+                        format!("Voted {verb} proposal {}", v.proposal_id),
+                    )
+                    .await;
+                } else {
+                    ctx.event(
+                        member,
+                        EventType::Warning,
+                        "VoteRefused",
+                        "Vote",
+                        format!(
+                            "The chain refused the vote {verb} proposal {}: {}",
+                            v.proposal_id,
+                            message.clone().unwrap_or_default()
+                        ),
+                    )
+                    .await;
+                }
+                VoteStatus {
+                    proposal_id: v.proposal_id,
+                    approve: v.approve,
+                    state: state.into(),
+                    message,
+                }
+            }
+        };
+        // A vote that is not cast is said once, when its status first says so.
+        let known = old.votes.contains(&status);
+        let skipped = status.state != governance::VOTE_CAST && status.state != VOTE_REFUSED;
+        if skipped && !known {
+            ctx.event(
+                member,
+                EventType::Normal,
+                "VoteSkipped",
+                "Vote",
+                status.message.clone().unwrap_or_default(),
+            )
+            .await;
+        }
+        out.push(status);
+    }
+    Ok(out)
+}
+
+/// Where a joining Member's admission stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub proposal: Option<ProposalStatus>,
+    /// The member is on chain (its admission was approved).
+    pub admitted: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Condition reasons of a joining Member.
+pub const AWAITING_VALIDATOR_SWITCH: &str = "AwaitingValidatorSwitch";
+pub const ADMISSION_PROPOSED: &str = "AdmissionProposed";
+pub const ADMISSION_DECLINED: &str = "AdmissionDeclined";
+pub const ADMISSION_NOT_PROPOSED: &str = "AdmissionNotProposed";
+pub const ADMISSION_REFUSED: &str = "AdmissionRefused";
+
+/// Where the admission of `name` stands on chain, once it was proposed.
+pub fn standing(name: &str, view: &ChainView) -> Option<Admission> {
+    let existing = governance::admission_proposal(name, &view.proposals);
+    if view.is_member(name) {
+        return Some(Admission {
+            proposal: existing.map(governance::proposal_status),
+            admitted: true,
+            reason: AWAITING_VALIDATOR_SWITCH,
+            message: "admitted on chain; its nodes are not started because the nodes cannot \
+                      switch to a new validator set yet"
+                .into(),
+        });
+    }
+    let p = existing?;
+    let status = governance::proposal_status(p);
+    let open = p.state == ProposalState::Open as i32;
+    let message = if open {
+        format!(
+            "admission proposal {} is open: {} for, {} against, {}% of the members needed",
+            p.id, status.votes_for, status.votes_against, status.threshold_percent
+        )
+    } else {
+        format!(
+            "admission proposal {} is {}{}; delete and re-create the Member to propose it again",
+            p.id,
+            status.state,
+            status
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )
+    };
+    Some(Admission {
+        proposal: Some(status),
+        admitted: false,
+        reason: if open {
+            ADMISSION_PROPOSED
+        } else {
+            ADMISSION_DECLINED
+        },
+        message,
+    })
+}
+
+/// For a Member that is not a founder of a consortium whose genesis exists:
+/// proposes its admission (once: an existing proposal for its name is
+/// followed instead) and reports where it stands.
+#[instrument(skip_all)]
+pub async fn admit(
+    ctx: &Context,
+    member: &Member,
+    consortium: &Consortium,
+    old: &MemberStatus,
+    view: &ChainView,
+    keys: &KeyMaterial,
+    node_names: &[String],
+) -> Result<Admission> {
+    let name = member.name_any();
+    let ns = member
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    if let Some(standing) = standing(&name, view) {
+        return Ok(standing);
+    }
+    // Refused for this generation of the Member: not proposed again until it changes.
+    if let Some(c) = old
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.reason == ADMISSION_REFUSED)
+    {
+        if old.observed_generation == member.metadata.generation {
+            return Ok(Admission {
+                proposal: None,
+                admitted: false,
+                reason: ADMISSION_REFUSED,
+                message: c.message.clone(),
+            });
+        }
+    }
+    let nodes: Vec<(String, String, String)> = node_names
+        .iter()
+        .filter_map(|n| {
+            keys.node_public_key(n).map(|k| {
+                (
+                    n.clone(),
+                    k,
+                    names::peer_address(n, &name, &ns, &ctx.settings.cluster_domain),
+                )
+            })
+        })
+        .collect();
+    let change = governance::admit_change(
+        &name,
+        &member.spec.organization,
+        &keys.admin_public_key()?,
+        &nodes,
+    )
+    .map_err(Error::InvalidSpec)?;
+    let not_proposed = |message: String| Admission {
+        proposal: None,
+        admitted: false,
+        reason: ADMISSION_NOT_PROPOSED,
+        message,
+    };
+    match propose(ctx, consortium, &view.host, &view.config, change).await? {
+        Proposed::Applied(msg) => {
+            ctx.event(
+                member,
+                EventType::Normal,
+                "AdmissionProposed",
+                "ProposeAdmission",
+                format!("Proposed the admission of {name}: {msg}"),
+            )
+            .await;
+            // The proposal as the chain now holds it.
+            let after = ChainView {
+                host: view.host.clone(),
+                config: ctx
+                    .chain
+                    .config(&view.host)
+                    .await
+                    .unwrap_or_else(|_| view.config.clone()),
+                proposals: ctx.chain.proposals(&view.host).await.unwrap_or_default(),
+            };
+            Ok(standing(&name, &after).unwrap_or_else(|| not_proposed(msg)))
+        }
+        Proposed::Refused(msg) => {
+            ctx.event(
+                member,
+                EventType::Warning,
+                "AdmissionRefused",
+                "ProposeAdmission",
+                format!("The chain refused the admission of {name}: {msg}"),
+            )
+            .await;
+            Ok(Admission {
+                reason: ADMISSION_REFUSED,
+                ..not_proposed(msg)
+            })
+        }
+        Proposed::NotPossible(msg) => Ok(not_proposed(msg)),
+    }
+}
+
+/// The open proposal to remove `member`.
+fn open_removal<'a>(member: &str, proposals: &'a [Proposal]) -> Option<&'a Proposal> {
+    proposals.iter().find(|p| {
+        p.state == ProposalState::Open as i32
+            && matches!(
+                p.change.as_ref().and_then(|c| c.change.as_ref()),
+                Some(Change::Remove(r)) if r.member == member
+            )
+    })
+}
+
+/// Before a Member that joined after genesis is torn down: proposes its
+/// removal from the chain's configuration, signed by the consortium admin
+/// (once: an open removal proposal is left to the vote). Best effort: a
+/// chain that does not answer does not hold up the teardown; a Warning Event
+/// says the removal was not proposed.
+#[instrument(skip_all)]
+pub async fn propose_removal(
+    ctx: &Context,
+    member: &Member,
+    consortium: &Consortium,
+) -> Result<()> {
+    let name = member.name_any();
+    let Some(view) = read_chain(ctx, consortium).await else {
+        ctx.event(
+            member,
+            EventType::Warning,
+            "RemovalNotProposed",
+            "ProposeRemoval",
+            format!("No validator answers: the removal of {name} from the chain's configuration was not proposed"),
+        )
+        .await;
+        return Ok(());
+    };
+    if !view.is_member(&name) {
+        return Ok(());
+    }
+    if let Some(p) = open_removal(&name, &view.proposals) {
+        info!(proposal = p.id, "removal already proposed");
+        return Ok(());
+    }
+    let change = Change::Remove(RemoveMember {
+        member: name.clone(),
+    });
+    let (type_, reason, note) =
+        match propose(ctx, consortium, &view.host, &view.config, change).await {
+            Ok(Proposed::Applied(msg)) => (
+                EventType::Normal,
+                "RemovalProposed",
+                format!("Proposed the removal of {name}: {msg}"),
+            ),
+            Ok(Proposed::Refused(msg)) | Ok(Proposed::NotPossible(msg)) => (
+                EventType::Warning,
+                "RemovalNotProposed",
+                format!("The removal of {name} was not proposed: {msg}"),
+            ),
+            Err(e) => (
+                EventType::Warning,
+                "RemovalNotProposed",
+                format!("The removal of {name} was not proposed: {e}"),
+            ),
+        };
+    ctx.event(member, type_, reason, "ProposeRemoval", note)
+        .await;
+    Ok(())
+}
