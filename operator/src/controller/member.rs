@@ -183,15 +183,17 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
     apply(client, &ns, &build::service::build_headless(&inputs)?).await?;
     apply(client, &ns, &build::service::build_client(&inputs)?).await?;
     apply(client, &ns, &build::pdb::build(&inputs)?).await?;
-    let statefulset = if admitted {
+    // Nodes run once genesis exists: a founder's as validators; those of a
+    // member joining a running consortium as observers, which follow the
+    // chain without voting (a node outside the validator set does so).
+    let statefulset = if genesis.is_some() {
         Some(apply(client, &ns, &build::statefulset::build(&inputs)?).await?)
     } else {
         None
     };
 
     // 4b. on chain: this member's votes, and the admission of a member
-    // joining a running consortium (whose nodes are not started: the nodes
-    // cannot switch to a new validator set yet)
+    // joining a running consortium
     let votes_wanted = !member.spec.approvals.is_empty() || !member.spec.rejections.is_empty();
     let joining = genesis.is_some() && !founder && !admitted;
     let view = if genesis.is_some() && (votes_wanted || joining) {

@@ -198,8 +198,8 @@ pub fn standing(name: &str, view: &ChainView) -> Option<Admission> {
             proposal: existing.map(governance::proposal_status),
             admitted: true,
             reason: AWAITING_VALIDATOR_SWITCH,
-            message: "admitted on chain; its nodes are not started because the nodes cannot \
-                      switch to a new validator set yet"
+            message: "admitted on chain; its nodes run as observers (they follow the chain \
+                      without voting) until the nodes can switch to a new validator set"
                 .into(),
         });
     }

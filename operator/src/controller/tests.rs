@@ -1926,15 +1926,17 @@ async fn votes_on_decided_proposals_are_skipped() {
 }
 
 #[tokio::test]
-async fn a_member_joining_a_running_consortium_is_proposed_once_and_not_started() {
+async fn a_member_joining_a_running_consortium_is_proposed_once_and_its_nodes_observe() {
     let c = consortium_on_chain();
     let chain = Arc::new(genesis_chain(42));
     let m = with_finalizer(fixtures::member_named("org3", 1));
     let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
-    let mut calls = member_calls_in(&c, "org3", None, false);
+    // Its nodes start at once: outside the validator set, they observe.
+    let mut calls = member_calls_in(&c, "org3", None, true);
     calls.extend([
         Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org1")),
         event_call("org3", "AdmissionProposed"),
+        member_pods_call("org3"),
         member_status_patch("org3", &m, |b| {
             let s = &b["status"];
             assert_eq!(s["phase"], "Pending");
@@ -1981,11 +1983,13 @@ async fn a_member_joining_a_running_consortium_is_proposed_once_and_not_started(
     let mut m2 = m;
     m2.status = Some(serde_json::from_value(status.clone()).expect("status"));
     let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
-    let calls = member_calls_in(&c, "org3", Some(secret.clone()), false);
+    let mut calls = member_calls_in(&c, "org3", Some(secret.clone()), true);
+    calls.push(member_pods_call("org3"));
     run_member_in(ctx, handle, m2.clone(), calls).await;
     assert_eq!(chain.submitted().len(), 1);
 
-    // Admitted on chain: still no StatefulSet, and the condition says why.
+    // Admitted on chain: the nodes keep observing, and the condition says
+    // they wait for the validator-set switch.
     chain.update_config(|r| {
         if let Some(cfg) = r.config.as_mut() {
             cfg.members.push(crate::proto::MemberInfo {
@@ -1995,7 +1999,8 @@ async fn a_member_joining_a_running_consortium_is_proposed_once_and_not_started(
         }
     });
     let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
-    let mut calls = member_calls_in(&c, "org3", Some(secret), false);
+    let mut calls = member_calls_in(&c, "org3", Some(secret), true);
+    calls.push(member_pods_call("org3"));
     calls.push(member_status_patch("org3", &m2, |b| {
         let s = &b["status"];
         assert_eq!(s["phase"], "Admitted");
