@@ -181,6 +181,36 @@ mod tests {
     }
 
     #[test]
+    fn renders_a_member_joining_after_genesis() {
+        // org3 is not a founder: its objects are rendered (its nodes start
+        // as observers), genesis reaches its namespace, and genesis does not
+        // list it: it joins by an on-chain admission proposal.
+        let org3 = fixtures::MEMBER_YAML
+            .replace("name: org1", "name: org3")
+            .replace("namespace: org1", "namespace: org3")
+            .replace("replicas: 2", "replicas: 1");
+        let yaml = format!("{}\n---\n{org3}", input());
+        let objs = render_objects(&yaml, &fixtures::settings(), 1).expect("render");
+        assert!(objs
+            .iter()
+            .any(|o| o["kind"] == "StatefulSet" && o["metadata"]["namespace"] == "org3"));
+        let genesis_in_org3 = objs
+            .iter()
+            .find(|o| {
+                o["metadata"]["name"] == "escrow-genesis" && o["metadata"]["namespace"] == "org3"
+            })
+            .expect("genesis in the joining member's namespace");
+        let g: crate::genesis::Genesis = serde_json::from_str(
+            genesis_in_org3["data"]["genesis.json"]
+                .as_str()
+                .expect("text"),
+        )
+        .expect("parse");
+        assert!(g.validators.iter().all(|v| v.member != "org3"));
+        assert!(g.members.iter().all(|m| m.name != "org3"));
+    }
+
+    #[test]
     fn rejects_member_without_consortium() {
         let err = render_objects(fixtures::MEMBER_YAML, &fixtures::settings(), 1);
         assert!(err.is_err());

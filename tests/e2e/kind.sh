@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end test on a real cluster (kind): build both images, install the
 # chart, apply the four-member example, wait for Ready, commit a transaction,
-# read it back, delete the consortium and check the volumes were kept.
+# read it back, change the block interval live (200ms -> 1s -> 200ms), admit a
+# fifth member whose node follows as an observer, remove it again, delete the
+# consortium and check the volumes were kept.
 #
 # NEEDS a machine with docker, kind, kubectl and helm, and network access for
 # the base images. It cannot run on the project's build machines (no container
@@ -80,6 +82,30 @@ height=$(kubectl get consortium escrow -o jsonpath='{.status.height}')
 echo "consortium height: $height"
 [ "${height:-0}" -ge 1 ]
 
+step "live block interval: 200ms -> 1s -> 200ms, through configuration transactions"
+for interval in 1s 200ms; do
+  ms=$([ "$interval" = 1s ] && echo 1000 || echo 200)
+  kubectl patch consortium escrow --type merge -p "{\"spec\":{\"blockInterval\":\"$interval\"}}"
+  kubectl wait --for=jsonpath='{.status.chainConfig.blockIntervalMs}'="$ms" consortium/escrow --timeout "$TIMEOUT"
+  kubectl get consortium escrow -o jsonpath='{.status.chainConfig}'; echo
+done
+
+step "a fifth member joins the running consortium (Automatic policy: the admin's proposal applies at once)"
+kubectl create namespace broker --dry-run=client -o yaml | kubectl apply -f -
+cat <<'YAML' | kubectl apply -f -
+apiVersion: kubeledger.io/v1alpha1
+kind: Member
+metadata: {name: broker, namespace: broker}
+spec: {consortium: escrow, organization: Escrow Broker, replicas: 1}
+YAML
+kubectl -n broker wait --for=jsonpath='{.status.phase}'=Admitted member/broker --timeout "$TIMEOUT"
+kubectl -n broker get member broker -o jsonpath='{.status.admission}'; echo
+# Its node runs as an observer: it follows the chain and serves reads.
+kubectl -n broker rollout status statefulset/broker --timeout "$TIMEOUT"
+kubectl -n broker run "e2e-observer-$RANDOM" --image "$NODE_IMAGE" --image-pull-policy=IfNotPresent \
+  --restart=Never --rm -i --quiet -- --endpoint http://broker-client:7050 -o json status | grep -q '"observer": *true'
+kubectl -n broker delete member broker --wait --timeout "$TIMEOUT"
+
 step "delete the consortium: nodes go, volumes stay"
 kubectl delete members --all -A --wait --timeout "$TIMEOUT"
 kubectl delete consortium escrow --wait --timeout "$TIMEOUT"
@@ -93,5 +119,5 @@ done
 
 step "uninstall"
 helm uninstall kubeledger --namespace "$NS" --wait
-kubectl delete namespace agency bank developer auditor --wait=false
+kubectl delete namespace agency bank developer auditor broker --wait=false
 echo "e2e passed"
