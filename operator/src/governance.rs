@@ -19,6 +19,7 @@ pub struct LiveParams {
     pub block_interval_ms: u32,
     pub max_block_txs: u32,
     pub max_block_bytes: u64,
+    pub view_change_timeout_ms: u32,
 }
 
 impl LiveParams {
@@ -27,6 +28,7 @@ impl LiveParams {
             block_interval_ms: p.block_interval_ms,
             max_block_txs: p.max_block_txs,
             max_block_bytes: p.max_block_bytes,
+            view_change_timeout_ms: p.view_change_timeout_ms,
         }
     }
 
@@ -36,6 +38,9 @@ impl LiveParams {
             block_interval_ms: update.block_interval_ms.unwrap_or(self.block_interval_ms),
             max_block_txs: update.max_block_txs.unwrap_or(self.max_block_txs),
             max_block_bytes: update.max_block_bytes.unwrap_or(self.max_block_bytes),
+            view_change_timeout_ms: update
+                .view_change_timeout_ms
+                .unwrap_or(self.view_change_timeout_ms),
         }
     }
 }
@@ -44,8 +49,11 @@ impl std::fmt::Display for LiveParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "blockInterval {}ms, maxBlockTxs {}, maxBlockBytes {}",
-            self.block_interval_ms, self.max_block_txs, self.max_block_bytes
+            "blockInterval {}ms, maxBlockTxs {}, maxBlockBytes {}, viewChangeTimeout {}ms",
+            self.block_interval_ms,
+            self.max_block_txs,
+            self.max_block_bytes,
+            self.view_change_timeout_ms
         )
     }
 }
@@ -57,6 +65,7 @@ pub fn desired_params(spec: &ConsortiumSpec) -> Result<LiveParams> {
         block_interval_ms: p.block_interval_ms,
         max_block_txs: p.max_block_txs,
         max_block_bytes: p.max_block_bytes,
+        view_change_timeout_ms: p.view_change_timeout_ms,
     })
 }
 
@@ -137,6 +146,10 @@ pub fn plan_params(
         block_interval_ms: differs(desired.block_interval_ms, target.block_interval_ms),
         max_block_txs: differs(desired.max_block_txs, target.max_block_txs),
         max_block_bytes: differs(desired.max_block_bytes, target.max_block_bytes),
+        view_change_timeout_ms: differs(
+            desired.view_change_timeout_ms,
+            target.view_change_timeout_ms,
+        ),
     })
 }
 
@@ -390,6 +403,19 @@ mod tests {
 
     fn want(interval: u32) -> LiveParams {
         LiveParams::of(&params(interval))
+    }
+
+    #[test]
+    fn proposes_a_new_view_change_timeout_alone() {
+        let mut desired = want(200);
+        desired.view_change_timeout_ms += 1_000;
+        assert_eq!(
+            plan_params(desired, &config(200), &[]),
+            ParamsPlan::Propose(UpdateParams {
+                view_change_timeout_ms: Some(desired.view_change_timeout_ms),
+                ..Default::default()
+            })
+        );
     }
 
     #[test]

@@ -370,6 +370,19 @@ impl Replica {
         &self.stats
     }
 
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Changes the request and view-change timeouts (a chain parameter
+    /// changed by configuration). Timers already running keep their
+    /// deadline; the next ones armed use the new values. Timeouts decide
+    /// only when a replica suspects the primary, never what is committed.
+    pub fn set_timeouts(&mut self, request_timeout_ms: u64, view_change_timeout_ms: u64) {
+        self.cfg.request_timeout_ms = request_timeout_ms.max(1);
+        self.cfg.view_change_timeout_ms = view_change_timeout_ms.max(1);
+    }
+
     pub fn id(&self) -> ReplicaIndex {
         self.me
     }

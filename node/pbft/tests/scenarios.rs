@@ -624,3 +624,35 @@ fn config_and_identity_errors() {
     assert!(Replica::new(cfg(4, 8), c.vset.clone(), 1, c.keys[0].clone()).is_err());
     assert!(ValidatorSet::new(&[]).is_err());
 }
+
+#[test]
+fn changed_timeouts_apply_to_the_next_timer_armed() {
+    let c = Cluster::new(4, cfg(4, 8));
+    let mut backup = Replica::new(cfg(4, 8), c.vset.clone(), 1, c.keys[1].clone()).unwrap();
+    let timer_after = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::SetTimer {
+                id: TimerId::Request,
+                after_ms,
+            } => Some(*after_ms),
+            _ => None,
+        })
+    };
+    assert_eq!(
+        timer_after(&backup.step(Input::RequestsPending(true))),
+        Some(100)
+    );
+    backup.set_timeouts(700, 900);
+    assert_eq!(backup.config().request_timeout_ms, 700);
+    assert_eq!(backup.config().view_change_timeout_ms, 900);
+    // The running timer keeps its deadline; once it fires and the replica
+    // arms timers again, the new values are used.
+    let vc = backup.step(Input::TimerFired(TimerId::Request));
+    assert!(vc.iter().any(|a| matches!(
+        a,
+        Action::SetTimer {
+            id: TimerId::ViewChange,
+            after_ms: 900
+        }
+    )));
+}

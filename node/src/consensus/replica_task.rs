@@ -117,7 +117,12 @@ pub async fn start(
         .ok_or_else(|| ConsensusError::NotAValidator(hex::encode(my_key)))?
         as ReplicaIndex;
     let vset = ValidatorSet::new(&validator_keys)?;
-    let cfg = replica_config(&genesis.params);
+    // The checkpoint interval (and with it the window) is fixed at genesis;
+    // the timeout is whatever configuration has in force now.
+    let cfg = replica_config(&crate::genesis::ChainParams {
+        view_change_timeout_ms: state.params().view_change_timeout_ms,
+        ..genesis.params.clone()
+    });
     let ledger = state.ledger.clone();
     let height = ledger.tip().height;
     let (persister, stored) = {
@@ -346,6 +351,20 @@ impl ConsensusTask {
         self.handle(actions);
     }
 
+    /// The request / view-change timeout is a chain parameter: once the
+    /// ledger reaches the height a change applies from, the replica uses it.
+    fn follow_timeouts(&mut self) {
+        let wanted = u64::from(self.state.params().view_change_timeout_ms.max(1));
+        let cfg = self.replica.config();
+        if cfg.request_timeout_ms != wanted || cfg.view_change_timeout_ms != wanted {
+            tracing::info!(
+                timeout_ms = wanted,
+                "view-change timeout changed by configuration"
+            );
+            self.replica.set_timeouts(wanted, wanted);
+        }
+    }
+
     fn on_done(&mut self, d: Done) {
         match d {
             Done::Executed {
@@ -359,6 +378,7 @@ impl ConsensusTask {
                     self.state.mempool.requeue(std::mem::take(&mut self.held));
                 }
                 self.executed_through(seq);
+                self.follow_timeouts();
                 self.step(Input::Executed {
                     seq,
                     state_root,
@@ -371,6 +391,7 @@ impl ConsensusTask {
                 block_hash,
             } => {
                 self.executed_through(seq);
+                self.follow_timeouts();
                 self.step(Input::StateTransferred {
                     seq,
                     state_root,

@@ -68,6 +68,7 @@ pub fn updated(base: &ChainParameters, update: &UpdateParams) -> Result<ChainPar
     if update.block_interval_ms.is_none()
         && update.max_block_txs.is_none()
         && update.max_block_bytes.is_none()
+        && update.view_change_timeout_ms.is_none()
     {
         return Err("a parameter update must change at least one parameter".into());
     }
@@ -80,6 +81,14 @@ pub fn updated(base: &ChainParameters, update: &UpdateParams) -> Result<ChainPar
     }
     if let Some(v) = update.max_block_bytes {
         next.max_block_bytes = v;
+    }
+    if let Some(v) = update.view_change_timeout_ms {
+        if !(100..=600_000).contains(&v) {
+            return Err(format!(
+                "view_change_timeout_ms {v} must be between 100 and 600000"
+            ));
+        }
+        next.view_change_timeout_ms = v;
     }
     from_proto(&next).validate().map_err(|e| e.to_string())?;
     // Backups start a view change when no block arrives for a timeout
@@ -148,6 +157,30 @@ mod tests {
             ..Default::default()
         };
         assert!(updated(&base, &slower_than_timeout)
+            .unwrap_err()
+            .contains("half the view change timeout"));
+        let patient = UpdateParams {
+            view_change_timeout_ms: Some(4_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            updated(&base, &patient)
+                .expect("valid")
+                .view_change_timeout_ms,
+            4_000
+        );
+        let hasty = UpdateParams {
+            view_change_timeout_ms: Some(50),
+            ..Default::default()
+        };
+        assert!(updated(&base, &hasty)
+            .unwrap_err()
+            .contains("view_change_timeout_ms"));
+        let below_interval = UpdateParams {
+            view_change_timeout_ms: Some(300),
+            ..Default::default()
+        };
+        assert!(updated(&base, &below_interval)
             .unwrap_err()
             .contains("half the view change timeout"));
         let tiny_blocks = UpdateParams {

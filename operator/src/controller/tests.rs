@@ -1586,6 +1586,7 @@ async fn a_new_block_interval_is_proposed_once_with_the_consortium_admin_key() {
             block_interval_ms: Some(500),
             max_block_txs: None,
             max_block_bytes: None,
+            view_change_timeout_ms: None,
         })
     );
 

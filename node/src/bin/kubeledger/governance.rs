@@ -79,6 +79,9 @@ pub enum ConfigCommand {
         max_block_txs: Option<u32>,
         #[arg(long)]
         max_block_bytes: Option<u64>,
+        /// Request / view-change timeout of the replicas, e.g. 3s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        view_change_timeout: Option<Duration>,
     },
 }
 
@@ -199,7 +202,8 @@ fn describe_change(change: Option<&proto::ConfigChange>) -> Value {
         Some(Change::Remove(r)) => json!({"remove": {"member": r.member}}),
         Some(Change::UpdateParams(u)) => json!({"update_params": {
             "block_interval_ms": u.block_interval_ms, "max_block_txs": u.max_block_txs,
-            "max_block_bytes": u.max_block_bytes}}),
+            "max_block_bytes": u.max_block_bytes,
+            "view_change_timeout_ms": u.view_change_timeout_ms}}),
         Some(Change::Vote(v)) => {
             json!({"vote": {"proposal_id": v.proposal_id, "approve": v.approve}})
         }
@@ -301,17 +305,29 @@ pub async fn config(
             block_interval,
             max_block_txs,
             max_block_bytes,
+            view_change_timeout,
         } => {
             let block_interval_ms = block_interval
                 .map(|d| u32::try_from(d.as_millis()).context("block interval is too long"))
                 .transpose()?;
-            if block_interval_ms.is_none() && max_block_txs.is_none() && max_block_bytes.is_none() {
-                bail!("give at least one of --block-interval, --max-block-txs, --max-block-bytes");
+            let view_change_timeout_ms = view_change_timeout
+                .map(|d| u32::try_from(d.as_millis()).context("timeout is too long"))
+                .transpose()?;
+            if block_interval_ms.is_none()
+                && max_block_txs.is_none()
+                && max_block_bytes.is_none()
+                && view_change_timeout_ms.is_none()
+            {
+                bail!(
+                    "give at least one of --block-interval, --max-block-txs, --max-block-bytes, \
+                     --view-change-timeout"
+                );
             }
             let change = Change::UpdateParams(proto::UpdateParams {
                 block_interval_ms,
                 max_block_txs,
                 max_block_bytes,
+                view_change_timeout_ms,
             });
             submit(endpoint, key, change, output).await
         }
