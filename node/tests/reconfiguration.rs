@@ -34,13 +34,18 @@ fn admin(dir: &std::path::Path, i: usize) -> SigningKey {
     keys::load(&admin_key_path(dir, &format!("org{}", i + 1))).expect("admin key")
 }
 
+/// Height of the last configuration change a client saw committed: reads
+/// through another replica first wait until it has executed that far.
+static LAST_CHANGE: AtomicU64 = AtomicU64::new(0);
+
 /// Submits a configuration change and insists it was applied.
 async fn change(client: &mut Client, key: &SigningKey, c: Change) -> proto::ConfigOutcome {
-    let (_, outcome) = client
+    let (committed, outcome) = client
         .submit_config(key, c, WAIT)
         .await
         .expect("configuration change commits");
     assert!(outcome.applied, "not applied: {}", outcome.message);
+    LAST_CHANGE.fetch_max(committed.height, Ordering::SeqCst);
     outcome
 }
 
@@ -52,6 +57,7 @@ fn vote(id: u64) -> Change {
 }
 
 async fn proposal(client: &mut Client, id: u64) -> proto::Proposal {
+    wait_height(client, LAST_CHANGE.load(Ordering::SeqCst)).await;
     client
         .inner
         .list_proposals(proto::ListProposalsRequest::default())
@@ -182,6 +188,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
         "{decided:?}"
     );
     assert_eq!(decided.ballots.len(), 3);
+    wait_height(&mut clients[0], LAST_CHANGE.load(Ordering::SeqCst)).await;
     let config = clients[0]
         .inner
         .get_config(proto::GetConfigRequest::default())
