@@ -54,14 +54,6 @@ async fn load_past_a_checkpoint(c: &mut Client, tag: &str) -> u64 {
     last
 }
 
-async fn wait_observer_at(c: &mut Client, height: u64) {
-    eventually(WAIT, || {
-        let mut c = c.clone();
-        async move { (status(&mut c).await.height >= height).then_some(()) }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observer_follows_verifies_serves_reads_and_refuses_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -98,7 +90,7 @@ async fn an_observer_follows_verifies_serves_reads_and_refuses_writes() {
     assert!(!status(&mut validator).await.observer);
 
     let checkpoint = load_past_a_checkpoint(&mut validator, "a").await;
-    wait_observer_at(&mut obs, checkpoint).await;
+    wait_height(&obs, checkpoint, WAIT).await;
     for h in 1..=checkpoint {
         assert_eq!(
             block_hash(&mut obs, h).await,
@@ -134,7 +126,7 @@ async fn an_observer_follows_verifies_serves_reads_and_refuses_writes() {
     assert!(later > checkpoint);
     let _child = spawn_node_process(&observer);
     let mut obs = connect_retry(&observer.endpoint(), WAIT).await;
-    wait_observer_at(&mut obs, later).await;
+    wait_height(&obs, later, WAIT).await;
     assert_eq!(
         block_hash(&mut obs, later).await,
         block_hash(&mut validator, later).await

@@ -57,7 +57,7 @@ fn vote(id: u64) -> Change {
 }
 
 async fn proposal(client: &mut Client, id: u64) -> proto::Proposal {
-    wait_height(client, LAST_CHANGE.load(Ordering::SeqCst)).await;
+    wait_height(client, LAST_CHANGE.load(Ordering::SeqCst), WAIT).await;
     client
         .inner
         .list_proposals(proto::ListProposalsRequest::default())
@@ -68,22 +68,6 @@ async fn proposal(client: &mut Client, id: u64) -> proto::Proposal {
         .into_iter()
         .find(|p| p.id == id)
         .expect("proposal listed")
-}
-
-async fn wait_height(client: &mut Client, h: u64) {
-    eventually(WAIT, || {
-        let mut c = client.clone();
-        async move {
-            let s = c
-                .inner
-                .status(proto::StatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            (s.height >= h).then_some(())
-        }
-    })
-    .await;
 }
 
 async fn timestamps(client: &mut Client, from: u64, to: u64) -> Vec<u64> {
@@ -152,7 +136,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
             }
         }));
     }
-    wait_height(&mut clients[0], 5).await;
+    wait_height(&clients[0], 5, WAIT).await;
 
     // Admission of org5, proposed by org2 (its approval counts), approved by
     // org3 and org4: 3 of 4 = 75% >= 67%.
@@ -188,7 +172,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
         "{decided:?}"
     );
     assert_eq!(decided.ballots.len(), 3);
-    wait_height(&mut clients[0], LAST_CHANGE.load(Ordering::SeqCst)).await;
+    wait_height(&clients[0], LAST_CHANGE.load(Ordering::SeqCst), WAIT).await;
     let config = clients[0]
         .inner
         .get_config(proto::GetConfigRequest::default())
@@ -238,7 +222,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
     change(&mut clients[3], &admins[3], vote(p)).await;
     let slow_from = proposal(&mut clients[0], p).await.effective_height;
     assert!(slow_from > 0);
-    wait_height(&mut clients[0], slow_from + 4).await;
+    wait_height(&clients[0], slow_from + 4, WAIT).await;
 
     let fast = Change::UpdateParams(proto::UpdateParams {
         block_interval_ms: Some(200),
@@ -249,7 +233,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
         change(&mut clients[i], &admins[i], vote(p)).await;
     }
     let fast_from = proposal(&mut clients[0], p).await.effective_height;
-    wait_height(&mut clients[0], fast_from + 10).await;
+    wait_height(&clients[0], fast_from + 10, WAIT).await;
 
     // Remove org5 again (org1 proposes; org2..org4 approve: 4 of 5).
     let remove = Change::Remove(proto::RemoveMember {
@@ -286,7 +270,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
         .into_inner()
         .height;
     for c in clients.iter_mut() {
-        wait_height(c, tip).await;
+        wait_height(c, tip, WAIT).await;
     }
     let reference = timestamps(&mut clients[0], 1, tip).await;
     for c in clients.iter_mut().skip(1) {

@@ -143,6 +143,23 @@ where
     }
 }
 
+/// Waits until the node behind `client` has executed block `height`.
+pub async fn wait_height(client: &Client, height: u64, within: Duration) {
+    eventually(within, || {
+        let mut c = client.clone();
+        async move {
+            let s = c
+                .inner
+                .status(proto::StatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            (s.height >= height).then_some(())
+        }
+    })
+    .await;
+}
+
 /// Writes an `n`-node consortium into `dir` on 127.0.0.1, on a block of
 /// free ports (gRPC `base + 10·i`, peer `+1`, metrics `+2`).
 pub fn consortium(dir: &Path, n: usize, params: ChainParams) -> Vec<local::LocalNode> {
