@@ -102,7 +102,7 @@ pub struct ConsortiumSpec {
     #[serde(default)]
     pub admission: AdmissionPolicy,
 
-    /// Automatic healing of stuck or corrupt nodes (enforced by a later release).
+    /// Automatic healing of stuck or corrupt nodes.
     #[serde(default)]
     pub healing: HealingSpec,
 }
