@@ -142,53 +142,31 @@ mod tests {
     #[test]
     fn invalid_updates_are_refused_with_the_rule() {
         let base = to_proto(&ChainParams::default());
-        assert!(updated(&base, &UpdateParams::default())
-            .unwrap_err()
-            .contains("at least one"));
-        let too_fast = UpdateParams {
-            block_interval_ms: Some(1),
-            ..Default::default()
+        let update = |interval, bytes, timeout| UpdateParams {
+            block_interval_ms: interval,
+            max_block_txs: None,
+            max_block_bytes: bytes,
+            view_change_timeout_ms: timeout,
         };
-        assert!(updated(&base, &too_fast)
-            .unwrap_err()
-            .contains("block_interval_ms"));
-        let slower_than_timeout = UpdateParams {
-            block_interval_ms: Some(5_000),
-            ..Default::default()
-        };
-        assert!(updated(&base, &slower_than_timeout)
-            .unwrap_err()
-            .contains("half the view change timeout"));
-        let patient = UpdateParams {
-            view_change_timeout_ms: Some(4_000),
-            ..Default::default()
-        };
-        assert_eq!(
-            updated(&base, &patient)
-                .expect("valid")
-                .view_change_timeout_ms,
-            4_000
-        );
-        let hasty = UpdateParams {
-            view_change_timeout_ms: Some(50),
-            ..Default::default()
-        };
-        assert!(updated(&base, &hasty)
-            .unwrap_err()
-            .contains("view_change_timeout_ms"));
-        let below_interval = UpdateParams {
-            view_change_timeout_ms: Some(300),
-            ..Default::default()
-        };
-        assert!(updated(&base, &below_interval)
-            .unwrap_err()
-            .contains("half the view change timeout"));
-        let tiny_blocks = UpdateParams {
-            max_block_bytes: Some(10),
-            ..Default::default()
-        };
-        assert!(updated(&base, &tiny_blocks)
-            .unwrap_err()
-            .contains("max_block_bytes"));
+        let refused = [
+            (update(None, None, None), "at least one"),
+            (update(Some(1), None, None), "block_interval_ms"),
+            (
+                update(Some(5_000), None, None),
+                "half the view change timeout",
+            ),
+            (update(None, None, Some(50)), "view_change_timeout_ms"),
+            (
+                update(None, None, Some(300)),
+                "half the view change timeout",
+            ),
+            (update(None, Some(10), None), "max_block_bytes"),
+        ];
+        for (u, rule) in refused {
+            let err = updated(&base, &u).expect_err("refused");
+            assert!(err.contains(rule), "{u:?}: {err}");
+        }
+        let patient = updated(&base, &update(None, None, Some(4_000))).expect("valid");
+        assert_eq!(patient.view_change_timeout_ms, 4_000);
     }
 }
