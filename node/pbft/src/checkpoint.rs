@@ -111,9 +111,12 @@ impl Replica {
     }
 
     pub(crate) fn on_stable_proof_msg(&mut self, sm: SignedMessage, out: &mut Vec<Action>) {
-        let Message::StableProof(proof) = sm.message else {
-            return;
-        };
+        if let Message::StableProof(proof) = sm.message {
+            self.on_stable_proof(proof, out);
+        }
+    }
+
+    pub(crate) fn on_stable_proof(&mut self, proof: Vec<SignedMessage>, out: &mut Vec<Action>) {
         match verify_checkpoint_proof(&self.vset, &proof) {
             Some(cp) => self.on_stable_certificate(
                 StableCheckpoint {

@@ -11,6 +11,10 @@ pub enum Error {
     NotAValidator(u32),
     #[error("signing key does not match validator {0}'s public key")]
     KeyMismatch(u32),
+    #[error(
+        "stored replica state (stable checkpoint {stable}) is from an earlier epoch than the one starting at {base}"
+    )]
+    StaleEpoch { stable: u64, base: u64 },
     #[error("invalid config: {0}")]
     InvalidConfig(&'static str),
 }

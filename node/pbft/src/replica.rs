@@ -72,6 +72,10 @@ pub enum Input {
     },
     /// Whether the node's mempool holds client work not yet committed.
     RequestsPending(bool),
+    /// A stable-checkpoint certificate the node obtained outside the peer
+    /// stream (asked of a peer after falling behind). Verified here like
+    /// any other; a replica that has not reached it fetches the state.
+    StableCertificate(Vec<SignedMessage>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +202,11 @@ pub struct Status {
     pub view_changes: u64,
     pub view_change_in_progress: bool,
     pub state_transfer_target: Option<Seq>,
+    /// The checkpoint this validator set's epoch started from (0: genesis).
+    pub epoch_base: Seq,
+    /// The last sequence number of this epoch, once a change of the
+    /// validator set is scheduled.
+    pub epoch_end: Option<Seq>,
 }
 
 pub struct Replica {
@@ -221,6 +230,39 @@ pub struct Replica {
     /// Normal-case messages for a view we have not entered yet.
     pub(crate) future: Vec<(ReplicaIndex, SignedMessage)>,
     pub(crate) fetching: Option<StableCheckpoint>,
+    /// Where this validator set's epoch starts: a checkpoint the previous
+    /// set certified, taken as stable without a certificate of this set
+    /// (genesis is epoch 0's base).
+    pub(crate) epoch_base: StableCheckpoint,
+    /// The last sequence number this set orders, once the next set is
+    /// scheduled; nothing past it is accepted.
+    pub(crate) epoch_end: Option<Seq>,
+}
+
+fn genesis_base() -> StableCheckpoint {
+    StableCheckpoint {
+        seq: 0,
+        state_root: [0; 32],
+        block_hash: [0; 32],
+        proof: Vec::new(),
+    }
+}
+
+fn fresh_state(base: &StableCheckpoint) -> PersistentState {
+    PersistentState {
+        view: 0,
+        in_view_change: false,
+        stable: base.clone(),
+        last_committed: base.seq,
+        next_seq: base.seq.saturating_add(1),
+        slots: BTreeMap::new(),
+        own_view_change: None,
+        sent_view_changes: BTreeMap::new(),
+        new_view: None,
+        own_checkpoints: BTreeMap::new(),
+        view_changes: 0,
+        vc_attempts: 0,
+    }
 }
 
 impl Replica {
@@ -230,26 +272,32 @@ impl Replica {
         me: ReplicaIndex,
         key: SigningKey,
     ) -> Result<Self, Error> {
-        let st = PersistentState {
-            view: 0,
-            in_view_change: false,
-            stable: StableCheckpoint {
-                seq: 0,
-                state_root: [0; 32],
-                block_hash: [0; 32],
-                proof: Vec::new(),
-            },
-            last_committed: 0,
-            next_seq: 1,
-            slots: BTreeMap::new(),
-            own_view_change: None,
-            sent_view_changes: BTreeMap::new(),
-            new_view: None,
-            own_checkpoints: BTreeMap::new(),
-            view_changes: 0,
-            vc_attempts: 0,
+        Self::restore(cfg, vset, me, key, fresh_state(&genesis_base()), 0)
+    }
+
+    /// A replica of a validator set whose epoch starts after checkpoint
+    /// `base` (certified by the previous set, which the caller checked; its
+    /// proof is not kept). It starts in view 0 with that checkpoint stable.
+    pub fn new_epoch(
+        cfg: Config,
+        vset: ValidatorSet,
+        me: ReplicaIndex,
+        key: SigningKey,
+        base: StableCheckpoint,
+        executed_seq: Seq,
+    ) -> Result<Self, Error> {
+        let base = StableCheckpoint {
+            proof: Vec::new(),
+            ..base
         };
-        Self::restore(cfg, vset, me, key, st, 0)
+        let st = fresh_state(&base);
+        Self::restore_in_epoch(cfg, vset, me, key, st, executed_seq, base)
+    }
+
+    /// Whether `st` was saved by a replica of the epoch that starts at
+    /// `base_seq` (rather than an earlier epoch's replica).
+    pub fn state_belongs_to_epoch(st: &PersistentState, base_seq: Seq) -> bool {
+        st.stable.seq > base_seq || (st.stable.seq == base_seq && st.stable.proof.is_empty())
     }
 
     /// Rebuild a replica after a crash. `executed_seq` is the ledger height;
@@ -259,9 +307,29 @@ impl Replica {
         vset: ValidatorSet,
         me: ReplicaIndex,
         key: SigningKey,
-        mut st: PersistentState,
+        st: PersistentState,
         executed_seq: Seq,
     ) -> Result<Self, Error> {
+        Self::restore_in_epoch(cfg, vset, me, key, st, executed_seq, genesis_base())
+    }
+
+    /// [`Replica::restore`] for a replica of the epoch starting at `base`
+    /// (see [`Replica::new_epoch`]).
+    pub fn restore_in_epoch(
+        cfg: Config,
+        vset: ValidatorSet,
+        me: ReplicaIndex,
+        key: SigningKey,
+        mut st: PersistentState,
+        executed_seq: Seq,
+        base: StableCheckpoint,
+    ) -> Result<Self, Error> {
+        if !Self::state_belongs_to_epoch(&st, base.seq) {
+            return Err(Error::StaleEpoch {
+                stable: st.stable.seq,
+                base: base.seq,
+            });
+        }
         if cfg.checkpoint_interval == 0 {
             return Err(Error::InvalidConfig("checkpoint_interval must be > 0"));
         }
@@ -274,7 +342,7 @@ impl Replica {
         if pk.as_bytes() != key.verifying_key().as_bytes() {
             return Err(Error::KeyMismatch(me));
         }
-        st.last_committed = executed_seq;
+        st.last_committed = executed_seq.max(base.seq);
         Ok(Replica {
             cfg,
             vset,
@@ -291,6 +359,11 @@ impl Replica {
             view_changes: BTreeMap::new(),
             future: Vec::new(),
             fetching: None,
+            epoch_base: StableCheckpoint {
+                proof: Vec::new(),
+                ..base
+            },
+            epoch_end: None,
         })
     }
 
@@ -345,6 +418,7 @@ impl Replica {
                 self.requests_pending = p;
                 self.update_request_timer(false, &mut out);
             }
+            Input::StableCertificate(proof) => self.on_stable_proof(proof, &mut out),
         }
         out
     }
@@ -363,7 +437,44 @@ impl Replica {
             view_changes: self.st.view_changes,
             view_change_in_progress: self.st.in_view_change,
             state_transfer_target: self.fetching.as_ref().map(|c| c.seq),
+            epoch_base: self.epoch_base.seq,
+            epoch_end: self.epoch_end,
         }
+    }
+
+    /// Ends this validator set's epoch after `end` (a checkpoint sequence
+    /// number): the next set takes over from `end + 1`. The node calls it
+    /// as soon as it has executed the block that scheduled the change,
+    /// before it reports that block executed, so the window (which never
+    /// runs more than L past what this replica executed) has not reached
+    /// past `end`. Ignored unless `end` is a checkpoint inside the epoch.
+    pub fn set_epoch_end(&mut self, end: Seq) {
+        if end <= self.epoch_base.seq
+            || end % self.cfg.checkpoint_interval != 0
+            || self.epoch_end.is_some_and(|e| e <= end)
+        {
+            return;
+        }
+        tracing::info!(me = self.me, end, "validator set ends its epoch");
+        self.epoch_end = Some(end);
+        // Defensive: nothing past the end is ever ordered by this set.
+        let committed = self.st.last_committed;
+        self.st
+            .slots
+            .retain(|s, slot| *s <= end || (*s <= committed && slot.committed.is_some()));
+    }
+
+    /// The epoch's last checkpoint is stable: the next validator set takes
+    /// over from here.
+    pub fn epoch_complete(&self) -> bool {
+        self.epoch_end.is_some_and(|e| self.st.stable.seq >= e)
+    }
+
+    /// This replica executed every block of its epoch and waits for the
+    /// epoch's last checkpoint to become stable.
+    pub(crate) fn epoch_drained(&self) -> bool {
+        self.epoch_end
+            .is_some_and(|e| self.st.last_committed >= e && self.st.stable.seq < e)
     }
 
     pub fn stats(&self) -> &Stats {
@@ -423,12 +534,22 @@ impl Replica {
         self.primary() == self.me
     }
 
+    /// The highest sequence number accepted: L past the stable checkpoint
+    /// (or the state being fetched), and never more than L past what this
+    /// replica executed, so a change the ledger schedules (a new validator
+    /// set from an epoch end at least L after the deciding block) is known
+    /// before anything it rules out was accepted. Capped at the epoch end.
     pub(crate) fn high_watermark(&self) -> Seq {
         let base = self
             .fetching
             .as_ref()
             .map_or(self.st.stable.seq, |c| c.seq.max(self.st.stable.seq));
-        base.saturating_add(self.cfg.window)
+        let executed = self.last_executed.max(self.epoch_base.seq);
+        let hw = base.min(executed).saturating_add(self.cfg.window);
+        match self.epoch_end {
+            Some(end) => hw.min(end),
+            None => hw,
+        }
     }
 
     pub(crate) fn in_window(&self, seq: Seq) -> bool {
@@ -540,6 +661,13 @@ impl Replica {
                     return;
                 }
                 self.request_timer_armed = false;
+                if self.epoch_drained() {
+                    // Nothing left to order in this epoch: the primary is
+                    // not at fault. Repair lost CHECKPOINTs instead.
+                    self.rebroadcast_checkpoints(out);
+                    self.update_request_timer(false, out);
+                    return;
+                }
                 tracing::debug!(me = self.me, view = self.st.view, "request timer expired");
                 let next = self.st.view.saturating_add(1);
                 self.start_view_change(next, out);
@@ -574,7 +702,7 @@ impl Replica {
             .any(|(_, s)| s.pre_prepare.is_some() || s.committed.is_some());
         let needed = !self.st.in_view_change
             && self.fetching.is_none()
-            && (self.requests_pending || outstanding);
+            && (self.requests_pending || outstanding || self.epoch_drained());
         if needed && (!self.request_timer_armed || progressed) {
             self.request_timer_armed = true;
             // Backups watch the primary. The primary's own timer only

@@ -35,6 +35,14 @@ impl Clone for ValidatorSet {
 
 impl ValidatorSet {
     pub fn new(public_keys: &[[u8; 32]]) -> Result<Self, Error> {
+        Self::for_epoch(public_keys, 0)
+    }
+
+    /// The set of the epoch that starts after checkpoint `base`. The base
+    /// is bound into [`ValidatorSet::hash`] (and so into every signature),
+    /// so a set that returns after a change does not accept messages of
+    /// its earlier epoch. Epoch 0 (genesis) hashes as [`ValidatorSet::new`].
+    pub fn for_epoch(public_keys: &[[u8; 32]], base: u64) -> Result<Self, Error> {
         if public_keys.is_empty() {
             return Err(Error::EmptyValidatorSet);
         }
@@ -45,6 +53,10 @@ impl ValidatorSet {
         for (i, pk) in public_keys.iter().enumerate() {
             keys.push(VerifyingKey::from_bytes(pk).map_err(|_| Error::InvalidKey(i))?);
             h.update(pk);
+        }
+        if base > 0 {
+            h.update(b"epoch-base");
+            h.update(base.to_be_bytes());
         }
         Ok(ValidatorSet {
             keys,

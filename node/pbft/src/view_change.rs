@@ -30,8 +30,18 @@ fn as_view_change(sm: &SignedMessage) -> Option<&ViewChange> {
 }
 
 /// Full validation of a VIEW-CHANGE body (outer signature checked by caller).
-pub(crate) fn valid_view_change(vset: &ValidatorSet, window: u64, vc: &ViewChange) -> bool {
-    if vc.stable_seq == 0 {
+/// The epoch's base checkpoint is stable without a certificate of this set
+/// (the previous set certified it); anything older is not of this epoch.
+pub(crate) fn valid_view_change(
+    vset: &ValidatorSet,
+    window: u64,
+    base: &StableCheckpoint,
+    vc: &ViewChange,
+) -> bool {
+    if vc.stable_seq < base.seq {
+        return false;
+    }
+    if vc.stable_seq == base.seq {
         if !vc.checkpoint_proof.is_empty() {
             return false;
         }
@@ -81,7 +91,7 @@ fn valid_prepared_cert(
 }
 
 /// Deterministic O-set computation from a set of valid VIEW-CHANGEs.
-pub(crate) fn compute_plan(vcs: &[&ViewChange]) -> Option<NewViewPlan> {
+pub(crate) fn compute_plan(base: &StableCheckpoint, vcs: &[&ViewChange]) -> Option<NewViewPlan> {
     let best = vcs.iter().max_by_key(|vc| vc.stable_seq)?;
     let stable = match best.checkpoint_proof.first().map(|m| &m.message) {
         Some(Message::Checkpoint(cp)) => StableCheckpoint {
@@ -90,12 +100,7 @@ pub(crate) fn compute_plan(vcs: &[&ViewChange]) -> Option<NewViewPlan> {
             block_hash: cp.block_hash,
             proof: best.checkpoint_proof.clone(),
         },
-        _ => StableCheckpoint {
-            seq: 0,
-            state_root: [0; 32],
-            block_hash: [0; 32],
-            proof: Vec::new(),
-        },
+        _ => base.clone(),
     };
     // Per seq, the certificate of the highest view wins (ties: lowest digest,
     // only reachable with > f faults, but keeps the choice deterministic).
@@ -191,7 +196,7 @@ impl Replica {
         let Some(vc) = as_view_change(&sm) else {
             return;
         };
-        if !valid_view_change(&self.vset, self.cfg.window, vc) {
+        if !valid_view_change(&self.vset, self.cfg.window, &self.epoch_base, vc) {
             self.stats.invalid_view_changes += 1;
             return;
         }
@@ -263,7 +268,7 @@ impl Replica {
             return;
         }
         let bodies: Vec<&ViewChange> = vcs.iter().filter_map(as_view_change).collect();
-        let Some(plan) = compute_plan(&bodies) else {
+        let Some(plan) = compute_plan(&self.epoch_base, &bodies) else {
             return;
         };
         let pre_prepares = plan
@@ -320,7 +325,7 @@ impl Replica {
             if vc.new_view != nv.view
                 || !senders.insert(m.signer)
                 || !m.verify(&self.vset)
-                || !valid_view_change(&self.vset, self.cfg.window, vc)
+                || !valid_view_change(&self.vset, self.cfg.window, &self.epoch_base, vc)
             {
                 return None;
             }
@@ -329,7 +334,7 @@ impl Replica {
         if senders.len() < self.vset.quorum() {
             return None;
         }
-        let plan = compute_plan(&bodies)?;
+        let plan = compute_plan(&self.epoch_base, &bodies)?;
         if plan.entries.len() != nv.pre_prepares.len() {
             return None;
         }
