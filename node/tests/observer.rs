@@ -5,14 +5,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use kubeledger_node::client::Client;
-use kubeledger_node::crypto::keys;
 use kubeledger_node::genesis::ChainParams;
-use kubeledger_node::local::LocalNode;
 use kubeledger_node::proto::{self, RejectReason};
 use kubeledger_node::tx::{envelope, reject};
 
@@ -61,27 +58,7 @@ async fn an_observer_follows_verifies_serves_reads_and_refuses_writes() {
     let _validators: Vec<_> = nodes.iter().map(spawn_node_process).collect();
 
     // The observer: same genesis, a key that is no validator's.
-    let obs_dir = dir.path().join("observer");
-    let mut config = nodes[0].config.clone();
-    config.name = "observer".into();
-    config.data_dir = obs_dir.join("data");
-    config.key_file = obs_dir.join("node.key");
-    keys::load_or_generate(&config.key_file).expect("observer key");
-    for addr in [
-        &mut config.listen.grpc,
-        &mut config.listen.peer,
-        &mut config.listen.metrics,
-    ] {
-        *addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    }
-    let config_path = obs_dir.join("node.toml");
-    std::fs::write(&config_path, config.to_toml()).expect("write config");
-    let observer = LocalNode {
-        name: "observer".into(),
-        dir: obs_dir,
-        config_path,
-        config,
-    };
+    let observer = extra_node(dir.path(), &nodes[0], "observer");
     let mut child = spawn_node_process(&observer);
 
     let mut validator = connect_retry(&nodes[0].endpoint(), WAIT).await;

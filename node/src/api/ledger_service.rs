@@ -358,28 +358,23 @@ impl LedgerApi for LedgerService {
         let params = s.params();
         let key = s.node_key.to_bytes().to_vec();
         let c = s.consensus.snapshot();
-        let me = s.consensus.me.load(std::sync::atomic::Ordering::Relaxed);
-        let peers = s
-            .consensus
+        let epoch = s.consensus.epoch();
+        let me = epoch.me.unwrap_or(u32::MAX);
+        let peers = epoch
             .peers
-            .get()
-            .map(|peers| {
-                peers
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i as u32 != me)
-                    .map(|(i, p)| proto::PeerStatus {
-                        index: i as u32,
-                        name: p.name.clone(),
-                        address: p.address.clone(),
-                        connected: p.connected.load(std::sync::atomic::Ordering::Relaxed),
-                        last_seen_height: p
-                            .last_seen_height
-                            .load(std::sync::atomic::Ordering::Relaxed),
-                    })
-                    .collect()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i as u32 != me)
+            .map(|(i, p)| proto::PeerStatus {
+                index: i as u32,
+                name: p.name.clone(),
+                address: p.address.clone(),
+                connected: p.connected.load(std::sync::atomic::Ordering::Relaxed),
+                last_seen_height: p
+                    .last_seen_height
+                    .load(std::sync::atomic::Ordering::Relaxed),
             })
-            .unwrap_or_default();
+            .collect();
         let primary = s
             .consensus
             .primary_key()
@@ -399,7 +394,7 @@ impl LedgerApi for LedgerService {
             max_tx_bytes: params.max_tx_bytes,
             view: c.view,
             primary,
-            validators: s.ledger.genesis().validators.len() as u32,
+            validators: epoch.validators.len() as u32,
             txs_committed: tip.txs_committed,
             version: crate::VERSION.to_owned(),
             replica_index: me,
@@ -413,6 +408,8 @@ impl LedgerApi for LedgerService {
             peers,
             corruption: s.corruption().unwrap_or_default(),
             observer: s.consensus.is_observer(),
+            epoch_base: epoch.base,
+            epoch_end: epoch.end.unwrap_or_default(),
         }))
     }
 }

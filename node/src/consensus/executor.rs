@@ -214,12 +214,13 @@ fn execute(
         .map(|(t, _)| t)
         .collect();
     let tip = state.ledger.tip();
-    let proposer = state
-        .consensus
-        .validator_keys
-        .get()
-        .and_then(|keys| keys.get((view % keys.len().max(1) as u64) as usize))
-        .copied()
+    // The primary of the view, in the validator set that ordered this
+    // height (a switch of sets must not change an older block's header).
+    let config = state.ledger.config();
+    let validators = crate::governance::validators::epoch_at(&config, seq).validators;
+    let proposer = validators
+        .get((view % validators.len().max(1) as u64) as usize)
+        .and_then(|v| <[u8; 32]>::try_from(v.public_key.as_slice()).ok())
         .unwrap_or_default();
     let proposal = Proposal {
         height: seq,

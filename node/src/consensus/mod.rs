@@ -13,7 +13,9 @@
 //!                                                          └───────────────┘    commit certificate)
 //! ```
 
+pub mod catch_up;
 pub mod codec;
+pub mod epoch;
 pub mod executor;
 pub mod observer;
 pub mod payload_table;

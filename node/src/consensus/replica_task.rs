@@ -5,25 +5,26 @@
 //! off-task; hand commits and state fetches to the executor in order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use kubeledger_pbft::{
-    Action, Config, Digest, Input, Payload, Replica, ReplicaIndex, Seq, TimerId, ValidatorSet, View,
+    Action, Config, Digest, Input, Payload, PersistentState, Replica, ReplicaIndex, Seq,
+    StableCheckpoint, TimerId, ValidatorSet, View,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use super::catch_up::CatchUp;
+use super::epoch::{self, EpochPlan};
 use super::executor::{Done, Executor, Job};
 use super::persist::{PersistError, Persister};
-use super::status::{PeerHealth, Snapshot};
+use super::status::{EpochView, Snapshot};
 use super::transport::{PeerLinks, PeerService, MAX_FRAME_BYTES};
-use super::{codec, validate, PayloadCache};
+use super::{codec, observer, validate, PayloadCache};
 use crate::block::cutter::{BlockCutter, Decision};
 use crate::client::now_ms;
-use crate::crypto::keys;
 use crate::proto::peer_server::PeerServer;
 use crate::runtime::cutter_limits;
 use crate::runtime::{Loop, NodeState};
@@ -37,6 +38,8 @@ const INBOUND_QUEUE: usize = 16_384;
 const MAX_OUTSTANDING_PROPOSALS: usize = 4;
 /// How long a stopping primary keeps ordering what it admitted.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an ended epoch's peer links keep sending what was queued.
+const LINK_LINGER: Duration = Duration::from_secs(2);
 /// Transactions per frame when re-forwarding the pool to a new primary.
 const FORWARD_CHUNK: usize = 2_000;
 /// Test-only fault hook: while the file this variable names exists, the
@@ -58,10 +61,8 @@ fn freeze_while_present(path: &std::path::Path) {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
-    #[error("this node's key {0} is not among the genesis validators")]
-    NotAValidator(String),
-    #[error("genesis validator key: {0}")]
-    Key(#[from] keys::KeyError),
+    #[error("validator set: {0}")]
+    Epoch(#[from] epoch::EpochError),
     #[error("PBFT: {0}")]
     Pbft(#[from] kubeledger_pbft::Error),
     #[error("replica state: {0}")]
@@ -98,71 +99,35 @@ pub fn replica_config(params: &crate::genesis::ChainParams) -> Config {
     }
 }
 
-/// Restores (or creates) the replica and starts the peer server, peer
-/// links, executor and consensus task.
+/// Starts the peer server and executor, then the supervisor that runs
+/// this node's part in each validator-set epoch in turn: a replica while
+/// its key is in the set (restored from its saved state when that state
+/// is of the same epoch), an observer otherwise.
 pub async fn start(
     state: Arc<NodeState>,
     key: SigningKey,
     peer_listener: tokio::net::TcpListener,
 ) -> Result<Running, ConsensusError> {
-    let genesis = state.ledger.genesis().clone();
-    let mut validator_keys = Vec::with_capacity(genesis.validators.len());
-    for v in &genesis.validators {
-        validator_keys.push(keys::parse_public(&v.public_key)?.to_bytes());
-    }
-    let my_key = key.verifying_key().to_bytes();
-    let me = validator_keys
-        .iter()
-        .position(|k| *k == my_key)
-        .ok_or_else(|| ConsensusError::NotAValidator(hex::encode(my_key)))?
-        as ReplicaIndex;
-    let vset = ValidatorSet::new(&validator_keys)?;
-    // The checkpoint interval (and with it the window) is fixed at genesis;
-    // the timeout is whatever configuration has in force now.
-    let cfg = replica_config(&crate::genesis::ChainParams {
-        view_change_timeout_ms: state.params().view_change_timeout_ms,
-        ..genesis.params.clone()
-    });
     let ledger = state.ledger.clone();
-    let height = ledger.tip().height;
+    let my_key = key.verifying_key().to_bytes();
+    let first = {
+        let l = ledger.clone();
+        tokio::task::spawn_blocking(move || epoch::plan(&l, &my_key))
+            .await
+            .map_err(|e| PersistError::MissingPayload(format!("plan task: {e}")))??
+    };
+    state.consensus.set_epoch(EpochView::new(
+        first.base.seq,
+        first.end,
+        first.validators.clone(),
+        first.me,
+    ));
     let (persister, stored) = {
         let l = ledger.clone();
         tokio::task::spawn_blocking(move || Persister::load(l))
             .await
             .map_err(|e| PersistError::MissingPayload(format!("load task: {e}")))??
     };
-    let st = match stored {
-        Some(st) => st,
-        None => Replica::new(cfg.clone(), vset.clone(), me, key.clone())?.persistent_state(),
-    };
-    let replica = Replica::restore(cfg, vset, me, key, st, height)?;
-    tracing::info!(
-        replica = me,
-        view = replica.status().view,
-        height,
-        validators = validator_keys.len(),
-        "PBFT replica restored"
-    );
-
-    let peers: Vec<Arc<PeerHealth>> = genesis
-        .validators
-        .iter()
-        .map(|v| {
-            Arc::new(PeerHealth {
-                name: v.name.clone(),
-                address: v.peer_address.clone(),
-                connected: AtomicBool::new(false),
-                last_seen_height: AtomicU64::new(0),
-            })
-        })
-        .collect();
-    let shared = &state.consensus;
-    shared.set_stable(replica.persistent().stable.clone());
-    shared.me.store(me, Ordering::Relaxed);
-    let _ = shared.validator_keys.set(validator_keys);
-    let _ = shared.peers.set(peers.clone());
-    let links = PeerLinks::start(state.clone(), me, &peers, state.stopping());
-    let _ = shared.links.set(links.clone());
 
     let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
     let service = PeerServer::new(PeerService::new(state.clone(), inbound_tx))
@@ -196,30 +161,21 @@ pub async fn start(
         .run(jobs_rx),
     );
     let (validated_tx, validated_rx) = mpsc::unbounded_channel();
-    let task = ConsensusTask {
-        cutter: BlockCutter::new(cutter_limits(&state), Instant::now()),
+    let supervisor = Supervisor {
         state,
-        replica,
-        persister,
-        links,
-        timers: HashMap::new(),
-        inbound: inbound_rx,
-        jobs: jobs_tx,
-        done: done_rx,
-        validated_tx,
-        validated_rx,
-        cache,
-        my_proposals: HashMap::new(),
-        held: Vec::new(),
-        foreign_ids: HashMap::new(),
-        unexecuted: BTreeMap::new(),
-        last_pending: None,
-        last_ts: 0,
-        last_view: None,
-        outbox: Vec::new(),
-        freeze_file: std::env::var_os(FREEZE_HOOK_ENV).map(std::path::PathBuf::from),
+        key,
+        stored,
+        parts: Some(Parts {
+            persister,
+            inbound: inbound_rx,
+            jobs: jobs_tx,
+            done: done_rx,
+            validated_tx,
+            validated_rx,
+            cache,
+        }),
     };
-    let consensus = tokio::spawn(task.run());
+    let consensus = tokio::spawn(supervisor.run(first));
     Ok(Running {
         consensus,
         executor,
@@ -227,18 +183,232 @@ pub async fn start(
     })
 }
 
-struct ConsensusTask {
-    state: Arc<NodeState>,
-    replica: Replica,
+/// What outlives one epoch's consensus task.
+struct Parts {
     persister: Persister,
-    links: Arc<PeerLinks>,
-    timers: HashMap<TimerId, Instant>,
     inbound: mpsc::Receiver<(ReplicaIndex, kubeledger_pbft::SignedMessage)>,
     jobs: mpsc::UnboundedSender<Job>,
     done: mpsc::UnboundedReceiver<Done>,
     validated_tx: mpsc::UnboundedSender<Validated>,
     validated_rx: mpsc::UnboundedReceiver<Validated>,
     cache: Arc<PayloadCache>,
+}
+
+/// Why an epoch's consensus task returned.
+enum Exit {
+    Stopping,
+    /// The epoch's last checkpoint is stable, with the old set's certificate.
+    EpochComplete(StableCheckpoint),
+    /// Could not start; plan again.
+    Retry,
+}
+
+struct Supervisor {
+    state: Arc<NodeState>,
+    key: SigningKey,
+    /// The replica state saved before this start, until used.
+    stored: Option<PersistentState>,
+    parts: Option<Parts>,
+}
+
+impl Supervisor {
+    async fn run(mut self, first: EpochPlan) {
+        let my_key = self.key.verifying_key().to_bytes();
+        let mut plan = Some(first);
+        loop {
+            if *self.state.stopping().borrow() {
+                break;
+            }
+            let current = match plan.take() {
+                Some(p) => p,
+                None => {
+                    let l = self.state.ledger.clone();
+                    match tokio::task::spawn_blocking(move || epoch::plan(&l, &my_key)).await {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, "cannot work out the validator set; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "epoch planning task failed");
+                            break;
+                        }
+                    }
+                }
+            };
+            let exit = match current.me {
+                Some(me) => self.validate(current, me).await,
+                None => {
+                    self.state.consensus.set_epoch(EpochView::new(
+                        current.base.seq,
+                        current.end,
+                        current.validators.clone(),
+                        None,
+                    ));
+                    match observer::follow(&self.state, &current).await {
+                        observer::FollowExit::Stopping => Exit::Stopping,
+                        observer::FollowExit::EpochCrossed => continue,
+                    }
+                }
+            };
+            match exit {
+                Exit::Stopping => break,
+                Exit::EpochComplete(cp) => self.finish_epoch(cp).await,
+                Exit::Retry => {}
+            }
+        }
+        tracing::info!("consensus stopped");
+    }
+
+    /// One epoch as a validator: returns when it ends or the node stops.
+    async fn validate(&mut self, plan: EpochPlan, me: ReplicaIndex) -> Exit {
+        let Some(parts) = self.parts.take() else {
+            return Exit::Stopping;
+        };
+        let genesis = self.state.ledger.genesis().clone();
+        // The checkpoint interval (and with it the window) is fixed at
+        // genesis; the timeout is whatever configuration has in force now.
+        let cfg = replica_config(&crate::genesis::ChainParams {
+            view_change_timeout_ms: self.state.params().view_change_timeout_ms,
+            ..genesis.params.clone()
+        });
+        let height = self.state.ledger.tip().height;
+        let base_seq = plan.base.seq;
+        let restored = match self
+            .stored
+            .take()
+            .filter(|st| Replica::state_belongs_to_epoch(st, base_seq))
+        {
+            Some(st) => Replica::restore_in_epoch(
+                cfg,
+                plan.vset.clone(),
+                me,
+                self.key.clone(),
+                st,
+                height,
+                plan.base.clone(),
+            ),
+            None => Replica::new_epoch(
+                cfg,
+                plan.vset.clone(),
+                me,
+                self.key.clone(),
+                plan.base.clone(),
+                height,
+            ),
+        };
+        let replica = match restored {
+            Ok(r) => r,
+            Err(e) => {
+                // Keys were checked when the plan was made; nothing a peer
+                // sends gets here.
+                tracing::error!(error = %e, "cannot build the replica for this epoch");
+                self.parts = Some(parts);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Exit::Retry;
+            }
+        };
+        tracing::info!(
+            replica = me,
+            view = replica.status().view,
+            height,
+            validators = plan.vset.n(),
+            epoch_base = base_seq,
+            "PBFT replica ready"
+        );
+        let mut view = EpochView::new(base_seq, plan.end, plan.validators.clone(), Some(me));
+        let (epoch_over, link_stop) = epoch_stop_signal(&self.state);
+        let links = PeerLinks::start(self.state.clone(), me, &view.peers, link_stop);
+        view.links = Some(links.clone());
+        self.state.consensus.set_epoch(view);
+        self.state
+            .consensus
+            .set_stable(replica.persistent().stable.clone());
+        let task = ConsensusTask {
+            cutter: BlockCutter::new(cutter_limits(&self.state), Instant::now()),
+            state: self.state.clone(),
+            replica,
+            vset: plan.vset,
+            parts,
+            links,
+            timers: HashMap::new(),
+            my_proposals: HashMap::new(),
+            held: Vec::new(),
+            foreign_ids: HashMap::new(),
+            unexecuted: BTreeMap::new(),
+            last_pending: None,
+            last_ts: 0,
+            last_view: None,
+            outbox: Vec::new(),
+            freeze_file: std::env::var_os(FREEZE_HOOK_ENV).map(std::path::PathBuf::from),
+            window_full: false,
+            catch_up: CatchUp::new(),
+        };
+        let (parts, exit) = task.run().await;
+        drop(epoch_over);
+        self.parts = Some(parts);
+        exit
+    }
+
+    /// Keeps the certificate that ended the epoch and waits until the
+    /// executor has written the epoch's last block.
+    async fn finish_epoch(&mut self, cp: StableCheckpoint) {
+        if cp.proof.is_empty() {
+            return;
+        }
+        tracing::info!(epoch_end = cp.seq, "validator-set epoch complete");
+        let l = self.state.ledger.clone();
+        let stored = cp.clone();
+        match tokio::task::spawn_blocking(move || epoch::store_proof(&l, &stored)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot store the epoch proof");
+                self.state.set_storage_error(Some(e.to_string()));
+            }
+            Err(e) => tracing::error!(error = %e, "epoch proof task failed"),
+        }
+        let stopping = self.state.stopping();
+        while self.state.ledger.tip().height < cp.seq && !*stopping.borrow() {
+            self.state.heartbeat(Loop::Consensus);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A stop signal for one epoch's peer links: set when the node stops, or
+/// [`LINK_LINGER`] after the returned guard is dropped (the epoch is over:
+/// the last CHECKPOINTs still go out, so slower members of the old set
+/// complete the epoch from messages rather than by asking a peer).
+fn epoch_stop_signal(state: &NodeState) -> (oneshot::Sender<()>, watch::Receiver<bool>) {
+    let (tx, rx) = watch::channel(false);
+    let (over_tx, over_rx) = oneshot::channel::<()>();
+    let mut node_stop = state.stopping();
+    let mut node_stop_lingering = state.stopping();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = node_stop.wait_for(|s| *s) => {}
+            _ = async {
+                let _ = over_rx.await;
+                tokio::select! {
+                    _ = tokio::time::sleep(LINK_LINGER) => {}
+                    _ = node_stop_lingering.wait_for(|s| *s) => {}
+                }
+            } => {}
+        }
+        let _ = tx.send(true);
+    });
+    (over_tx, rx)
+}
+
+struct ConsensusTask {
+    state: Arc<NodeState>,
+    replica: Replica,
+    /// The replica's validator set (to verify certificates fetched for it).
+    vset: ValidatorSet,
+    parts: Parts,
+    links: Arc<PeerLinks>,
+    timers: HashMap<TimerId, Instant>,
     cutter: BlockCutter,
     /// This node's proposals not yet committed, by payload digest: their
     /// transactions return to the pool if the proposal is lost.
@@ -257,6 +427,11 @@ struct ConsensusTask {
     outbox: Vec<(Option<ReplicaIndex>, kubeledger_pbft::SignedMessage)>,
     /// The freeze hook's file, when the test hook is set.
     freeze_file: Option<std::path::PathBuf>,
+    /// The replica refused a proposal for a full window: wait for the next
+    /// executed block before cutting another (at an epoch's end the window
+    /// stays full until the next set takes over).
+    window_full: bool,
+    catch_up: CatchUp,
 }
 
 /// A block consensus committed that the executor has not written yet.
@@ -275,13 +450,19 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl ConsensusTask {
-    async fn run(mut self) {
+    async fn run(mut self) -> (Parts, Exit) {
+        self.follow_epoch();
         let actions = self.replica.start();
         self.handle(actions);
         self.publish();
         let mut stopping = self.state.stopping();
         let mut drain_until: Option<Instant> = None;
-        loop {
+        let (proofs_tx, mut proofs_rx) = mpsc::channel::<Vec<kubeledger_pbft::SignedMessage>>(1);
+        let exit = loop {
+            if self.replica.epoch_complete() {
+                self.flush();
+                break Exit::EpochComplete(self.replica.persistent().stable.clone());
+            }
             self.state.heartbeat(Loop::Consensus);
             if let Some(path) = &self.freeze_file {
                 freeze_while_present(path);
@@ -293,20 +474,20 @@ impl ConsensusTask {
                 let status = self.replica.status();
                 let idle = self.state.mempool.stats().queued == 0 && self.my_proposals.is_empty();
                 if idle || !status.is_primary || Instant::now() >= deadline {
-                    break;
+                    break Exit::Stopping;
                 }
             }
             // Agreement first: drain a burst of peer messages.
             for _ in 0..PEER_BURST {
-                match self.inbound.try_recv() {
+                match self.parts.inbound.try_recv() {
                     Ok((from, msg)) => self.step(Input::Message { from, msg }),
                     Err(_) => break,
                 }
             }
-            while let Ok(d) = self.done.try_recv() {
+            while let Ok(d) = self.parts.done.try_recv() {
                 self.on_done(d);
             }
-            while let Ok(v) = self.validated_rx.try_recv() {
+            while let Ok(v) = self.parts.validated_rx.try_recv() {
                 self.on_validated(v);
             }
             self.fire_due_timers();
@@ -319,31 +500,63 @@ impl ConsensusTask {
             };
             self.flush();
             self.publish();
+            self.catch_up
+                .maybe_ask(&self.state, &self.vset, self.replica.status(), &proofs_tx);
             tokio::select! {
                 biased;
-                m = self.inbound.recv() => {
+                m = self.parts.inbound.recv() => {
                     if let Some((from, msg)) = m {
                         self.step(Input::Message { from, msg });
                     }
                 }
-                d = self.done.recv() => {
+                d = self.parts.done.recv() => {
                     if let Some(d) = d {
                         self.on_done(d);
                     }
                 }
-                v = self.validated_rx.recv() => {
+                v = self.parts.validated_rx.recv() => {
                     if let Some(v) = v {
                         self.on_validated(v);
                     }
                 }
                 _ = sleep_until(wake) => {}
+                p = proofs_rx.recv() => {
+                    if let Some(proof) = p {
+                        tracing::info!("certificate from a peer for a checkpoint this replica missed");
+                        self.step(Input::StableCertificate(proof));
+                    }
+                }
                 _ = self.state.mempool.admitted.notified() => {}
                 _ = stopping.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
-        }
+        };
         self.flush();
+        // What this replica proposed and did not see ordered goes back to
+        // the pool (the next set, or the next start, orders it).
+        let mut back: Vec<Arc<VerifiedTx>> = self.held.drain(..).collect();
+        for (_, txs) in self.my_proposals.drain() {
+            back.extend(txs);
+        }
+        if !back.is_empty() {
+            self.state.mempool.requeue(back);
+        }
         tracing::info!("consensus task stopped");
+        (self.parts, exit)
+    }
+
+    /// Once the ledger schedules the next validator set, this epoch ends at
+    /// the checkpoint before it. Called before the replica hears of any
+    /// executed block, so it knows before its window could pass the end.
+    fn follow_epoch(&mut self) {
+        let base = self.replica.status().epoch_base;
+        let config = self.state.ledger.config();
+        if let Some(end) = crate::governance::validators::epoch_at(&config, base + 1).end {
+            if self.replica.status().epoch_end != Some(end) {
+                self.replica.set_epoch_end(end);
+                self.state.consensus.set_epoch_end(end);
+            }
+        }
     }
 
     fn step(&mut self, input: Input) {
@@ -379,6 +592,8 @@ impl ConsensusTask {
                 }
                 self.executed_through(seq);
                 self.follow_timeouts();
+                self.follow_epoch();
+                self.window_full = false;
                 self.step(Input::Executed {
                     seq,
                     state_root,
@@ -392,6 +607,8 @@ impl ConsensusTask {
             } => {
                 self.executed_through(seq);
                 self.follow_timeouts();
+                self.follow_epoch();
+                self.window_full = false;
                 self.step(Input::StateTransferred {
                     seq,
                     state_root,
@@ -447,6 +664,7 @@ impl ConsensusTask {
             || !status.is_primary
             || status.view_change_in_progress
             || status.state_transfer_target.is_some()
+            || self.window_full
             || self.my_proposals.len() >= MAX_OUTSTANDING_PROPOSALS
         {
             return None;
@@ -493,7 +711,7 @@ impl ConsensusTask {
             .collect();
         let live: HashSet<Digest> = payloads.iter().map(|(d, _)| *d).collect();
         for (digest, payload) in payloads {
-            let cache = &self.cache;
+            let cache = &self.parts.cache;
             let set = self.foreign_ids.entry(digest).or_insert_with(|| {
                 // Validation decoded them already, usually.
                 match cache.ids(&digest) {
@@ -540,7 +758,7 @@ impl ConsensusTask {
         let digest = payload.digest();
         let span = tracing::debug_span!("propose", txs = txs.len());
         let _e = span.enter();
-        self.cache.insert(digest, txs.clone());
+        self.parts.cache.insert(digest, txs.clone());
         self.my_proposals.insert(digest, txs);
         self.step(Input::Propose { payload });
     }
@@ -573,7 +791,7 @@ impl ConsensusTask {
                             own,
                         },
                     );
-                    let _ = self.jobs.send(Job::Commit {
+                    let _ = self.parts.jobs.send(Job::Commit {
                         seq,
                         view,
                         payload,
@@ -595,7 +813,7 @@ impl ConsensusTask {
                     ..
                 } => {
                     tracing::info!(target_seq, "state transfer requested");
-                    let _ = self.jobs.send(Job::Fetch {
+                    let _ = self.parts.jobs.send(Job::Fetch {
                         target_seq,
                         block_hash,
                         certificate,
@@ -617,6 +835,9 @@ impl ConsensusTask {
                 }
                 Action::ProposalRejected { payload, reason } => {
                     tracing::debug!(?reason, "proposal not ordered");
+                    if reason == kubeledger_pbft::RejectReason::WindowFull {
+                        self.window_full = true;
+                    }
                     if let Some(txs) = self.my_proposals.remove(&payload.digest()) {
                         self.state.mempool.requeue(txs);
                     }
@@ -639,7 +860,7 @@ impl ConsensusTask {
             tracing::debug!(dropped = outbox.len(), "corrupt: not sending");
             return;
         }
-        if let Err(e) = self.persister.save(self.replica.persistent()) {
+        if let Err(e) = self.parts.persister.save(self.replica.persistent()) {
             tracing::error!(error = %e, dropped = outbox.len(), "persisting replica state failed; not sending");
             self.state.set_storage_error(Some(e.to_string()));
             return;
@@ -661,8 +882,8 @@ impl ConsensusTask {
 
     fn validate(&self, seq: Seq, view: View, digest: Digest, payload: Payload) {
         let state = self.state.clone();
-        let cache = self.cache.clone();
-        let tx = self.validated_tx.clone();
+        let cache = self.parts.cache.clone();
+        let tx = self.parts.validated_tx.clone();
         tokio::task::spawn_blocking(move || {
             let span = tracing::debug_span!("validate", seq, view, txs = payload.txs.len());
             let _e = span.enter();

@@ -21,8 +21,6 @@ const MAX_BLOCK_MESSAGE: usize = 512 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
-    #[error("peer {0} has no address in the genesis")]
-    UnknownPeer(ReplicaIndex),
     #[error("cannot reach peer {peer}: {message}")]
     Unreachable { peer: String, message: String },
     #[error("peer {peer} sent a block that does not extend the chain: {message}")]
@@ -55,21 +53,28 @@ pub async fn run(
     _certificate: &[SignedMessage],
     peers: &[ReplicaIndex],
 ) {
-    let n = state.ledger.genesis().validators.len() as u32;
-    let me = state
-        .consensus
-        .me
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let epoch = state.consensus.epoch();
+    let n = epoch.validators.len() as u32;
+    let me = epoch.me;
     let mut order: Vec<ReplicaIndex> = peers.to_vec();
-    order.extend((0..n).filter(|i| *i != me && !peers.contains(i)));
+    order.extend((0..n).filter(|i| Some(*i) != me && !peers.contains(i)));
+    let order: Vec<(ReplicaIndex, String)> = order
+        .into_iter()
+        .filter_map(|i| {
+            epoch
+                .validators
+                .get(i as usize)
+                .map(|v| (i, v.peer_address.clone()))
+        })
+        .collect();
     let mut backoff = Duration::from_millis(200);
     let stopping = state.stopping();
     loop {
         if state.ledger.tip().height >= target_seq {
             return;
         }
-        for peer in &order {
-            match fetch_from(state, *peer, target_seq, block_hash).await {
+        for (peer, address) in &order {
+            match fetch_from(state, address, target_seq, block_hash).await {
                 Ok(()) => {
                     state.metrics.state_transfers.inc();
                     tracing::info!(peer, height = target_seq, "state transfer complete");
@@ -91,17 +96,11 @@ pub async fn run(
 
 pub(crate) async fn fetch_from(
     state: &Arc<NodeState>,
-    peer: ReplicaIndex,
+    address: &str,
     target_seq: Seq,
     block_hash: Digest,
 ) -> Result<(), TransferError> {
-    let address = state
-        .ledger
-        .genesis()
-        .validators
-        .get(peer as usize)
-        .map(|v| v.peer_address.clone())
-        .ok_or(TransferError::UnknownPeer(peer))?;
+    let address = address.to_owned();
     let unreachable = |message: String| TransferError::Unreachable {
         peer: address.clone(),
         message,

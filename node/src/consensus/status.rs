@@ -1,11 +1,11 @@
 //! What the consensus task publishes for the API, metrics and admission.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 
-use kubeledger_pbft::StableCheckpoint;
+use kubeledger_pbft::{ReplicaIndex, StableCheckpoint};
 
-use crate::proto::SignedTransaction;
+use crate::proto::{NodeInfo, SignedTransaction};
 
 use super::transport::PeerLinks;
 
@@ -34,17 +34,58 @@ pub struct Snapshot {
     pub state_transfer_target: Option<u64>,
 }
 
+/// The validator set this node works with now, and its place in it.
+#[derive(Debug, Default)]
+pub struct EpochView {
+    /// The checkpoint the set's epoch started after (0: genesis).
+    pub base: u64,
+    /// The epoch's last block, once the next set is scheduled.
+    pub end: Option<u64>,
+    /// Replica index order.
+    pub validators: Vec<NodeInfo>,
+    /// Reachability of each validator, by replica index.
+    pub peers: Vec<Arc<PeerHealth>>,
+    /// Outbound links, while this node is one of the validators.
+    pub(crate) links: Option<Arc<PeerLinks>>,
+    /// This node's replica index (none: it observes).
+    pub me: Option<ReplicaIndex>,
+}
+
+impl EpochView {
+    pub fn new(
+        base: u64,
+        end: Option<u64>,
+        validators: Vec<NodeInfo>,
+        me: Option<ReplicaIndex>,
+    ) -> Self {
+        let peers = validators
+            .iter()
+            .map(|v| {
+                Arc::new(PeerHealth {
+                    name: v.name.clone(),
+                    address: v.peer_address.clone(),
+                    connected: AtomicBool::new(false),
+                    last_seen_height: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        EpochView {
+            base,
+            end,
+            validators,
+            peers,
+            links: None,
+            me,
+        }
+    }
+}
+
 /// Shared between the consensus task and the rest of the node.
 #[derive(Debug, Default)]
 pub struct ConsensusShared {
     snapshot: RwLock<Snapshot>,
-    /// This replica's index in the validator set.
-    pub me: AtomicU32,
     pub primary: AtomicU32,
-    pub peers: OnceLock<Vec<Arc<PeerHealth>>>,
-    pub(crate) links: OnceLock<Arc<PeerLinks>>,
-    /// Public keys of the validators, by index.
-    pub validator_keys: OnceLock<Vec<[u8; 32]>>,
+    epoch: RwLock<Arc<EpochView>>,
     /// The latest stable checkpoint with its certificate, served to
     /// observers.
     stable: RwLock<Option<StableCheckpoint>>,
@@ -82,19 +123,56 @@ impl ConsensusShared {
         }
     }
 
+    /// The validator set this node works with now.
+    pub fn epoch(&self) -> Arc<EpochView> {
+        match self.epoch.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub(crate) fn set_epoch(&self, epoch: EpochView) {
+        self.observer.store(epoch.me.is_none(), Ordering::Relaxed);
+        let epoch = Arc::new(epoch);
+        match self.epoch.write() {
+            Ok(mut g) => *g = epoch,
+            Err(poisoned) => *poisoned.into_inner() = epoch,
+        }
+    }
+
+    /// The current epoch's last block is now known.
+    pub(crate) fn set_epoch_end(&self, end: u64) {
+        let cur = self.epoch();
+        self.set_epoch(EpochView {
+            base: cur.base,
+            end: Some(end),
+            validators: cur.validators.clone(),
+            peers: cur.peers.clone(),
+            links: cur.links.clone(),
+            me: cur.me,
+        });
+    }
+
+    /// This node's replica index, when it is a validator.
+    pub fn me(&self) -> Option<ReplicaIndex> {
+        self.epoch().me
+    }
+
     pub fn is_observer(&self) -> bool {
         self.observer.load(Ordering::Relaxed)
     }
 
     pub fn is_primary(&self) -> bool {
-        !self.is_observer()
-            && self.primary.load(Ordering::Relaxed) == self.me.load(Ordering::Relaxed)
+        self.me() == Some(self.primary.load(Ordering::Relaxed))
     }
 
     /// Public key of the current primary, if known.
     pub fn primary_key(&self) -> Option<[u8; 32]> {
         let p = self.primary.load(Ordering::Relaxed) as usize;
-        self.validator_keys.get().and_then(|k| k.get(p)).copied()
+        self.epoch()
+            .validators
+            .get(p)
+            .and_then(|v| <[u8; 32]>::try_from(v.public_key.as_slice()).ok())
     }
 
     /// Sends transactions a client handed to this node to every peer
@@ -103,7 +181,7 @@ impl ConsensusShared {
         if txs.is_empty() {
             return;
         }
-        if let Some(links) = self.links.get() {
+        if let Some(links) = &self.epoch().links {
             links.gossip_txs(txs);
         }
     }

@@ -289,13 +289,11 @@ pub type InboundQueue = mpsc::Sender<(ReplicaIndex, SignedMessage)>;
 pub struct PeerService {
     state: Arc<NodeState>,
     inbound: InboundQueue,
-    n: u32,
 }
 
 impl PeerService {
     pub fn new(state: Arc<NodeState>, inbound: InboundQueue) -> Self {
-        let n = state.ledger.genesis().validators.len() as u32;
-        Self { state, inbound, n }
+        Self { state, inbound }
     }
 }
 
@@ -320,22 +318,27 @@ impl Peer for PeerService {
         let mut frames = request.into_inner();
         while let Some(frame) = frames.next().await {
             let frame = frame?;
-            if frame.from >= self.n {
+            // The validator set can change between frames (epochs).
+            let epoch = self.state.consensus.epoch();
+            let n = epoch.validators.len() as u32;
+            if frame.from >= n {
                 return Err(Status::invalid_argument(format!(
-                    "replica index {} is not in the validator set of {}",
-                    frame.from, self.n
+                    "replica index {} is not in the validator set of {n}",
+                    frame.from
                 )));
+            }
+            if epoch.me.is_none() {
+                // An observer orders nothing: consensus traffic is not for it.
+                continue;
             }
             let mut received = 0;
             for bytes in &frame.consensus {
                 match codec::decode_message(bytes) {
                     Ok(msg) => {
                         received += 1;
-                        if let (Some(h), Some(peers)) =
-                            (message_height(&msg), self.state.consensus.peers.get())
-                        {
+                        if let Some(h) = message_height(&msg) {
                             if msg.signer == frame.from {
-                                if let Some(p) = peers.get(frame.from as usize) {
+                                if let Some(p) = epoch.peers.get(frame.from as usize) {
                                     p.last_seen_height.fetch_max(h, Ordering::Relaxed);
                                 }
                             }
@@ -400,22 +403,24 @@ impl Peer for PeerService {
 
     async fn get_checkpoint(
         &self,
-        _request: Request<GetCheckpointRequest>,
+        request: Request<GetCheckpointRequest>,
     ) -> Result<Response<CheckpointProof>, Status> {
-        let Some(cp) = self.state.consensus.stable() else {
-            return Ok(Response::new(CheckpointProof::default()));
-        };
-        let proof = cp
-            .proof
-            .iter()
-            .map(|m| codec::encode_message(m).map(|b| b.to_vec()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        Ok(Response::new(CheckpointProof {
-            seq: cp.seq,
-            block_hash: cp.block_hash.to_vec(),
-            proof,
-        }))
+        let from = request.into_inner().epoch_proofs_from;
+        let mut answer = self
+            .state
+            .consensus
+            .stable()
+            .map(|cp| super::epoch::to_proto(&cp))
+            .unwrap_or_default();
+        if from > 0 {
+            let ledger = self.state.ledger.clone();
+            answer.epoch_proofs =
+                tokio::task::spawn_blocking(move || super::epoch::proofs_from(&ledger, from))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        Ok(Response::new(answer))
     }
 }
 

@@ -5,10 +5,11 @@ use ed25519_dalek::VerifyingKey;
 
 use super::params::{activation_delay, params_at, settle, updated};
 use super::tally::verdict;
+use super::validators::{self, MAX_VALIDATORS};
 use crate::proto::config_change::Change;
 use crate::proto::{
     AdmissionMode, Ballot, ConfigChange, ConfigOutcome, ConsortiumConfig, MemberInfo, NodeInfo,
-    Proposal, ProposalState, ScheduledParams, ValidatorChange,
+    Proposal, ProposalState, ScheduledParams,
 };
 
 /// Members may run at most this many nodes each.
@@ -112,6 +113,7 @@ pub fn apply(
     };
     let mut next = config.clone();
     settle(&mut next, ctx.height);
+    validators::settle(&mut next, ctx.height);
 
     if let Change::Vote(vote) = change {
         if automatic {
@@ -281,38 +283,35 @@ fn enact(config: &mut ConsortiumConfig, p: &mut Proposal, ctx: &Context) -> bool
         return false;
     }
     p.effective_height = ctx.height + 1;
+    let k = params_at(config, ctx.height + 1).checkpoint_interval;
     match change {
         Change::Admit(a) => {
+            let mut set = config.validators.clone();
+            set.extend(a.nodes.iter().cloned());
             config.members.push(MemberInfo {
                 name: a.member.clone(),
                 organization: a.organization.clone(),
                 admin_key: a.admin_key.clone(),
-                nodes: a.nodes.clone(),
+                nodes: a.nodes,
                 admitted_at: ctx.height,
             });
-            config.pending_validator_changes.push(ValidatorChange {
-                proposal_id: p.id,
-                member: a.member,
-                add: true,
-                nodes: a.nodes,
-                decided_height: ctx.height,
-            });
+            p.effective_height = validators::schedule(config, set, p.id, ctx.height, k);
         }
         Change::Remove(r) => {
-            let nodes = config
+            let leaving: Vec<Vec<u8>> = config
                 .members
                 .iter()
-                .find(|m| m.name == r.member)
-                .map(|m| m.nodes.clone())
-                .unwrap_or_default();
+                .filter(|m| m.name == r.member)
+                .flat_map(|m| m.nodes.iter().map(|n| n.public_key.clone()))
+                .collect();
             config.members.retain(|m| m.name != r.member);
-            config.pending_validator_changes.push(ValidatorChange {
-                proposal_id: p.id,
-                member: r.member,
-                add: false,
-                nodes,
-                decided_height: ctx.height,
-            });
+            let set = config
+                .validators
+                .iter()
+                .filter(|v| !leaving.contains(&v.public_key))
+                .cloned()
+                .collect();
+            p.effective_height = validators::schedule(config, set, p.id, ctx.height, k);
         }
         Change::UpdateParams(u) => {
             let base = params_at(config, ctx.height + 1);
@@ -333,12 +332,17 @@ fn enact(config: &mut ConsortiumConfig, p: &mut Proposal, ctx: &Context) -> bool
     true
 }
 
-fn node_count(config: &ConsortiumConfig) -> usize {
-    config.members.iter().map(|m| m.nodes.len()).sum()
-}
-
 /// Whether `change` could be enacted on `config` as it stands.
 fn applicable(config: &ConsortiumConfig, change: &Change, height: u64) -> Result<(), String> {
+    if matches!(change, Change::Admit(_) | Change::Remove(_)) {
+        if let Some(s) = validators::pending(config, height) {
+            return Err(format!(
+                "the validator set decided by proposal {} takes over at height {}; one \
+                 validator change per epoch, propose this one from then on",
+                s.proposal_id, s.from_height
+            ));
+        }
+    }
     match change {
         Change::Admit(a) => {
             if !valid_name(&a.member) {
@@ -365,8 +369,18 @@ fn applicable(config: &ConsortiumConfig, change: &Change, height: u64) -> Result
                     a.nodes.len()
                 ));
             }
-            let existing: Vec<&NodeInfo> =
-                config.members.iter().flat_map(|m| m.nodes.iter()).collect();
+            if config.validators.len() + a.nodes.len() > MAX_VALIDATORS {
+                return Err(format!(
+                    "the consortium would run {} validators, at most {MAX_VALIDATORS} are allowed",
+                    config.validators.len() + a.nodes.len()
+                ));
+            }
+            let existing: Vec<&NodeInfo> = config
+                .members
+                .iter()
+                .flat_map(|m| m.nodes.iter())
+                .chain(&config.validators)
+                .collect();
             for (i, n) in a.nodes.iter().enumerate() {
                 if !valid_name(&n.name) {
                     return Err(format!(
@@ -410,8 +424,12 @@ fn applicable(config: &ConsortiumConfig, change: &Change, height: u64) -> Result
                     m.name
                 ));
             }
-            let before = node_count(config);
-            let after = before - m.nodes.len();
+            let before = config.validators.len();
+            let after = config
+                .validators
+                .iter()
+                .filter(|v| !m.nodes.iter().any(|n| n.public_key == v.public_key))
+                .count();
             if after < MIN_VALIDATORS.min(before) {
                 return Err(format!(
                     "removing {} would leave {after} validators; at least {} must remain",

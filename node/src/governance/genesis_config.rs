@@ -10,6 +10,7 @@ use crate::proto::{
 };
 
 pub fn from_genesis(genesis: &Genesis) -> ConsortiumConfig {
+    let validators = genesis_validators(genesis);
     let members = genesis
         .members
         .iter()
@@ -23,14 +24,9 @@ pub fn from_genesis(genesis: &Genesis) -> ConsortiumConfig {
             nodes: genesis
                 .validators
                 .iter()
-                .filter(|v| v.member == m.name)
-                .map(|v| NodeInfo {
-                    name: v.name.clone(),
-                    public_key: keys::parse_public(&v.public_key)
-                        .map(|k| k.to_bytes().to_vec())
-                        .unwrap_or_default(),
-                    peer_address: v.peer_address.clone(),
-                })
+                .zip(&validators)
+                .filter(|(v, _)| v.member == m.name)
+                .map(|(_, node)| node.clone())
                 .collect(),
             admitted_at: 0,
         })
@@ -65,6 +61,33 @@ pub fn from_genesis(genesis: &Genesis) -> ConsortiumConfig {
         }),
         next_proposal_id: 1,
         updated_height: 0,
-        pending_validator_changes: Vec::new(),
+        validators,
+        validators_from: 1,
+        scheduled_validators: None,
+    }
+}
+
+/// The genesis validators, in replica index order.
+pub fn genesis_validators(genesis: &Genesis) -> Vec<NodeInfo> {
+    genesis
+        .validators
+        .iter()
+        .map(|v| NodeInfo {
+            name: v.name.clone(),
+            // Validated when the genesis file was loaded.
+            public_key: keys::parse_public(&v.public_key)
+                .map(|k| k.to_bytes().to_vec())
+                .unwrap_or_default(),
+            peer_address: v.peer_address.clone(),
+        })
+        .collect()
+}
+
+/// A configuration stored before it recorded the validator set has the
+/// genesis set in force.
+pub fn fill_validators(config: &mut ConsortiumConfig, genesis: &Genesis) {
+    if config.validators.is_empty() {
+        config.validators = genesis_validators(genesis);
+        config.validators_from = 1;
     }
 }

@@ -11,6 +11,7 @@
 //! - [`params`]: chain parameters, their schedule and the activation delay.
 //! - [`genesis_config`]: the configuration at height 0, from the genesis file.
 //! - [`tally`]: the admission policy's verdict on a proposal's ballots.
+//! - [`validators`]: the validator set, its epochs and when a change applies.
 //! - [`apply`]: one change against the configuration.
 
 pub mod apply;
@@ -18,6 +19,7 @@ pub mod genesis_config;
 pub mod keys;
 pub mod params;
 pub mod tally;
+pub mod validators;
 
 pub use apply::{apply, Context, Effects, Refusal};
 pub use params::{activation_delay, params_at};

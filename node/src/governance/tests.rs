@@ -117,11 +117,15 @@ fn automatic_policy_admits_at_once_when_the_admin_proposes() {
     assert!(e.outcome.applied, "{}", e.outcome.message);
     let p = p.expect("proposal");
     assert_eq!(p.state, ProposalState::Approved as i32);
-    assert_eq!(p.effective_height, 8);
+    // K = 10, window 20: the epoch ends at the first checkpoint >= 27.
+    assert_eq!(p.effective_height, 31);
     assert_eq!(config.members.len(), 5);
     assert_eq!(config.members[4].admitted_at, 7);
-    assert_eq!(config.pending_validator_changes.len(), 1);
-    assert!(config.pending_validator_changes[0].add);
+    let next = config.scheduled_validators.as_ref().expect("scheduled");
+    assert_eq!((next.from_height, next.proposal_id), (31, p.id));
+    assert_eq!(next.validators.len(), 5);
+    assert_eq!(next.validators[..4], config.validators[..]);
+    assert_eq!(next.validators[4].name, "org5-node-0");
     assert_eq!(config.version, 1);
     assert_eq!(config.next_proposal_id, 2);
 }
@@ -271,14 +275,18 @@ fn removal_keeps_the_admin_and_a_quorum_of_validators() {
     let mut p = None;
     step(&mut config, &mut p, 0, &remove("org5"), ctx(2, 1)).expect("5 -> 4 validators");
     assert_eq!(config.members.len(), 4);
-    let change = config
-        .pending_validator_changes
-        .last()
-        .cloned()
-        .expect("change");
-    assert!(!change.add);
-    assert_eq!(change.nodes.len(), 1);
+    let next = config.scheduled_validators.clone().expect("scheduled");
+    assert_eq!(next.from_height, 31);
+    assert_eq!(next.validators, config.validators[..4]);
+    // One validator change per epoch.
     let r = apply(&config, &sender(0), &remove("org4"), None, &ctx(3, 1)).unwrap_err();
+    assert!(
+        r.to_string().contains("one validator change per epoch"),
+        "{r}"
+    );
+    let r = apply(&config, &sender(0), &admit("org6", 60), None, &ctx(30, 1)).unwrap_err();
+    assert!(r.to_string().contains("takes over at height 31"), "{r}");
+    let r = apply(&config, &sender(0), &remove("org4"), None, &ctx(31, 1)).unwrap_err();
     assert!(r.to_string().contains("at least 4"), "{r}");
 }
 
@@ -328,9 +336,10 @@ fn an_approved_change_that_no_longer_applies_is_rejected_with_the_reason() {
         first.as_ref().map(|p| p.state),
         Some(ProposalState::Approved as i32)
     );
-    // Five members now: 4 of 5 approvals reach 67%.
+    // Five members now: 4 of 5 approvals reach 67% (once the first
+    // admission's validator set took over at 31: one change per epoch).
     for who in [0, 2, 3] {
-        step(&mut config, &mut second, who, &vote(2, true), ctx(5, 1)).expect("vote");
+        step(&mut config, &mut second, who, &vote(2, true), ctx(31, 1)).expect("vote");
     }
     let second = second.expect("proposal 2");
     assert_eq!(second.state, ProposalState::Rejected as i32);

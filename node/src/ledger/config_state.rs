@@ -21,7 +21,10 @@ pub(super) fn load(db: &DB, genesis: &Genesis) -> Result<ConsortiumConfig, Ledge
     match db.get_pinned_cf(cf(db, CF_STATE)?, CONFIG_KEY)? {
         Some(bytes) => {
             let stored = StoredValue::decode(&bytes)?;
-            decode_config_record(&stored.value, "configuration")
+            let mut config: ConsortiumConfig =
+                decode_config_record(&stored.value, "configuration")?;
+            governance::genesis_config::fill_validators(&mut config, genesis);
+            Ok(config)
         }
         None => Ok(governance::genesis_config::from_genesis(genesis)),
     }
@@ -50,6 +53,18 @@ impl Ledger {
         governance::params::from_proto(&governance::params_at(&self.config(), height))
     }
 
+    /// Hash of the validator set that orders the block at `height` (past
+    /// the tip, as currently scheduled), as its header records it.
+    pub fn validators_hash_at(&self, height: u64) -> [u8; 32] {
+        let config = self.config();
+        let epoch = governance::validators::epoch_at(&config, height);
+        if epoch.base == 0 {
+            *self.validators_hash()
+        } else {
+            governance::validators::validators_hash(epoch.validators)
+        }
+    }
+
     /// The configuration as it was after block `height`: the last version
     /// written at or below it, or the genesis configuration.
     pub fn config_at(&self, height: u64) -> Result<ConsortiumConfig, LedgerError> {
@@ -72,7 +87,11 @@ impl Ledger {
 
     fn decode_config(&self, bytes: Option<Vec<u8>>) -> Result<ConsortiumConfig, LedgerError> {
         match bytes {
-            Some(b) => decode_config_record(&b, "configuration"),
+            Some(b) => {
+                let mut config: ConsortiumConfig = decode_config_record(&b, "configuration")?;
+                governance::genesis_config::fill_validators(&mut config, self.genesis());
+                Ok(config)
+            }
             None => Ok(governance::genesis_config::from_genesis(self.genesis())),
         }
     }

@@ -342,7 +342,7 @@ impl Ledger {
             state_root: acc.root().to_vec(),
             timestamp_ms: proposal.timestamp_ms,
             proposer: proposal.proposer.to_vec(),
-            validators_hash: self.validators_hash().to_vec(),
+            validators_hash: self.validators_hash_at(height).to_vec(),
             tx_count: proposal.txs.len() as u32,
         };
         let hash = header_hash(&header);

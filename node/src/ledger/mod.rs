@@ -70,6 +70,8 @@ impl From<rocksdb::Error> for LedgerError {
     }
 }
 
+/// A consensus record's key and value.
+pub type ConsensusRecord = (Vec<u8>, Vec<u8>);
 /// The last committed block, as the rest of the node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tip {
@@ -323,9 +325,32 @@ impl Ledger {
             .get_cf(cf(&self.db, CF_CONSENSUS)?, store::certificate_key(height))?)
     }
 
-    /// A consensus record (replica state, stored payloads).
+    /// A consensus record (replica state, stored payloads, epoch proofs).
     pub fn consensus_record(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LedgerError> {
         Ok(self.db.get_cf(cf(&self.db, CF_CONSENSUS)?, key)?)
+    }
+
+    /// Consensus records (key, value) whose keys start with `prefix`, from `start` (a
+    /// full key) on, in key order, at most `limit`.
+    pub fn consensus_records_from(
+        &self,
+        prefix: &[u8],
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<ConsensusRecord>, LedgerError> {
+        let iter = self.db.iterator_cf(
+            cf(&self.db, CF_CONSENSUS)?,
+            IteratorMode::From(start, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Writes and deletes consensus records in one atomic, fsynced batch.

@@ -155,14 +155,15 @@ impl NodeState {
     /// and within `ready_max_lag` blocks of the highest height a peer
     /// reports. A one-validator consortium is always connected.
     fn consensus_ready(&self) -> Result<(), String> {
-        let Some(peers) = self.consensus.peers.get() else {
-            return Ok(());
-        };
+        let epoch = self.consensus.epoch();
+        let peers = &epoch.peers;
         let n = peers.len();
         if n <= 1 {
             return Ok(());
         }
-        let me = self.consensus.me.load(Ordering::Relaxed) as usize;
+        let Some(me) = epoch.me.map(|m| m as usize) else {
+            return Ok(());
+        };
         let connected = 1 + peers
             .iter()
             .enumerate()
@@ -370,15 +371,9 @@ pub async fn run(
             })?,
     };
 
-    let is_validator = state.ledger.genesis().validators.iter().any(|v| {
-        keys::parse_public(&v.public_key).is_ok_and(|k| k.to_bytes() == node_key.to_bytes())
-    });
-    let consensus = if is_validator {
-        crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?
-    } else {
-        drop(peer_listener);
-        crate::consensus::observer::start(state.clone())?
-    };
+    // Validator or observer, per epoch of the validator set.
+    let consensus =
+        crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?;
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,

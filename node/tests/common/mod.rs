@@ -199,6 +199,33 @@ pub fn consortium_with(
     panic!("no block of free ports found");
 }
 
+/// A node outside the genesis validators, on the same genesis as
+/// `template` (a prepared node), with its own key and free ports: it
+/// starts as an observer.
+pub fn extra_node(dir: &Path, template: &local::LocalNode, name: &str) -> local::LocalNode {
+    let node_dir = dir.join(name);
+    let mut config = template.config.clone();
+    config.name = name.into();
+    config.data_dir = node_dir.join("data");
+    config.key_file = node_dir.join("node.key");
+    kubeledger_node::crypto::keys::load_or_generate(&config.key_file).expect("node key");
+    for addr in [
+        &mut config.listen.grpc,
+        &mut config.listen.peer,
+        &mut config.listen.metrics,
+    ] {
+        *addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    }
+    let config_path = node_dir.join("node.toml");
+    std::fs::write(&config_path, config.to_toml()).expect("write config");
+    local::LocalNode {
+        name: name.into(),
+        dir: node_dir,
+        config_path,
+        config,
+    }
+}
+
 /// Starts `kubeledger node` for a prepared node, logging to `node.log`.
 pub fn spawn_node_process(node: &local::LocalNode) -> tokio::process::Child {
     spawn_node_process_env(node, &[])

@@ -225,6 +225,7 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
         (None, true) => Some(Admission {
             proposal: old_status.admission.clone(),
             admitted: false,
+            validating: false,
             reason: "WaitingForChain",
             message: "no validator of the consortium answers; admission waits for the chain".into(),
         }),
@@ -246,14 +247,17 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
         .map(|n| n.name.as_str())
         .collect();
     let ready_nodes = i32::try_from(nodes.iter().filter(|n| n.ready).count()).unwrap_or(i32::MAX);
-    let all_ready = admitted && ready_nodes == member.spec.replicas;
+    // A joining member whose nodes entered the validator set counts as a
+    // founder's does.
+    let validating = admission.as_ref().is_some_and(|a| a.validating);
+    let all_ready = (admitted || validating) && ready_nodes == member.spec.replicas;
     let (phase, reason, message) = if genesis.is_none() {
         (
             PHASE_PENDING,
             "WaitingForGenesis",
             "waiting for the consortium genesis".to_string(),
         )
-    } else if let Some(a) = &admission {
+    } else if let Some(a) = admission.as_ref().filter(|a| !a.validating) {
         (
             if a.admitted {
                 PHASE_ADMITTED
@@ -263,7 +267,7 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
             a.reason,
             a.message.clone(),
         )
-    } else if !admitted {
+    } else if !admitted && !validating {
         (
             PHASE_PENDING,
             "NotAdmitted",

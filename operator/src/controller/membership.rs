@@ -35,6 +35,47 @@ impl ChainView {
             .as_ref()
             .is_some_and(|c| c.members.iter().any(|m| m.name == name))
     }
+
+    /// Where the member's nodes stand in the validator set: validating now
+    /// (since which height), or scheduled to from a height.
+    pub fn validator_standing(&self, name: &str) -> ValidatorStanding {
+        let Some(c) = self.config.config.as_ref() else {
+            return ValidatorStanding::NotScheduled;
+        };
+        let Some(m) = c.members.iter().find(|m| m.name == name) else {
+            return ValidatorStanding::NotScheduled;
+        };
+        let in_set = |set: &[crate::proto::NodeInfo]| {
+            !m.nodes.is_empty()
+                && m.nodes
+                    .iter()
+                    .all(|n| set.iter().any(|v| v.public_key == n.public_key))
+        };
+        match &c.scheduled_validators {
+            Some(s) if self.config.height + 1 >= s.from_height && in_set(&s.validators) => {
+                ValidatorStanding::Validating {
+                    since: s.from_height,
+                }
+            }
+            Some(s) if self.config.height + 1 < s.from_height && in_set(&s.validators) => {
+                ValidatorStanding::Scheduled {
+                    from: s.from_height,
+                }
+            }
+            _ if in_set(&c.validators) => ValidatorStanding::Validating {
+                since: c.validators_from,
+            },
+            _ => ValidatorStanding::NotScheduled,
+        }
+    }
+}
+
+/// A member's nodes in the validator set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValidatorStanding {
+    Validating { since: u64 },
+    Scheduled { from: u64 },
+    NotScheduled,
 }
 
 /// Reads the chain through the first validator the Consortium found reachable.
@@ -179,12 +220,15 @@ pub struct Admission {
     pub proposal: Option<ProposalStatus>,
     /// The member is on chain (its admission was approved).
     pub admitted: bool,
+    /// Its nodes are validators now (no longer observers).
+    pub validating: bool,
     pub reason: &'static str,
     pub message: String,
 }
 
 /// Condition reasons of a joining Member.
 pub const AWAITING_VALIDATOR_SWITCH: &str = "AwaitingValidatorSwitch";
+pub const VALIDATING: &str = "Validating";
 pub const ADMISSION_PROPOSED: &str = "AdmissionProposed";
 pub const ADMISSION_DECLINED: &str = "AdmissionDeclined";
 pub const ADMISSION_NOT_PROPOSED: &str = "AdmissionNotProposed";
@@ -194,13 +238,34 @@ pub const ADMISSION_REFUSED: &str = "AdmissionRefused";
 pub fn standing(name: &str, view: &ChainView) -> Option<Admission> {
     let existing = governance::admission_proposal(name, &view.proposals);
     if view.is_member(name) {
+        let (validating, reason, message) = match view.validator_standing(name) {
+            ValidatorStanding::Validating { since } => (
+                true,
+                VALIDATING,
+                format!("admitted on chain; its nodes validate from height {since}"),
+            ),
+            ValidatorStanding::Scheduled { from } => (
+                false,
+                AWAITING_VALIDATOR_SWITCH,
+                format!(
+                    "admitted on chain; its nodes follow the chain as observers until the new \
+                     validator set takes over at height {from}"
+                ),
+            ),
+            ValidatorStanding::NotScheduled => (
+                false,
+                AWAITING_VALIDATOR_SWITCH,
+                "admitted on chain; its nodes follow the chain as observers and are not in \
+                 the validator set"
+                    .to_string(),
+            ),
+        };
         return Some(Admission {
             proposal: existing.map(governance::proposal_status),
             admitted: true,
-            reason: AWAITING_VALIDATOR_SWITCH,
-            message: "admitted on chain; its nodes run as observers (they follow the chain \
-                      without voting) until the nodes can switch to a new validator set"
-                .into(),
+            validating,
+            reason,
+            message,
         });
     }
     let p = existing?;
@@ -226,6 +291,7 @@ pub fn standing(name: &str, view: &ChainView) -> Option<Admission> {
     Some(Admission {
         proposal: Some(status),
         admitted: false,
+        validating: false,
         reason: if open {
             ADMISSION_PROPOSED
         } else {
@@ -265,6 +331,7 @@ pub async fn admit(
             return Ok(Admission {
                 proposal: None,
                 admitted: false,
+                validating: false,
                 reason: ADMISSION_REFUSED,
                 message: c.message.clone(),
             });
@@ -292,6 +359,7 @@ pub async fn admit(
     let not_proposed = |message: String| Admission {
         proposal: None,
         admitted: false,
+        validating: false,
         reason: ADMISSION_NOT_PROPOSED,
         message,
     };
@@ -400,4 +468,66 @@ pub async fn propose_removal(
     ctx.event(member, type_, reason, "ProposeRemoval", note)
         .await;
     Ok(())
+}
+
+#[cfg(test)]
+mod standing_tests {
+    use super::*;
+    use crate::proto::{ConsortiumConfig, MemberInfo, NodeInfo, ScheduledValidators};
+
+    fn node(k: u8) -> NodeInfo {
+        NodeInfo {
+            name: format!("n{k}"),
+            public_key: vec![k; 32],
+            peer_address: format!("n{k}:7051"),
+        }
+    }
+
+    fn view(height: u64, scheduled: Option<(u64, Vec<NodeInfo>)>) -> ChainView {
+        ChainView {
+            host: "org1-0".into(),
+            config: GetConfigResponse {
+                config: Some(ConsortiumConfig {
+                    members: vec![MemberInfo {
+                        name: "org5".into(),
+                        nodes: vec![node(5)],
+                        ..Default::default()
+                    }],
+                    validators: vec![node(1), node(2), node(3), node(4)],
+                    validators_from: 1,
+                    scheduled_validators: scheduled.map(|(from, validators)| ScheduledValidators {
+                        from_height: from,
+                        validators,
+                        proposal_id: 1,
+                    }),
+                    ..Default::default()
+                }),
+                height,
+                effective_params: None,
+            },
+            proposals: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_admitted_member_waits_for_the_switch_then_validates() {
+        let grown = vec![node(1), node(2), node(3), node(4), node(5)];
+        let a = standing("org5", &view(12, Some((41, grown.clone())))).expect("member");
+        assert!(a.admitted && !a.validating);
+        assert_eq!(a.reason, AWAITING_VALIDATOR_SWITCH);
+        assert!(a.message.contains("at height 41"), "{}", a.message);
+
+        let a = standing("org5", &view(40, Some((41, grown.clone())))).expect("member");
+        assert!(a.validating, "the next block is ordered by the new set");
+        assert_eq!(a.reason, VALIDATING);
+        assert!(a.message.contains("from height 41"), "{}", a.message);
+
+        let a = standing("org5", &view(12, None)).expect("member");
+        assert!(!a.validating);
+        assert!(
+            a.message.contains("not in the validator set"),
+            "{}",
+            a.message
+        );
+    }
 }

@@ -370,9 +370,11 @@ async fn show(endpoint: &str, at_height: u64, output: Output) -> Result<()> {
                           "comparator": comparator, "expiry_ms": admission.expiry_ms,
                           "consortium_admin": admission.consortium_admin},
             "members": c.members.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
-            "pending_validator_changes": c.pending_validator_changes.iter().map(|v| json!({
-                "proposal_id": v.proposal_id, "member": v.member, "add": v.add,
-                "nodes": v.nodes.iter().map(node_json).collect::<Vec<_>>()})).collect::<Vec<_>>(),
+            "validators": c.validators.iter().map(node_json).collect::<Vec<_>>(),
+            "validators_from": c.validators_from,
+            "scheduled_validators": c.scheduled_validators.as_ref().map(|s| json!({
+                "from_height": s.from_height, "proposal_id": s.proposal_id,
+                "validators": s.validators.iter().map(node_json).collect::<Vec<_>>()})),
         }),
         || {
             let mut out = format!(
@@ -406,6 +408,22 @@ async fn show(endpoint: &str, at_height: u64, output: Output) -> Result<()> {
                 out.push_str(&format!(
                     "\nscheduled by proposal {}: from height {}, block interval {} ms, {} txs / {} bytes per block",
                     s.proposal_id, s.from_height, sp.block_interval_ms, sp.max_block_txs, sp.max_block_bytes
+                ));
+            }
+            let names = |v: &[kubeledger_node::proto::NodeInfo]| {
+                v.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            out.push_str(&format!(
+                "\nvalidators since height {}: {}",
+                c.validators_from,
+                names(&c.validators)
+            ));
+            if let Some(s) = &c.scheduled_validators {
+                out.push_str(&format!(
+                    "\nvalidators from height {} (proposal {}): {}",
+                    s.from_height,
+                    s.proposal_id,
+                    names(&s.validators)
                 ));
             }
             out

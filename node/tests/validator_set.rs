@@ -1,0 +1,285 @@
+//! The validator set grows and shrinks under load, with real processes.
+//!
+//! Four founding replicas (policy Automatic: the consortium admin's
+//! proposals apply at once) and a fifth node that starts as an observer:
+//!
+//! 1. node-2 is killed (-9) before anything changes; the other three keep
+//!    ordering (quorum 3 of 4).
+//! 2. org5 is admitted with the observer's key: the new set of five takes
+//!    over after the announced checkpoint. The observer promotes itself to
+//!    a validator; headers from the switch on carry the new set's hash.
+//! 3. node-2 restarts. It was down across the switch: it fetches the
+//!    certificate that ended its epoch from a peer, catches up and joins
+//!    the new set.
+//! 4. node-3 is killed. Four of five remain, exactly a quorum of five, so
+//!    blocks commit only because both the promoted node and the node that
+//!    came back vote.
+//! 5. node-3 restarts; org5 is removed: the set of four takes over again,
+//!    and the fifth node demotes itself to an observer.
+//!
+//! Throughout: the load (through node-0 and node-1) never fails, no
+//! acknowledged transaction is lost, and every node holds the same chain.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use kubeledger_node::client::Client;
+use kubeledger_node::crypto::keys;
+use kubeledger_node::genesis::{Admission, AdmissionMode, ChainParams};
+use kubeledger_node::local::admin_key_path;
+use kubeledger_node::proto::{self, config_change::Change};
+use kubeledger_node::tx::envelope;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn status(c: &mut Client) -> proto::StatusResponse {
+    c.inner
+        .status(proto::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+async fn header(c: &mut Client, h: u64) -> proto::BlockHeader {
+    c.inner
+        .get_block(proto::GetBlockRequest {
+            selector: Some(proto::get_block_request::Selector::Height(h)),
+        })
+        .await
+        .expect("block")
+        .into_inner()
+        .block
+        .and_then(|b| b.header)
+        .expect("header")
+}
+
+/// Waits until the node works in the epoch starting after `base`, past it.
+async fn wait_epoch(c: &Client, base: u64, observer: bool) -> proto::StatusResponse {
+    eventually(WAIT, || {
+        let mut c = c.clone();
+        async move {
+            let s = status(&mut c).await;
+            (s.epoch_base == base && s.observer == observer && s.height > base + 2).then_some(s)
+        }
+    })
+    .await
+}
+
+/// Submits a configuration change as the consortium admin (org1); the
+/// first height the new validator set orders.
+async fn change(c: &mut Client, admin: &ed25519_dalek::SigningKey, change: Change) -> u64 {
+    let (committed, outcome) = c
+        .submit_config(admin, change, WAIT)
+        .await
+        .expect("configuration change commits");
+    assert!(outcome.applied, "not applied: {}", outcome.message);
+    let proposal = c
+        .inner
+        .list_proposals(proto::ListProposalsRequest::default())
+        .await
+        .expect("proposals")
+        .into_inner()
+        .proposals
+        .into_iter()
+        .find(|p| p.id == outcome.proposal_id)
+        .expect("proposal listed");
+    assert_eq!(proposal.state, proto::ProposalState::Approved as i32);
+    assert!(
+        proposal.effective_height > committed.height + 20,
+        "the switch is at least a window after the decision: {proposal:?}"
+    );
+    proposal.effective_height
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validators_join_and_leave_under_load() {
+    // KUBELEDGER_KEEP_TEST_DIR=1 keeps the nodes' logs and data.
+    let keep = std::env::var_os("KUBELEDGER_KEEP_TEST_DIR").is_some();
+    let dir = tempfile::Builder::new()
+        .disable_cleanup(keep)
+        .tempdir()
+        .expect("tempdir");
+    eprintln!("test dir: {}", dir.path().display());
+    let admission = Admission {
+        mode: AdmissionMode::Automatic,
+        ..Default::default()
+    };
+    let nodes = consortium_with(dir.path(), 4, ChainParams::default(), admission);
+    let fifth = extra_node(dir.path(), &nodes[0], "node-4");
+    let mut children: Vec<_> = nodes.iter().map(spawn_node_process).collect();
+    let mut fifth_child = spawn_node_process(&fifth);
+    let mut clients = Vec::new();
+    for n in &nodes {
+        clients.push(connect_retry(&n.endpoint(), WAIT).await);
+    }
+    let mut fifth_client = connect_retry(&fifth.endpoint(), WAIT).await;
+    assert!(status(&mut fifth_client).await.observer);
+    let org1 = keys::load(&admin_key_path(dir.path(), "org1")).expect("admin key");
+
+    // Load through node-0 and node-1, which stay up throughout.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for w in 0..4u8 {
+        let (stop, acked, failures) = (stop.clone(), acked.clone(), failures.clone());
+        let mut client = clients[w as usize % 2].clone();
+        let key = client_key(20 + w);
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let tx = client.sign(&key, envelope::put(format!("load/{w}/{i}"), "v"));
+                let id = envelope::tx_id(&tx);
+                match client.submit_and_wait(tx, WAIT).await {
+                    Ok(_) => {
+                        acked.lock().expect("acked").insert(id);
+                    }
+                    Err(e) => {
+                        eprintln!("load tx failed: {e}");
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                i += 1;
+            }
+        }));
+    }
+    wait_height(&clients[0], 5, WAIT).await;
+
+    eprintln!("step: 1");
+    // 1. node-2 goes down before the change.
+    children[2].start_kill().expect("SIGKILL node-2");
+    let _ = children[2].wait().await;
+    let h = status(&mut clients[0]).await.height;
+    wait_height(&clients[0], h + 5, WAIT).await;
+
+    eprintln!("step: 2");
+    // 2. Admit org5 with the fifth node's key: it is promoted at the switch.
+    let fifth_key = keys::load(&fifth.config.key_file).expect("fifth key");
+    let admit = Change::Admit(proto::AdmitMember {
+        member: "org5".into(),
+        organization: "Organisation 5".into(),
+        admin_key: keys::generate().verifying_key().to_bytes().to_vec(),
+        nodes: vec![proto::NodeInfo {
+            name: "node-4".into(),
+            public_key: fifth_key.verifying_key().to_bytes().to_vec(),
+            peer_address: fifth.config.listen.peer.to_string(),
+        }],
+    });
+    let grow_from = change(&mut clients[0], &org1, admit).await;
+    let grow_base = grow_from - 1;
+    assert_eq!(grow_base % 10, 0, "the switch follows a checkpoint");
+    let promoted = wait_epoch(&fifth_client, grow_base, false).await;
+    assert_eq!(promoted.validators, 5);
+    assert_eq!(
+        wait_epoch(&clients[0], grow_base, false).await.validators,
+        5
+    );
+
+    eprintln!("step: 3");
+    // 3. node-2 comes back after the switch and catches up across it.
+    children[2] = spawn_node_process(&nodes[2]);
+    let back = connect_retry(&nodes[2].endpoint(), WAIT).await;
+    let rejoined = wait_epoch(&back, grow_base, false).await;
+    assert_eq!(rejoined.validators, 5);
+
+    eprintln!("step: 4");
+    // 4. With node-3 down, 4 of 5 is exactly a quorum: blocks commit only
+    //    with the votes of node-2 and of the promoted node.
+    children[3].start_kill().expect("SIGKILL node-3");
+    let _ = children[3].wait().await;
+    let h = status(&mut clients[0]).await.height;
+    wait_height(&clients[0], h + 10, WAIT).await;
+    wait_height(&fifth_client, h + 10, WAIT).await;
+
+    eprintln!("step: 5");
+    // 5. node-3 back; org5 removed: four validators again, node-4 observes.
+    children[3] = spawn_node_process(&nodes[3]);
+    let node3 = connect_retry(&nodes[3].endpoint(), WAIT).await;
+    wait_epoch(&node3, grow_base, false).await;
+    let remove = Change::Remove(proto::RemoveMember {
+        member: "org5".into(),
+    });
+    let shrink_from = change(&mut clients[1], &org1, remove).await;
+    let shrink_base = shrink_from - 1;
+    let demoted = wait_epoch(&fifth_client, shrink_base, true).await;
+    assert_eq!(demoted.validators, 4);
+    for c in &clients {
+        assert_eq!(wait_epoch(c, shrink_base, false).await.validators, 4);
+    }
+    let h = status(&mut clients[0]).await.height;
+    wait_height(&clients[0], h + 5, WAIT).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("load worker");
+    }
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "load transactions failed"
+    );
+
+    eprintln!("step: Same chain");
+    // Same chain everywhere; each header names the set of its height. The
+    // observer follows stable checkpoints, so on the now idle chain it
+    // holds the blocks up to the last one.
+    let tip = status(&mut clients[0]).await.height;
+    for c in &clients {
+        wait_height(c, tip, WAIT).await;
+    }
+    let stable = status(&mut clients[0]).await.stable_checkpoint;
+    assert!(
+        stable > shrink_base,
+        "a checkpoint of the last epoch is stable"
+    );
+    wait_height(&fifth_client, stable, WAIT).await;
+    let mut reference = clients[0].clone();
+    let genesis_set = header(&mut reference, 1).await.validators_hash;
+    let grown_set = header(&mut reference, grow_from).await.validators_hash;
+    let shrunk_set = header(&mut reference, shrink_from).await.validators_hash;
+    assert_ne!(genesis_set, grown_set);
+    assert_ne!(grown_set, shrunk_set);
+    assert_eq!(
+        header(&mut reference, grow_base).await.validators_hash,
+        genesis_set
+    );
+    assert_eq!(
+        header(&mut reference, shrink_base).await.validators_hash,
+        grown_set
+    );
+    for h in 1..=tip {
+        let want = header(&mut reference, h).await;
+        for c in clients.iter().skip(1) {
+            let mut c = c.clone();
+            assert_eq!(header(&mut c, h).await, want, "block {h} differs");
+        }
+        if h <= stable {
+            let mut c = fifth_client.clone();
+            assert_eq!(header(&mut c, h).await, want, "block {h} differs on node-4");
+        }
+    }
+    let acked = acked.lock().expect("acked").clone();
+    assert!(!acked.is_empty());
+    for id in &acked {
+        let r = reference
+            .inner
+            .get_transaction(proto::GetTransactionRequest {
+                tx_id: id.0.to_vec(),
+            })
+            .await
+            .expect("get transaction")
+            .into_inner();
+        assert_eq!(
+            r.state,
+            proto::TxState::Committed as i32,
+            "acknowledged tx {id} lost"
+        );
+    }
+    fifth_child.start_kill().ok();
+}
