@@ -109,8 +109,19 @@ try:
         last = change("member", "vote", str(p["proposal_id"]), org="org4")
         return last["message"]
 
+    def promoted(observer):
+        """Waits until org5's node has switched role; the epoch's base."""
+        while True:
+            s = kl("status", endpoint=f"http://127.0.0.1:{PORT + 40}")
+            if s["observer"] == observer and s["epoch_base"] > 0:
+                return s
+            time.sleep(0.2)
+
     print("  admit org5:", window("during admission (propose + 2 votes)", until=admit))
-    window("after admission", 10)
+    grown = window("until the set of 5 takes over (node-4 votes)", until=lambda: promoted(False))
+    print(f"  validator set 4 -> 5 after checkpoint {grown['epoch_base']}; node-4 is replica "
+          f"{grown['replica_index']} of {grown['validators']}")
+    window("after admission: 5 validators", 10)
 
     def set_interval(ms):
         p = change("config", "set", "--block-interval", f"{ms}ms", org="org1")
@@ -134,7 +145,9 @@ try:
         return last["message"]
 
     print("  remove org5:", window("during removal (propose + 3 votes)", until=remove))
-    window("after removal", 10)
+    shrunk = window("until the set of 4 takes over (node-4 observes)", until=lambda: promoted(True))
+    print(f"  validator set 5 -> 4 after checkpoint {shrunk['epoch_base']}")
+    window("after removal: 4 validators", 10)
 
     report = json.loads(bench.communicate(timeout=600)[0])
     b1, a1 = gaps_around(slow_from)
@@ -145,7 +158,7 @@ try:
           f"{report['not_committed']} not committed; p50 {report['latency_ms']['p50']:.0f} ms, "
           f"p99 {report['latency_ms']['p99']:.0f} ms")
     obs = kl("status", endpoint=f"http://127.0.0.1:{PORT + 40}")
-    print(f"observer node-4 (org5's node): observer={obs['observer']}, height {obs['height']} "
+    print(f"node-4 (org5's node, removed again): observer={obs['observer']}, height {obs['height']} "
           f"(validators at {status()['height']}, checkpoint interval 10)")
     tip = min(status(i)["height"] for i in range(4))
     hashes = {kl("block", str(tip), endpoint=EPS[i])["hash"] for i in range(4)}

@@ -29,10 +29,27 @@ pub enum Error {
 
     #[error("chain: {0}")]
     Chain(#[from] crate::chain::ChainError),
+
+    /// Not a failure: teardown waits for something on chain (the finalizer
+    /// stays until cleanup succeeds, so cleanup reports waiting this way).
+    #[error("waiting: {0}")]
+    Waiting(String),
 }
 
 impl Error {
     /// A short label for metrics: the cause, looking through the finalizer wrapper.
+    /// Reconcile is waiting, not failing (see [`Error::Waiting`]).
+    pub fn is_waiting(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Error::Waiting(_) => true,
+            Error::Finalizer(e) => {
+                matches!(e.as_ref(), F::CleanupFailed(inner) if inner.is_waiting())
+            }
+            _ => false,
+        }
+    }
+
     pub fn metric_label(&self) -> String {
         use kube::runtime::finalizer::Error as F;
         match self {
@@ -46,6 +63,7 @@ impl Error {
             Error::InvalidKey { .. } => "invalid_key",
             Error::MissingField(_) => "missing_field",
             Error::Chain(_) => "chain",
+            Error::Waiting(_) => "waiting",
         }
         .to_string()
     }

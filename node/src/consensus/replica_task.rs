@@ -454,6 +454,7 @@ impl ConsensusTask {
         self.follow_epoch();
         let actions = self.replica.start();
         self.handle(actions);
+        self.report_tip();
         self.publish();
         let mut stopping = self.state.stopping();
         let mut drain_until: Option<Instant> = None;
@@ -543,6 +544,28 @@ impl ConsensusTask {
         }
         tracing::info!("consensus task stopped");
         (self.parts, exit)
+    }
+
+    /// Reports the ledger tip to a (re)started replica: a crash between
+    /// writing a block and reporting it loses that block's CHECKPOINT, and
+    /// the last checkpoint of an epoch has no later one to stand in for it.
+    fn report_tip(&mut self) {
+        let tip = self.state.ledger.tip();
+        if tip.height <= self.replica.status().epoch_base {
+            return;
+        }
+        match self.state.ledger.header(tip.height) {
+            Ok(Some(h)) => {
+                let state_root = crate::crypto::hash32(&h.state_root).unwrap_or_default();
+                self.step(Input::Executed {
+                    seq: tip.height,
+                    state_root,
+                    block_hash: tip.hash,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the tip's header"),
+        }
     }
 
     /// Once the ledger schedules the next validator set, this epoch ends at

@@ -38,6 +38,8 @@ const CONTROLLER: &str = "member";
 
 pub const PHASE_PENDING: &str = "Pending";
 pub const PHASE_ADMITTED: &str = "Admitted";
+/// How often a deleted Member's removal on chain is looked at again.
+const REMOVAL_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 pub const PHASE_ACTIVE: &str = "Active";
 
 /// Reconciles one Member (entry point of the controller).
@@ -66,6 +68,10 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
 
 /// Retries failed reconciles with exponential back-off (5 s … 5 min).
 pub fn error_policy(member: Arc<Member>, error: &Error, ctx: Arc<Context>) -> Action {
+    if error.is_waiting() {
+        info!(member = %member.name_any(), %error, "teardown waits");
+        return Action::requeue(REMOVAL_WAIT);
+    }
     warn!(member = %member.name_any(), %error, "reconcile failed");
     ctx.metrics.reconcile_failure(CONTROLLER, error);
     let key = format!(
@@ -511,8 +517,16 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
         None
     };
     // It leaves the chain's configuration too: its removal is proposed first.
+    // Its nodes keep running until they left the validator set (demoted
+    // to observers at the switch), so the old set keeps its members until
+    // its epoch ends.
     if let (true, Some(c)) = (joined, &consortium) {
-        membership::propose_removal(ctx, member, c).await?;
+        if let membership::Removal::Pending(why) =
+            membership::propose_removal(ctx, member, c).await?
+        {
+            // An error keeps the finalizer; error_policy requeues it.
+            return Err(Error::Waiting(why));
+        }
     }
     // The Member's storage, or else the Consortium's node defaults (if it still exists).
     let delete_volumes = match &member.spec.storage {

@@ -1826,6 +1826,30 @@ async fn run_member_in(
         .expect("verifier")
 }
 
+/// Like [`run_member_in`], for a reconcile that waits (teardown held back):
+/// it ends in a waiting error, which keeps the finalizer, and the error
+/// policy requeues it at the fixed interval rather than backing off.
+async fn run_member_waiting(ctx: Arc<Context>, handle: Handle, m: Member, calls: Vec<Call>) {
+    let server = serve(handle, calls);
+    let m = Arc::new(m);
+    let err = tokio::time::timeout(
+        Duration::from_secs(5),
+        member::reconcile(m.clone(), ctx.clone()),
+    )
+    .await
+    .expect("reconcile timed out (an unexpected API call?)")
+    .expect_err("teardown waits");
+    assert!(err.is_waiting(), "{err}");
+    assert_eq!(
+        member::error_policy(m, &err, ctx),
+        Action::requeue(Duration::from_secs(10))
+    );
+    tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("not every expected call was made")
+        .expect("verifier");
+}
+
 /// org1's open proposal 1 to change the block interval.
 fn open_params_proposal(chain: &RecordingChain) {
     let key = ed25519_dalek::SigningKey::from_bytes(
@@ -2036,14 +2060,54 @@ async fn deleting_a_member_that_joined_proposes_its_removal_first() {
         }),
         ..Default::default()
     });
-    let ns = "/api/v1/namespaces/org3";
-    let mut calls = vec![
+    let get_consortium = || {
         Call::new("GET", "/apis/kubeledger.io/v1alpha1/consortia/escrow")
-            .respond(serde_json::to_value(&c).expect("json")),
+            .respond(serde_json::to_value(&c).expect("json"))
+    };
+    // 1. The removal is proposed; the nodes keep running.
+    let calls = vec![
+        get_consortium(),
         Call::new("GET", "/api/v1/namespaces/org1/secrets/org1-keys").respond(admin_secret("org1")),
         event_call("org3", "RemovalProposed"),
-        event_call("org3", "TearingDown"),
     ];
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    run_member_waiting(ctx, handle, m.clone(), calls).await;
+    let submitted = chain.submitted();
+    assert_eq!(submitted.len(), 1);
+    assert_eq!(submitted[0].signer, fixtures::admin_public_key("org1"));
+    assert_eq!(
+        submitted[0].change,
+        crate::proto::config_change::Change::Remove(crate::proto::RemoveMember {
+            member: "org3".into()
+        })
+    );
+
+    // 2. Removed on chain, but its nodes validate until the next set takes
+    //    over: still nothing is torn down, nothing proposed again.
+    chain.update_config(|r| {
+        if let Some(cfg) = r.config.as_mut() {
+            cfg.members.retain(|m| m.name != "org3");
+            cfg.scheduled_validators = Some(crate::proto::ScheduledValidators {
+                from_height: r.height + 30,
+                validators: Vec::new(),
+                proposal_id: 2,
+            });
+        }
+    });
+    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    run_member_waiting(ctx, handle, m.clone(), vec![get_consortium()]).await;
+    assert_eq!(chain.submitted().len(), 1);
+
+    // 3. The new set is in force: the nodes (observers now) are torn down.
+    chain.update_config(|r| {
+        if let Some(cfg) = r.config.as_mut() {
+            if let Some(s) = cfg.scheduled_validators.as_mut() {
+                s.from_height = r.height;
+            }
+        }
+    });
+    let ns = "/api/v1/namespaces/org3";
+    let mut calls = vec![get_consortium(), event_call("org3", "TearingDown")];
     for path in [
         "/apis/apps/v1/namespaces/org3/statefulsets/org3?".to_string(),
         "/apis/policy/v1/namespaces/org3/poddisruptionbudgets/org3?".to_string(),
@@ -2063,15 +2127,7 @@ async fn deleting_a_member_that_joined_proposes_its_removal_first() {
     );
     let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
     run_member_in(ctx, handle, m, calls).await;
-    let submitted = chain.submitted();
-    assert_eq!(submitted.len(), 1);
-    assert_eq!(submitted[0].signer, fixtures::admin_public_key("org1"));
-    assert_eq!(
-        submitted[0].change,
-        crate::proto::config_change::Change::Remove(crate::proto::RemoveMember {
-            member: "org3".into()
-        })
-    );
+    assert_eq!(chain.submitted().len(), 1);
 }
 
 #[tokio::test]

@@ -324,6 +324,7 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
             "view_change_in_progress": s.view_change_in_progress,
             "state_transfer_target": s.state_transfer_target,
             "observer": s.observer, "corruption": s.corruption,
+            "epoch_base": s.epoch_base, "epoch_end": (s.epoch_end > 0).then_some(s.epoch_end),
             "peers": s.peers.iter().map(|p| json!({"index": p.index, "name": p.name, "address": p.address,
                 "connected": p.connected, "last_seen_height": p.last_seen_height})).collect::<Vec<_>>(),
         }),
@@ -345,6 +346,15 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
                 &hex::encode(&s.primary)[..16.min(s.primary.len() * 2)],
                 s.validators
             );
+            if s.epoch_base > 0 || s.epoch_end > 0 {
+                out.push_str(&format!("\nvalidator set since height {}", s.epoch_base + 1));
+                if s.epoch_end > 0 {
+                    out.push_str(&format!(
+                        ", the next set takes over at height {}",
+                        s.epoch_end + 1
+                    ));
+                }
+            }
             if s.observer {
                 out.push_str(&format!(
                     "\nobserver: follows stable checkpoints (last {}), refuses transactions",
