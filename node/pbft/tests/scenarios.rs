@@ -656,3 +656,68 @@ fn changed_timeouts_apply_to_the_next_timer_armed() {
         }
     )));
 }
+
+#[test]
+fn restart_reports_the_tip_again_so_the_epoch_end_checkpoint_is_signed() {
+    // Epoch ends at 2; replica 3 is down; replica 2 executes block 2 and
+    // crashes before reporting it, so it never signs CHECKPOINT 2.
+    let mut c = Cluster::new(4, cfg(2, 2));
+    for r in c.reps.iter_mut() {
+        r.set_epoch_end(2);
+    }
+    c.filter = Box::new(|_, to, _| to != 3);
+    c.propose(0, "a");
+    c.propose(0, "b");
+    for _ in 0..100_000 {
+        if let Some((i, inp)) = c.inputs.pop_front() {
+            if i == 2 && matches!(inp, Input::Executed { seq: 2, .. }) {
+                continue;
+            }
+            c.input(i, inp);
+        } else if let Some((from, to, m)) = c.queue.pop_front() {
+            if (c.filter)(from, to, &m) {
+                c.input(
+                    to,
+                    Input::Message {
+                        from: from as ReplicaIndex,
+                        msg: m,
+                    },
+                );
+            }
+        } else {
+            break;
+        }
+    }
+    assert_eq!(c.commits[2].len(), 2);
+    assert!(c.reps.iter().all(|r| !r.epoch_complete()));
+
+    let st = c.reps[2].persistent_state();
+    let mut r = Replica::restore(c.cfg.clone(), c.vset.clone(), 2, c.keys[2].clone(), st, 2)
+        .expect("restore");
+    r.set_epoch_end(2);
+    c.reps[2] = r;
+    let out = c.reps[2].start();
+    c.apply(2, out);
+    c.run();
+    assert!(
+        c.reps.iter().all(|r| !r.epoch_complete()),
+        "no quorum of CHECKPOINT 2 without replica 2's"
+    );
+
+    let (state_root, block_hash) = c.roots[2];
+    c.input(
+        2,
+        Input::Executed {
+            seq: 2,
+            state_root,
+            block_hash,
+        },
+    );
+    c.run();
+    assert!(c.reps[0].epoch_complete() && c.reps[1].epoch_complete());
+    // Replica 2 lost the others' CHECKPOINTs in the crash: it asks a peer
+    // for the certificate of the epoch end.
+    let proof = c.reps[0].persistent().stable.proof.clone();
+    c.input(2, Input::StableCertificate(proof));
+    assert!(c.reps[2].epoch_complete());
+}
