@@ -126,7 +126,7 @@ fn run_epoch_slice(default_count: u64, part: usize, parts: usize) {
     let mine: Vec<u64> = all
         .into_iter()
         .enumerate()
-        .filter(|(i, _)| single || i % parts == part)
+        .filter(|(i, _)| if single { part == 0 } else { i % parts == part })
         .map(|(_, s)| s)
         .collect();
     let mut failures = Vec::new();
@@ -135,7 +135,9 @@ fn run_epoch_slice(default_count: u64, part: usize, parts: usize) {
     for seed in &mine {
         match Sim::new(SimConfig::growth_and_shrink(*seed)).run() {
             Ok(o) => {
-                vcs += o.view_changes;
+                // Views installed by the final replicas and by those of
+                // finished epochs.
+                vcs += o.view_changes + o.epochs.view_changes;
                 transfers += o.state_transfers;
                 events += o.events;
                 total.add(&o.epochs);

@@ -1070,6 +1070,13 @@ impl Sim {
                 };
                 self.resign(from, m)
             }
+            // In epoch runs, CHECKPOINTs for another state (epoch proofs
+            // are checkpoint certificates).
+            Message::Checkpoint(cp) if self.cfg.epochs.is_some() && roll < 0.5 => {
+                let mut lie = *cp;
+                self.rng.fill(&mut lie.state_root);
+                self.resign(from, Message::Checkpoint(lie))
+            }
             _ => msg.clone(),
         };
         self.transmit(from, to_node, mutated);
