@@ -721,3 +721,31 @@ fn restart_reports_the_tip_again_so_the_epoch_end_checkpoint_is_signed() {
     c.input(2, Input::StableCertificate(proof));
     assert!(c.reps[2].epoch_complete());
 }
+
+#[test]
+fn view_change_brings_the_stable_certificate_to_a_replica_whose_window_is_stuck() {
+    // Replica 3 loses every CHECKPOINT: it commits through 8 with its
+    // stable checkpoint still 0, so its window ends at 8 and block 9 does
+    // not fit. Its VIEW-CHANGE says it committed as far as the others did
+    // before 9; they must still send the stable certificate of 8.
+    let mut c = Cluster::new(4, cfg(4, 8));
+    c.filter = Box::new(|_, to, m| !(to == 3 && matches!(m.message, Message::Checkpoint(_))));
+    for k in 0..8 {
+        c.propose(0, &format!("tx{k}"));
+    }
+    c.run();
+    assert_eq!(c.commits[3].len(), 8);
+    assert_eq!(c.reps[3].status().stable_checkpoint, 0);
+    assert_eq!(c.reps[0].status().stable_checkpoint, 8);
+    // Replicas 0..2 commit 9 without it.
+    c.filter = Box::new(|_, to, _| to != 3);
+    c.propose(0, "tx8");
+    c.run();
+    assert_eq!(c.commits[0].len(), 9);
+    c.filter = Box::new(|_, _, _| true);
+    c.input(3, Input::RequestsPending(true));
+    c.fire(3, TimerId::Request);
+    c.run();
+    assert_eq!(c.reps[3].status().stable_checkpoint, 8);
+    assert_eq!(c.commits[3].len(), 9);
+}
