@@ -333,19 +333,24 @@ impl Replica {
         }
     }
 
-    /// Send a lagging peer the commit certificates it is missing.
+    /// Send a lagging peer our stable certificate and the commit
+    /// certificates it is missing. The certificate goes to any peer whose
+    /// stable checkpoint is behind ours, even one that committed as far as
+    /// we did: its window ends L past its own stable checkpoint, so it
+    /// could accept nothing further.
     pub(crate) fn send_catch_up(
         &mut self,
         to: crate::message::ReplicaIndex,
+        their_stable: Seq,
         their_lc: Seq,
         out: &mut Vec<Action>,
     ) {
-        if their_lc >= self.st.last_committed {
-            return;
-        }
-        if their_lc < self.st.stable.seq && !self.st.stable.proof.is_empty() {
+        if their_stable < self.st.stable.seq && !self.st.stable.proof.is_empty() {
             let m = self.sign(Message::StableProof(self.st.stable.proof.clone()));
             out.push(Action::Send { to, msg: m });
+        }
+        if their_lc >= self.st.last_committed {
+            return;
         }
         let from = their_lc.max(self.st.stable.seq).saturating_add(1);
         if from > self.st.last_committed {

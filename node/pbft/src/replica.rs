@@ -302,6 +302,10 @@ impl Replica {
 
     /// Rebuild a replica after a crash. `executed_seq` is the ledger height;
     /// committed-but-unexecuted blocks are re-emitted by [`Replica::start`].
+    /// After `start`, report the ledger tip once more as `Input::Executed`:
+    /// a crash between executing a block and reporting it loses that
+    /// block's CHECKPOINT, and the last checkpoint of an epoch has no later
+    /// one to stand in for it (the epoch would never end).
     pub fn restore(
         cfg: Config,
         vset: ValidatorSet,
@@ -314,7 +318,8 @@ impl Replica {
     }
 
     /// [`Replica::restore`] for a replica of the epoch starting at `base`
-    /// (see [`Replica::new_epoch`]).
+    /// (see [`Replica::new_epoch`]); the ledger tip is reported again after
+    /// `start` in the same way.
     pub fn restore_in_epoch(
         cfg: Config,
         vset: ValidatorSet,

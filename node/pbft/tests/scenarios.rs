@@ -656,3 +656,96 @@ fn changed_timeouts_apply_to_the_next_timer_armed() {
         }
     )));
 }
+
+#[test]
+fn restart_reports_the_tip_again_so_the_epoch_end_checkpoint_is_signed() {
+    // Epoch ends at 2; replica 3 is down; replica 2 executes block 2 and
+    // crashes before reporting it, so it never signs CHECKPOINT 2.
+    let mut c = Cluster::new(4, cfg(2, 2));
+    for r in c.reps.iter_mut() {
+        r.set_epoch_end(2);
+    }
+    c.filter = Box::new(|_, to, _| to != 3);
+    c.propose(0, "a");
+    c.propose(0, "b");
+    for _ in 0..100_000 {
+        if let Some((i, inp)) = c.inputs.pop_front() {
+            if i == 2 && matches!(inp, Input::Executed { seq: 2, .. }) {
+                continue;
+            }
+            c.input(i, inp);
+        } else if let Some((from, to, m)) = c.queue.pop_front() {
+            if (c.filter)(from, to, &m) {
+                c.input(
+                    to,
+                    Input::Message {
+                        from: from as ReplicaIndex,
+                        msg: m,
+                    },
+                );
+            }
+        } else {
+            break;
+        }
+    }
+    assert_eq!(c.commits[2].len(), 2);
+    assert!(c.reps.iter().all(|r| !r.epoch_complete()));
+
+    let st = c.reps[2].persistent_state();
+    let mut r = Replica::restore(c.cfg.clone(), c.vset.clone(), 2, c.keys[2].clone(), st, 2)
+        .expect("restore");
+    r.set_epoch_end(2);
+    c.reps[2] = r;
+    let out = c.reps[2].start();
+    c.apply(2, out);
+    c.run();
+    assert!(
+        c.reps.iter().all(|r| !r.epoch_complete()),
+        "no quorum of CHECKPOINT 2 without replica 2's"
+    );
+
+    let (state_root, block_hash) = c.roots[2];
+    c.input(
+        2,
+        Input::Executed {
+            seq: 2,
+            state_root,
+            block_hash,
+        },
+    );
+    c.run();
+    assert!(c.reps[0].epoch_complete() && c.reps[1].epoch_complete());
+    // Replica 2 lost the others' CHECKPOINTs in the crash: it asks a peer
+    // for the certificate of the epoch end.
+    let proof = c.reps[0].persistent().stable.proof.clone();
+    c.input(2, Input::StableCertificate(proof));
+    assert!(c.reps[2].epoch_complete());
+}
+
+#[test]
+fn view_change_brings_the_stable_certificate_to_a_replica_whose_window_is_stuck() {
+    // Replica 3 loses every CHECKPOINT: it commits through 8 with its
+    // stable checkpoint still 0, so its window ends at 8 and block 9 does
+    // not fit. Its VIEW-CHANGE says it committed as far as the others did
+    // before 9; they must still send the stable certificate of 8.
+    let mut c = Cluster::new(4, cfg(4, 8));
+    c.filter = Box::new(|_, to, m| !(to == 3 && matches!(m.message, Message::Checkpoint(_))));
+    for k in 0..8 {
+        c.propose(0, &format!("tx{k}"));
+    }
+    c.run();
+    assert_eq!(c.commits[3].len(), 8);
+    assert_eq!(c.reps[3].status().stable_checkpoint, 0);
+    assert_eq!(c.reps[0].status().stable_checkpoint, 8);
+    // Replicas 0..2 commit 9 without it.
+    c.filter = Box::new(|_, to, _| to != 3);
+    c.propose(0, "tx8");
+    c.run();
+    assert_eq!(c.commits[0].len(), 9);
+    c.filter = Box::new(|_, _, _| true);
+    c.input(3, Input::RequestsPending(true));
+    c.fire(3, TimerId::Request);
+    c.run();
+    assert_eq!(c.reps[3].status().stable_checkpoint, 8);
+    assert_eq!(c.commits[3].len(), 9);
+}

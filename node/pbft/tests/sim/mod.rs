@@ -3,16 +3,20 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod epochs;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ed25519_dalek::SigningKey;
 use kubeledger_pbft::{
-    Action, Config, Digest, Input, Message, Payload, PersistentState, PrePrepare, Replica,
-    ReplicaIndex, SignedMessage, TimerId, ValidatorSet, Vote,
+    Action, CommitCertificate, Config, Digest, Input, Message, Payload, PrePrepare, Replica,
+    ReplicaIndex, SignedMessage, TimerId, Vote,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest as _, Sha256};
+
+use epochs::{Chain, EpochPlan, EpochStats, VsetCache};
 
 pub const INVALID_MARKER: &[u8] = b"invalid";
 
@@ -54,6 +58,12 @@ pub struct SimConfig {
     pub liveness_bound_ms: u64,
     pub pbft: Config,
     pub max_batch: usize,
+    /// Each block takes up to this long to execute, one after the other,
+    /// so execution lags ordering under load (0: executed at commit).
+    /// Committed-but-unexecuted blocks are lost in a crash.
+    pub exec_delay_ms: u64,
+    /// Validator changes to make during the run (None: a fixed set of n).
+    pub epochs: Option<EpochPlan>,
 }
 
 impl SimConfig {
@@ -92,6 +102,8 @@ impl SimConfig {
                 max_backoff_exponent: 4,
             },
             max_batch: r.gen_range(1..=4),
+            exec_delay_ms: 0,
+            epochs: None,
         }
     }
 
@@ -110,13 +122,19 @@ pub struct Block {
     pub payload: Payload,
     pub state_root: Digest,
     pub block_hash: Digest,
+    /// Base of the epoch whose set certified the block (None: not
+    /// committed here; copied by state transfer from a node that did).
+    pub cert_base: Option<u64>,
 }
 
 enum Ev {
+    /// `base`: the sender's epoch when it sent (metadata, not seen by the
+    /// replica; used to check cross-epoch messages are dropped).
     Deliver {
         to: usize,
         from: usize,
         msg: SignedMessage,
+        base: u64,
     },
     Timer {
         node: usize,
@@ -130,6 +148,7 @@ enum Ev {
     Fetch {
         node: usize,
         target: u64,
+        block_hash: Digest,
     },
     Submit {
         tx: Vec<u8>,
@@ -144,16 +163,50 @@ enum Ev {
         blocked: BTreeSet<(usize, usize)>,
     },
     Heal,
+    /// A node asks a peer for the proof of its epoch's end.
+    EpochSync {
+        node: usize,
+    },
+    EpochProof {
+        node: usize,
+        base: u64,
+        proof: Vec<SignedMessage>,
+    },
+    Governance,
+    /// The node's executor finished the oldest block of its queue.
+    Execute {
+        node: usize,
+        gen: u64,
+    },
 }
 
 struct Node {
+    /// None while down, or while not a member of its epoch's set.
     replica: Option<Replica>,
     saved: Option<String>,
+    down: bool,
+    /// Executed blocks.
     ledger: Vec<Block>,
+    /// Committed, not yet executed (volatile).
+    exec_queue: VecDeque<(Payload, Option<u64>)>,
+    /// The executor is busy (an `Ev::Execute` of generation `exec_gen`
+    /// is scheduled); a crash starts a new generation.
+    executing: bool,
+    exec_gen: u64,
+    /// Its epoch is complete but not yet executed through the end.
+    switch_waits_execution: bool,
+    /// The last epoch proof it was given by a peer.
+    given_certificate: Option<Vec<SignedMessage>>,
     committed: BTreeSet<Vec<u8>>,
     mempool: BTreeSet<Vec<u8>>,
     timer_gen: BTreeMap<TimerId, u64>,
     last_pending: Option<bool>,
+    /// The epochs its ledger implies.
+    chain: Chain,
+    /// Index in `chain` of the epoch it runs (its replica's set).
+    epoch: usize,
+    /// Epoch proofs by epoch end: the old set's certificate of it.
+    proofs: BTreeMap<u64, Vec<SignedMessage>>,
 }
 
 pub struct Outcome {
@@ -165,12 +218,13 @@ pub struct Outcome {
     pub state_transfers: u64,
     pub stats_dropped: u64,
     pub duplicates_skipped: u64,
+    pub epochs: EpochStats,
 }
 
 pub struct Sim {
     cfg: SimConfig,
     rng: ChaCha8Rng,
-    vset: ValidatorSet,
+    vsets: VsetCache,
     keys: Vec<SigningKey>,
     nodes: Vec<Node>,
     queue: BTreeMap<(u64, u64), Ev>,
@@ -185,6 +239,11 @@ pub struct Sim {
     events: u64,
     trace: bool,
     duplicates_skipped: u64,
+    epoch_stats: EpochStats,
+    first_blocks_checked: BTreeSet<u64>,
+    last_config_tx: Option<(u64, Vec<u8>)>,
+    config_nonce: u64,
+    post_submitted: bool,
 }
 
 fn hash_parts(parts: &[&[u8]]) -> Digest {
@@ -207,30 +266,42 @@ impl Sim {
             })
             .collect();
         let pks: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
-        let vset = ValidatorSet::new(&pks).expect("valid keys");
+        let mut vsets = VsetCache::new(pks);
+        let genesis = cfg.epochs.as_ref().map_or(cfg.n, |p| p.genesis);
+        let chain = Chain::genesis((0..genesis).collect());
+        let vset = vsets.get(chain.current()).clone();
         let nodes = (0..cfg.n)
             .map(|i| Node {
-                replica: Some(
+                replica: (i < genesis).then(|| {
                     Replica::new(
                         cfg.pbft.clone(),
                         vset.clone(),
                         i as ReplicaIndex,
                         keys[i].clone(),
                     )
-                    .expect("replica"),
-                ),
+                    .expect("replica")
+                }),
                 saved: None,
+                down: false,
                 ledger: Vec::new(),
+                exec_queue: VecDeque::new(),
+                executing: false,
+                exec_gen: 0,
+                switch_waits_execution: false,
+                given_certificate: None,
                 committed: BTreeSet::new(),
                 mempool: BTreeSet::new(),
                 timer_gen: BTreeMap::new(),
                 last_pending: None,
+                chain: chain.clone(),
+                epoch: 0,
+                proofs: BTreeMap::new(),
             })
             .collect();
         let mut sim = Sim {
             cfg,
             rng,
-            vset,
+            vsets,
             keys,
             nodes,
             queue: BTreeMap::new(),
@@ -245,8 +316,14 @@ impl Sim {
             events: 0,
             trace: std::env::var("PBFT_TRACE").is_ok(),
             duplicates_skipped: 0,
+            epoch_stats: EpochStats::default(),
+            first_blocks_checked: BTreeSet::new(),
+            last_config_tx: None,
+            config_nonce: 0,
+            post_submitted: false,
         };
         sim.plan();
+        sim.plan_epochs();
         sim
     }
 
@@ -347,6 +424,7 @@ impl Sim {
             }
         }
         self.check_safety()?;
+        self.check_epochs()?;
         if !self.all_done() {
             let detail = self.progress_report();
             return Err(self.fail(&format!("liveness: not all requests committed\n{detail}")));
@@ -382,12 +460,17 @@ impl Sim {
             state_transfers: self.state_transfers,
             stats_dropped,
             duplicates_skipped: self.duplicates_skipped,
+            epochs: self.epoch_stats.clone(),
         })
     }
 
     fn fail(&self, why: &str) -> String {
+        let (plan, filter) = match &self.cfg.epochs {
+            Some(p) => (format!(", changes={:?}", p.changes), " epochs"),
+            None => (String::new(), ""),
+        };
         format!(
-            "seed {} (n={}, faults={:?}, t={}ms): {why}\nreproduce: PBFT_SEED={} cargo test -p kubeledger-pbft --test simulation",
+            "seed {} (n={}, faults={:?}{plan}, t={}ms): {why}\nreproduce: PBFT_SEED={} cargo test --release -p kubeledger-pbft --test simulation --{filter}",
             self.cfg.seed, self.cfg.n, self.cfg.faults, self.now, self.cfg.seed
         )
     }
@@ -403,10 +486,16 @@ impl Sim {
                 self.submitted.difference(&n.committed).count()
             ));
         }
+        if self.cfg.epochs.is_some() {
+            s.push_str(&self.epoch_report());
+        }
         s
     }
 
     fn all_done(&self) -> bool {
+        if self.cfg.epochs.is_some() {
+            return self.epochs_done();
+        }
         (0..self.cfg.n)
             .filter(|i| self.honest(*i) && self.cfg.faults.dead != Some(*i))
             .all(|i| self.submitted.is_subset(&self.nodes[i].committed))
@@ -460,15 +549,12 @@ impl Sim {
                     self.after_event(i);
                 }
             }
-            Ev::Deliver { to, from, msg } => {
-                self.step(
-                    to,
-                    Input::Message {
-                        from: from as ReplicaIndex,
-                        msg,
-                    },
-                );
-            }
+            Ev::Deliver {
+                to,
+                from,
+                msg,
+                base,
+            } => self.deliver(to, from, msg, base),
             Ev::Timer { node, id, gen } => {
                 if self.nodes[node].timer_gen.get(&id) == Some(&gen) {
                     self.nodes[node].timer_gen.remove(&id);
@@ -476,12 +562,26 @@ impl Sim {
                 }
             }
             Ev::Input { node, input } => self.step(node, input),
-            Ev::Fetch { node, target } => self.do_fetch(node, target),
+            Ev::Execute { node, gen } => {
+                if self.nodes[node].exec_gen == gen {
+                    self.execute_next(node);
+                    self.schedule_execution(node);
+                }
+            }
+            Ev::Fetch {
+                node,
+                target,
+                block_hash,
+            } => self.do_fetch(node, target, block_hash),
             Ev::Crash { node } => {
                 if self.trace {
                     eprintln!("t={} node {node} CRASH", self.now);
                 }
                 let n = &mut self.nodes[node];
+                n.down = true;
+                n.exec_queue.clear();
+                n.executing = false;
+                n.exec_gen += 1;
                 if let Some(r) = n.replica.take() {
                     let st = r.persistent_state();
                     n.saved = Some(serde_json::to_string(&st).expect("serialize"));
@@ -502,11 +602,14 @@ impl Sim {
                 self.healed = true;
                 self.blocked.clear();
                 for i in 0..self.cfg.n {
-                    if self.nodes[i].replica.is_none() && self.cfg.faults.dead != Some(i) {
+                    if self.nodes[i].down && self.cfg.faults.dead != Some(i) {
                         self.restart(i);
                     }
                 }
             }
+            Ev::EpochSync { node } => self.epoch_sync(node),
+            Ev::EpochProof { node, base, proof } => self.on_epoch_proof(node, base, proof),
+            Ev::Governance => self.governance(),
         }
     }
 
@@ -514,27 +617,25 @@ impl Sim {
         if self.trace {
             eprintln!("t={} node {node} RESTART", self.now);
         }
-        if self.cfg.faults.dead == Some(node) {
+        if self.cfg.faults.dead == Some(node) || !self.nodes[node].down {
             return;
         }
-        let Some(saved) = self.nodes[node].saved.take() else {
-            return;
-        };
-        let st: PersistentState = serde_json::from_str(&saved).expect("deserialize");
-        let executed = self.nodes[node].ledger.len() as u64;
-        let mut r = Replica::restore(
-            self.cfg.pbft.clone(),
-            self.vset.clone(),
-            node as ReplicaIndex,
-            self.keys[node].clone(),
-            st,
-            executed,
-        )
-        .expect("restore");
-        let actions = r.start();
-        self.nodes[node].replica = Some(r);
-        self.apply(node, actions);
-        self.after_event(node);
+        self.nodes[node].down = false;
+        // The epoch is the one its stored epoch proofs reached (the ledger
+        // holds every block up to the last of them).
+        let n = &mut self.nodes[node];
+        n.epoch = n.proofs.len();
+        self.rebuild_replica(node);
+        // Report the ledger tip again: its CHECKPOINT may not have been
+        // signed before the crash (at an epoch end no later one replaces it).
+        if let Some(tip) = self.nodes[node].ledger.last() {
+            let input = Input::Executed {
+                seq: self.nodes[node].ledger.len() as u64,
+                state_root: tip.state_root,
+                block_hash: tip.block_hash,
+            };
+            self.step(node, input);
+        }
     }
 
     fn step(&mut self, node: usize, input: Input) {
@@ -546,6 +647,7 @@ impl Sim {
         }
         let actions = r.step(input);
         self.apply(node, actions);
+        self.check_epoch_switch(node);
         self.after_event(node);
     }
 
@@ -555,14 +657,17 @@ impl Sim {
         let Some(r) = n.replica.as_ref() else {
             return;
         };
-        let pending = !n.mempool.is_empty();
+        let status = r.status();
+        // A scheduled epoch end is work too: the chain must reach it (with
+        // empty blocks if need be) before the next set can take over.
+        let filling = status.epoch_end.is_some_and(|e| status.last_committed < e);
+        let pending = !n.mempool.is_empty() || filling;
         if n.last_pending != Some(pending) {
             n.last_pending = Some(pending);
             self.step(node, Input::RequestsPending(pending));
             return;
         }
-        let status = r.status();
-        if !status.is_primary || status.view_change_in_progress || n.mempool.is_empty() {
+        if !status.is_primary || status.view_change_in_progress || !pending {
             return;
         }
         let in_flight: BTreeSet<&Vec<u8>> = r
@@ -576,7 +681,7 @@ impl Sim {
             .take(self.cfg.max_batch)
             .cloned()
             .collect();
-        if batch.is_empty() {
+        if batch.is_empty() && !filling {
             return;
         }
         let payload = Payload {
@@ -629,13 +734,18 @@ impl Sim {
                             eprintln!("t={} node {node} sends NV({})", self.now, nv.view);
                         }
                     }
-                    for to in 0..self.cfg.n {
+                    let members = self.epoch(node).members.clone();
+                    for to in members {
                         if to != node {
                             self.send(node, to, msg.clone());
                         }
                     }
                 }
-                Action::Send { to, msg } => self.send(node, to as usize, msg),
+                Action::Send { to, msg } => {
+                    if let Some(to) = self.epoch(node).members.get(to as usize).copied() {
+                        self.send(node, to, msg);
+                    }
+                }
                 Action::ValidatePayload {
                     seq,
                     view,
@@ -676,13 +786,18 @@ impl Sim {
                 Action::CancelTimer { id } => {
                     self.nodes[node].timer_gen.remove(&id);
                 }
-                Action::FetchState { target_seq, .. } => {
+                Action::FetchState {
+                    target_seq,
+                    block_hash,
+                    ..
+                } => {
                     let t = self.now + self.rng.gen_range(5..30);
                     self.at(
                         t,
                         Ev::Fetch {
                             node,
                             target: target_seq,
+                            block_hash,
                         },
                     );
                 }
@@ -693,20 +808,14 @@ impl Sim {
         }
     }
 
-    fn commit(
-        &mut self,
-        node: usize,
-        seq: u64,
-        payload: Payload,
-        cert: kubeledger_pbft::CommitCertificate,
-    ) {
+    fn commit(&mut self, node: usize, seq: u64, payload: Payload, cert: CommitCertificate) {
         let honest = self.honest(node);
-        let n = &mut self.nodes[node];
-        if seq != n.ledger.len() as u64 + 1 {
+        let n = &self.nodes[node];
+        let height = (n.ledger.len() + n.exec_queue.len()) as u64;
+        if seq != height + 1 {
             if honest {
                 self.violations.push(format!(
-                    "node {node}: commit {seq} out of order (height {})",
-                    n.ledger.len()
+                    "node {node}: commit {seq} out of order (height {height})"
                 ));
             }
             return;
@@ -724,31 +833,61 @@ impl Sim {
                     .collect::<Vec<_>>()
             );
         }
-        if honest && (cert.digest != digest || cert.seq != seq || !cert.verify(&self.vset)) {
-            self.violations
-                .push(format!("node {node}: bad certificate at {seq}"));
-        }
-        // Like PBFT's client timestamps: a request that resurfaces in a later
-        // block (a stale prepared batch re-proposed after view changes) is
-        // skipped at execution, so each request executes exactly once.
-        for tx in &payload.txs {
-            if !n.committed.insert(tx.clone()) {
-                self.duplicates_skipped += 1;
+        if honest {
+            if cert.digest != digest || cert.seq != seq {
+                self.violations
+                    .push(format!("node {node}: bad certificate at {seq}"));
             }
-            n.mempool.remove(tx);
+            self.check_commit_epoch(node, seq, &cert);
         }
+        let cert_base = Some(self.epoch(node).base);
+        self.nodes[node].exec_queue.push_back((payload, cert_base));
+        if self.cfg.exec_delay_ms == 0 {
+            self.execute_next(node);
+        } else if !self.nodes[node].executing {
+            self.schedule_execution(node);
+        }
+    }
+
+    fn schedule_execution(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        n.executing = !n.exec_queue.is_empty();
+        if n.executing {
+            let gen = n.exec_gen;
+            let t = self.now + self.rng.gen_range(1..=self.cfg.exec_delay_ms);
+            self.at(t, Ev::Execute { node, gen });
+        }
+    }
+
+    /// The node's executor: apply the oldest committed block to the ledger
+    /// and report it to the replica.
+    fn execute_next(&mut self, node: usize) {
+        let n = &mut self.nodes[node];
+        let Some((payload, cert_base)) = n.exec_queue.pop_front() else {
+            return;
+        };
+        let seq = n.ledger.len() as u64 + 1;
+        let digest = payload.digest();
         let (prev_root, prev_hash) = n
             .ledger
             .last()
             .map_or(([0; 32], [0; 32]), |b| (b.state_root, b.block_hash));
         let state_root = hash_parts(&[&prev_root, &digest]);
         let block_hash = hash_parts(&[&seq.to_be_bytes(), &prev_hash, &digest]);
-        n.ledger.push(Block {
-            digest,
-            payload,
-            state_root,
-            block_hash,
-        });
+        // Like PBFT's client timestamps: a request that resurfaces in a later
+        // block (a stale prepared batch re-proposed after view changes) is
+        // skipped at execution, so each request executes exactly once.
+        self.execute_block(
+            node,
+            Block {
+                digest,
+                payload,
+                state_root,
+                block_hash,
+                cert_base,
+            },
+            true,
+        );
         let t = self.now + self.rng.gen_range(0..3);
         self.at(
             t,
@@ -761,12 +900,18 @@ impl Sim {
                 },
             },
         );
+        // An epoch may have completed before its last blocks were executed.
+        self.check_epoch_switch(node);
     }
 
     /// Model of the node's state transfer: copy blocks from an honest peer.
-    fn do_fetch(&mut self, node: usize, target: u64) {
+    fn do_fetch(&mut self, node: usize, target: u64, block_hash: Digest) {
         if self.nodes[node].replica.is_none() {
             return;
+        }
+        // Blocks committed before the transfer began are executed first.
+        while !self.nodes[node].exec_queue.is_empty() {
+            self.execute_next(node);
         }
         let have = self.nodes[node].ledger.len() as u64;
         let src = (0..self.cfg.n)
@@ -775,23 +920,30 @@ impl Sim {
         let Some(src) = src else {
             // Nobody honest has it yet; retry later.
             let t = self.now + 50;
-            self.at(t, Ev::Fetch { node, target });
+            self.at(
+                t,
+                Ev::Fetch {
+                    node,
+                    target,
+                    block_hash,
+                },
+            );
             return;
         };
         self.state_transfers += 1;
         if have < target {
             let blocks: Vec<Block> =
                 self.nodes[src].ledger[have as usize..target as usize].to_vec();
-            let n = &mut self.nodes[node];
             for b in blocks {
-                for tx in &b.payload.txs {
-                    n.committed.insert(tx.clone());
-                    n.mempool.remove(tx);
-                }
-                n.ledger.push(b);
+                self.execute_block(node, b, false);
             }
         }
         let n = &self.nodes[node];
+        if target > 0 && n.ledger[target as usize - 1].block_hash != block_hash {
+            self.violations.push(format!(
+                "node {node}: certified checkpoint {target} does not match the fetched chain"
+            ));
+        }
         let top = n.ledger.len() as u64;
         let (state_root, block_hash) = n
             .ledger
@@ -816,6 +968,7 @@ impl Sim {
     }
 
     fn transmit(&mut self, from: usize, to: usize, msg: SignedMessage) {
+        let base = self.epoch(from).base;
         if self.blocked.contains(&(from, to)) {
             return;
         }
@@ -841,21 +994,32 @@ impl Sim {
                     to,
                     from,
                     msg: msg.clone(),
+                    base,
                 },
             );
         }
     }
 
-    fn resign(&self, from: usize, m: Message) -> SignedMessage {
-        SignedMessage::sign(&self.vset, from as ReplicaIndex, &self.keys[from], m)
+    /// Signs as `from`'s replica in its current epoch.
+    fn resign(&mut self, from: usize, m: Message) -> SignedMessage {
+        let n = &self.nodes[from];
+        let ep = &n.chain.epochs[n.epoch];
+        let me = ep.index_of(from).unwrap_or(0);
+        SignedMessage::sign(self.vsets.get(ep), me, &self.keys[from], m)
     }
 
     /// The byzantine replica's outgoing traffic is mutated here.
-    fn byzantine_send(&mut self, from: usize, to: usize, msg: SignedMessage) {
+    fn byzantine_send(&mut self, from: usize, to_node: usize, msg: SignedMessage) {
         let roll: f64 = self.rng.gen();
+        // Replica index of the receiver and size of the sender's set.
+        let (to, n) = {
+            let ep = self.epoch(from);
+            let to = ep.index_of(to_node).map_or(0, |i| i as usize);
+            (to, ep.members.len())
+        };
         let mutated = match &msg.message {
             // Equivocate: the upper half of the replicas gets another payload.
-            Message::PrePrepare(pp) if to * 2 >= self.cfg.n => {
+            Message::PrePrepare(pp) if to * 2 >= n => {
                 let mut payload = pp.payload.clone();
                 payload.timestamp_ms += 7;
                 if roll < 0.3 {
@@ -879,7 +1043,7 @@ impl Sim {
                 )
             }
             // A forged NEW-VIEW (O set altered) for the upper half.
-            Message::NewView(nv) if to * 2 >= self.cfg.n && roll < 0.5 => {
+            Message::NewView(nv) if to * 2 >= n && roll < 0.5 => {
                 let mut nv = nv.clone();
                 let null = Payload::null();
                 let seq = nv.pre_prepares.len() as u64 + 1000;
@@ -906,9 +1070,16 @@ impl Sim {
                 };
                 self.resign(from, m)
             }
+            // In epoch runs, CHECKPOINTs for another state (epoch proofs
+            // are checkpoint certificates).
+            Message::Checkpoint(cp) if self.cfg.epochs.is_some() && roll < 0.5 => {
+                let mut lie = *cp;
+                self.rng.fill(&mut lie.state_root);
+                self.resign(from, Message::Checkpoint(lie))
+            }
             _ => msg.clone(),
         };
-        self.transmit(from, to, mutated);
+        self.transmit(from, to_node, mutated);
         // Garbage: broken signatures, forged signers, far-future seqs.
         let g: f64 = self.rng.gen();
         if g < 0.15 {
@@ -916,11 +1087,11 @@ impl Sim {
             bad.signature = (0..self.rng.gen_range(0..80))
                 .map(|_| self.rng.gen())
                 .collect();
-            self.transmit(from, to, bad);
+            self.transmit(from, to_node, bad);
         } else if g < 0.25 {
             let mut forged = msg.clone();
-            forged.signer = self.rng.gen_range(0..self.cfg.n) as ReplicaIndex;
-            self.transmit(from, to, forged);
+            forged.signer = self.rng.gen_range(0..n) as ReplicaIndex;
+            self.transmit(from, to_node, forged);
         } else if g < 0.35 {
             let vote = Vote {
                 view: self.rng.gen_range(0..4),
@@ -928,17 +1099,23 @@ impl Sim {
                 digest: [7; 32],
             };
             let far = self.resign(from, Message::Commit(vote));
-            self.transmit(from, to, far);
+            self.transmit(from, to_node, far);
         }
     }
 }
 
 /// Seeds to run: `PBFT_SEED` pins one, `PBFT_SEEDS` sets the count.
 pub fn seeds(default_count: u64, salt: u64) -> Vec<u64> {
+    seeds_from("PBFT_SEEDS", default_count, salt)
+}
+
+/// Seeds to run: `PBFT_SEED` pins one, the variable `count_var` sets the
+/// count.
+pub fn seeds_from(count_var: &str, default_count: u64, salt: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("PBFT_SEED") {
         return s.parse().map(|x| vec![x]).unwrap_or_default();
     }
-    let count = std::env::var("PBFT_SEEDS")
+    let count = std::env::var(count_var)
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_count);
