@@ -671,8 +671,17 @@ impl ConsensusTask {
         }
     }
 
+    /// The next validator set is scheduled and this epoch has blocks left
+    /// to order: the chain must reach the epoch's end even without client
+    /// traffic, so the primary cuts blocks (empty if need be) and the
+    /// backups watch it as they would with requests pending.
+    fn epoch_end_ahead(&self) -> bool {
+        let s = self.replica.status();
+        s.epoch_end.is_some_and(|end| s.last_committed < end)
+    }
+
     fn update_pending(&mut self) {
-        let pending = self.state.mempool_len() > 0;
+        let pending = self.state.mempool_len() > 0 || self.epoch_end_ahead();
         if self.last_pending != Some(pending) {
             self.last_pending = Some(pending);
             self.step(Input::RequestsPending(pending));
@@ -696,10 +705,16 @@ impl ConsensusTask {
         // Block interval and size follow configuration changes live.
         self.cutter.set_limits(cutter_limits(&self.state));
         let stats = self.state.mempool.stats();
+        // An empty block at the block interval while the epoch must end.
+        let queued = if stats.queued == 0 && self.epoch_end_ahead() {
+            1
+        } else {
+            stats.queued
+        };
         let decision = if *self.state.stopping().borrow() && stats.queued > 0 {
             Decision::Cut
         } else {
-            self.cutter.decide(now, stats.queued, stats.queued_bytes)
+            self.cutter.decide(now, queued, stats.queued_bytes)
         };
         match decision {
             Decision::Idle => None,
@@ -756,14 +771,15 @@ impl ConsensusTask {
     fn propose(&mut self) {
         let limits = self.cutter.limits();
         let taken = self.state.mempool.take(limits.max_txs, limits.max_bytes);
-        if taken.is_empty() {
+        let empty_ok = self.epoch_end_ahead();
+        if taken.is_empty() && !empty_ok {
             return;
         }
         let in_flight = self.in_flight_ids();
         let (txs, held): (Vec<_>, Vec<_>) =
             taken.into_iter().partition(|t| !in_flight.contains(&t.id));
         self.held.extend(held);
-        if txs.is_empty() {
+        if txs.is_empty() && !empty_ok {
             return;
         }
         let ts = now_ms()
