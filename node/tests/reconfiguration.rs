@@ -13,9 +13,7 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -107,35 +105,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
     let admins: Vec<SigningKey> = (0..N).map(|i| admin(dir.path(), i)).collect();
 
     // Steady load: each worker puts and waits, round-robin over the nodes.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..4u8 {
-        let (stop, acked, failures) = (stop.clone(), acked.clone(), failures.clone());
-        let mut client = clients[w as usize % N].clone();
-        let key = client_key(10 + w);
-        workers.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let tx = client.sign(&key, envelope::put(format!("load/{w}/{i}"), "v"));
-                let id = envelope::tx_id(&tx);
-                match client.submit_and_wait(tx, WAIT).await {
-                    Ok(_) => {
-                        acked.lock().expect("acked").insert(id);
-                    }
-                    Err(e) => {
-                        eprintln!("load tx failed: {e}");
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        // A refused connection fails without yielding; back
-                        // off so a failing run ends instead of spinning.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
+    let load = Load::start(&clients, 4, 10, WAIT);
     wait_height(&clients[0], 5, WAIT).await;
 
     // Admission of org5, proposed by org2 (its approval counts), approved by
@@ -250,15 +220,8 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
         proto::ProposalState::Approved as i32
     );
 
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.expect("load worker");
-    }
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "load transactions failed"
-    );
+    let (acked, failures) = load.stop().await;
+    assert_eq!(failures, 0, "load transactions failed");
 
     // Every replica: same chain, same configuration, the new interval in
     // the block timestamps from the announced height, every ack committed.
@@ -302,7 +265,6 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
         fast_gaps[fast_gaps.len() / 2] < 1_000,
         "blocks after the change back to 200 ms are still 1 s apart: {fast_gaps:?}"
     );
-    let acked = acked.lock().expect("acked").clone();
     assert!(!acked.is_empty());
     for c in clients.iter_mut() {
         for id in &acked {

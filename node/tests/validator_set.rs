@@ -24,9 +24,6 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -124,33 +121,7 @@ async fn validators_join_and_leave_under_load() {
     let org1 = keys::load(&admin_key_path(dir.path(), "org1")).expect("admin key");
 
     // Load through node-0 and node-1, which stay up throughout.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(Mutex::new(HashSet::new()));
-    let failures = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for w in 0..4u8 {
-        let (stop, acked, failures) = (stop.clone(), acked.clone(), failures.clone());
-        let mut client = clients[w as usize % 2].clone();
-        let key = client_key(20 + w);
-        workers.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let tx = client.sign(&key, envelope::put(format!("load/{w}/{i}"), "v"));
-                let id = envelope::tx_id(&tx);
-                match client.submit_and_wait(tx, WAIT).await {
-                    Ok(_) => {
-                        acked.lock().expect("acked").insert(id);
-                    }
-                    Err(e) => {
-                        eprintln!("load tx failed: {e}");
-                        failures.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-                i += 1;
-            }
-        }));
-    }
+    let load = Load::start(&clients[..2], 4, 20, WAIT);
     wait_height(&clients[0], 5, WAIT).await;
 
     eprintln!("step: 1");
@@ -204,15 +175,8 @@ async fn validators_join_and_leave_under_load() {
     children[3] = spawn_node_process(&nodes[3]);
     let node3 = connect_retry(&nodes[3].endpoint(), WAIT).await;
     wait_epoch(&node3, grow_base, false).await;
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.expect("load worker");
-    }
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "load transactions failed"
-    );
+    let (mut acked, failures) = load.stop().await;
+    assert_eq!(failures, 0, "load transactions failed");
     let remove = Change::Remove(proto::RemoveMember {
         member: "org5".into(),
     });
@@ -232,7 +196,7 @@ async fn validators_join_and_leave_under_load() {
             .submit_and_wait(tx, WAIT)
             .await
             .expect("the set of four commits");
-        acked.lock().expect("acked").insert(id);
+        acked.insert(id);
         if status(&mut clients[0]).await.stable_checkpoint > shrink_base {
             break;
         }
@@ -278,7 +242,6 @@ async fn validators_join_and_leave_under_load() {
             assert_eq!(header(&mut c, h).await, want, "block {h} differs on node-4");
         }
     }
-    let acked = acked.lock().expect("acked").clone();
     assert!(!acked.is_empty());
     for id in &acked {
         let r = reference

@@ -226,6 +226,72 @@ pub fn extra_node(dir: &Path, template: &local::LocalNode, name: &str) -> local:
     }
 }
 
+/// A steady load for whole-system tests: `workers` tasks, each putting and
+/// waiting for the commit in turn, worker `w` through `clients[w % len]`
+/// with the key `client_key(key_seed + w)`.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<kubeledger_node::tx::TxId>>>,
+    failures: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(clients: &[Client], workers: u8, key_seed: u8, within: Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let load = Load {
+            stop: Default::default(),
+            acked: Default::default(),
+            failures: Default::default(),
+            workers: Vec::new(),
+        };
+        let mut handles = Vec::new();
+        for w in 0..workers {
+            let (stop, acked, failures) =
+                (load.stop.clone(), load.acked.clone(), load.failures.clone());
+            let mut client = clients[w as usize % clients.len()].clone();
+            let key = client_key(key_seed + w);
+            handles.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let tx = client.sign(&key, envelope::put(format!("load/{w}/{i}"), "v"));
+                    let id = envelope::tx_id(&tx);
+                    match client.submit_and_wait(tx, within).await {
+                        Ok(_) => {
+                            acked.lock().expect("acked").insert(id);
+                        }
+                        Err(e) => {
+                            eprintln!("load tx failed: {e}");
+                            failures.fetch_add(1, Ordering::Relaxed);
+                            // A refused connection fails without yielding;
+                            // back off so a failing run ends instead of
+                            // spinning.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        Load {
+            workers: handles,
+            ..load
+        }
+    }
+
+    /// Stops the workers; the transactions acknowledged as committed, and
+    /// how many failed.
+    pub async fn stop(self) -> (std::collections::HashSet<kubeledger_node::tx::TxId>, u64) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.await.expect("load worker");
+        }
+        let acked = self.acked.lock().expect("acked").clone();
+        (acked, self.failures.load(Ordering::Relaxed))
+    }
+}
+
 /// Starts `kubeledger node` for a prepared node, logging to `node.log`.
 pub fn spawn_node_process(node: &local::LocalNode) -> tokio::process::Child {
     spawn_node_process_env(node, &[])
