@@ -15,14 +15,6 @@ use kubeledger_node::tx::{envelope, reject};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn status(c: &mut Client) -> proto::StatusResponse {
-    c.inner
-        .status(proto::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-}
-
 async fn block_hash(c: &mut Client, h: u64) -> Vec<u8> {
     c.inner
         .get_block(proto::GetBlockRequest {

@@ -267,21 +267,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
     );
     assert!(!acked.is_empty());
     for c in clients.iter_mut() {
-        for id in &acked {
-            let r = c
-                .inner
-                .get_transaction(proto::GetTransactionRequest {
-                    tx_id: id.0.to_vec(),
-                })
-                .await
-                .expect("get transaction")
-                .into_inner();
-            assert_eq!(
-                r.state,
-                proto::TxState::Committed as i32,
-                "acknowledged tx {id} lost"
-            );
-        }
+        assert_committed(c, &acked).await;
     }
     // The configuration's history: genesis, then one version per change.
     let history = clients[1]

@@ -36,14 +36,6 @@ use kubeledger_node::tx::envelope;
 
 const WAIT: Duration = Duration::from_secs(90);
 
-async fn status(c: &mut Client) -> proto::StatusResponse {
-    c.inner
-        .status(proto::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-}
-
 async fn header(c: &mut Client, h: u64) -> proto::BlockHeader {
     c.inner
         .get_block(proto::GetBlockRequest {
@@ -243,20 +235,6 @@ async fn validators_join_and_leave_under_load() {
         }
     }
     assert!(!acked.is_empty());
-    for id in &acked {
-        let r = reference
-            .inner
-            .get_transaction(proto::GetTransactionRequest {
-                tx_id: id.0.to_vec(),
-            })
-            .await
-            .expect("get transaction")
-            .into_inner();
-        assert_eq!(
-            r.state,
-            proto::TxState::Committed as i32,
-            "acknowledged tx {id} lost"
-        );
-    }
+    assert_committed(&mut reference, &acked).await;
     fifth_child.start_kill().ok();
 }

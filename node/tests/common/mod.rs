@@ -226,6 +226,37 @@ pub fn extra_node(dir: &Path, template: &local::LocalNode, name: &str) -> local:
     }
 }
 
+/// The node's status.
+pub async fn status(c: &mut Client) -> proto::StatusResponse {
+    c.inner
+        .status(proto::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+}
+
+/// Fails unless every transaction in `acked` is committed on `c`.
+pub async fn assert_committed<'a>(
+    c: &mut Client,
+    acked: impl IntoIterator<Item = &'a kubeledger_node::tx::TxId>,
+) {
+    for id in acked {
+        let r = c
+            .inner
+            .get_transaction(proto::GetTransactionRequest {
+                tx_id: id.0.to_vec(),
+            })
+            .await
+            .expect("get transaction")
+            .into_inner();
+        assert_eq!(
+            r.state,
+            proto::TxState::Committed as i32,
+            "acknowledged tx {id} lost"
+        );
+    }
+}
+
 /// A steady load for whole-system tests: `workers` tasks, each putting and
 /// waiting for the commit in turn, worker `w` through `clients[w % len]`
 /// with the key `client_key(key_seed + w)`.
