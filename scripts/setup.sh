@@ -6,9 +6,14 @@ set -euo pipefail
 
 need=()
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
-  need+=(libclang-dev)
-fi
+# bindgen loads libclang.so / libclang-N.so (not libclang-cpp, which other
+# packages bring along and which bindgen cannot use).
+have_libclang() {
+  [ -n "${LIBCLANG_PATH:-}" ] && return 0
+  find /usr/lib /usr/lib64 /usr/local/lib -maxdepth 3 -regextype posix-extended \
+    -regex '.*/libclang(-[0-9.]+)?\.so(\.[0-9.]+)?' -print -quit 2>/dev/null | grep -q .
+}
+have_libclang || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
 
