@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use std::collections::HashMap;
 
-use kubeledger_pbft::{CommitCertificate, Payload, SignedMessage};
+use kubeledger_pbft::{CommitCertificate, Digest, Payload, SignedMessage};
 use prost::Message;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -62,11 +62,17 @@ pub fn decode<T: DeserializeOwned>(
 
 /// A consensus message on the wire: the message with its payloads replaced
 /// by placeholders, and each distinct payload once (a NEW-VIEW would
-/// otherwise carry every prepared payload once per VIEW-CHANGE in it).
+/// otherwise carry every prepared payload once per VIEW-CHANGE in it),
+/// under the digest its places name.
+///
+/// Decoding trusts those digests only to put each payload in its place:
+/// the replica hashes every payload it receives and refuses a message whose
+/// payload does not hash to the signed digest, so a payload is hashed once
+/// on its way in, by the replica, not also here.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WireMessage {
     message: SignedMessage,
-    payloads: Vec<Payload>,
+    payloads: Vec<(Digest, Payload)>,
 }
 
 pub fn encode_message(m: &SignedMessage) -> Result<Bytes, CodecError> {
@@ -74,7 +80,7 @@ pub fn encode_message(m: &SignedMessage) -> Result<Bytes, CodecError> {
     let message = payload_table::strip(m, &mut table);
     let wire = WireMessage {
         message,
-        payloads: table.into_values().cloned().collect(),
+        payloads: table.into_iter().map(|(d, p)| (d, p.clone())).collect(),
     };
     encode("consensus message", &wire).map(Bytes::from)
 }
@@ -83,7 +89,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<SignedMessage, CodecError> {
     let wire: WireMessage = decode("consensus message", bytes, MAX_MESSAGE_BYTES)?;
     let mut message = wire.message;
     if !wire.payloads.is_empty() {
-        let table: HashMap<_, _> = wire.payloads.into_iter().map(|p| (p.digest(), p)).collect();
+        let table: HashMap<_, _> = wire.payloads.into_iter().collect();
         payload_table::fill(&mut message, &table);
     }
     Ok(message)
@@ -211,6 +217,38 @@ mod tests {
         let back = decode_message(&bytes).expect("decodes");
         match back.message {
             PbftMessage::PrePrepare(p) => assert_ne!(p.payload.digest(), p.digest),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_payload_under_a_false_digest_fails_the_replicas_check() {
+        let honest = Payload {
+            timestamp_ms: 9,
+            txs: vec![vec![1, 2, 3]].into(),
+        };
+        let forged = Payload {
+            timestamp_ms: 9,
+            txs: vec![vec![6, 6, 6]].into(),
+        };
+        let pp = pre_prepare(1, &honest);
+        let mut table = HashMap::new();
+        let stripped = payload_table::strip(&pp, &mut table);
+        let wire = WireMessage {
+            message: stripped,
+            payloads: vec![(honest.digest(), forged.clone())],
+        };
+        let bytes = encode("consensus message", &wire).expect("encodes");
+        let back = decode_message(&bytes).expect("decodes");
+        match back.message {
+            PbftMessage::PrePrepare(p) => {
+                assert_eq!(p.payload, forged);
+                assert_ne!(
+                    p.payload.digest(),
+                    p.digest,
+                    "the replica's check refuses it"
+                );
+            }
             other => panic!("unexpected {other:?}"),
         }
     }

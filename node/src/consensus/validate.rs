@@ -119,10 +119,11 @@ pub fn validate(
     if !unknown.is_empty() {
         let started = std::time::Instant::now();
         let valid = signature_batch::verify(&unknown);
-        state
-            .metrics
-            .signature_batch_seconds
-            .observe(started.elapsed().as_secs_f64());
+        state.metrics.signatures_checked(
+            "proposal",
+            unknown.len(),
+            started.elapsed().as_secs_f64(),
+        );
         if let Some((t, _)) = unknown.iter().zip(&valid).find(|(_, ok)| !**ok) {
             return Err(InvalidPayload::BadSignature(t.id));
         }

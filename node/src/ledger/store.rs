@@ -81,6 +81,15 @@ pub fn open(path: &Path, tuning: &StorageConfig) -> Result<DB, StoreError> {
             table.set_bloom_filter(10.0, false);
         }
         let mut opts = Options::default();
+        if matches!(*name, CF_TX_INDEX | CF_STATE) {
+            // De-duplication asks the transaction index about every
+            // transaction several times (gossip, admission, the proposal
+            // check, execution), nearly always for an id that is not there
+            // and whose neighbours sit in the memtable: a memtable bloom
+            // filter answers those misses without a skip-list search.
+            opts.set_memtable_whole_key_filtering(true);
+            opts.set_memtable_prefix_bloom_ratio(0.05);
+        }
         opts.set_block_based_table_factory(&table);
         opts.set_write_buffer_size(tuning.write_buffer_mb.max(4) * 1024 * 1024);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);

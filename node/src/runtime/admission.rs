@@ -116,6 +116,7 @@ pub async fn admit(
     drop(_entered);
 
     let started = Instant::now();
+    let checked = decoded.len();
     let (decoded, valid) = if decoded.is_empty() {
         (decoded, Vec::new())
     } else {
@@ -142,10 +143,15 @@ pub async fn admit(
             }
         }
     };
-    state
-        .metrics
-        .signature_batch_seconds
-        .observe(started.elapsed().as_secs_f64());
+    if checked > 0 {
+        let path = match origin {
+            Origin::Client => "client",
+            Origin::Peer => "peer",
+        };
+        state
+            .metrics
+            .signatures_checked(path, checked, started.elapsed().as_secs_f64());
+    }
 
     let mut to_admit = Vec::with_capacity(decoded.len());
     let mut admit_positions = Vec::with_capacity(decoded.len());

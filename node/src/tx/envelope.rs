@@ -153,15 +153,12 @@ pub fn decode(
             ),
         )
     })?;
-    let sender = VerifyingKey::from_bytes(&sender_bytes)
-        .ok()
-        .filter(|k| !k.is_weak())
-        .ok_or_else(|| {
-            Rejection::new(
-                RejectReason::BadSignature,
-                format!("transaction {id}: sender is not a valid ed25519 public key"),
-            )
-        })?;
+    let sender = super::sender_keys::decode(&sender_bytes).ok_or_else(|| {
+        Rejection::new(
+            RejectReason::BadSignature,
+            format!("transaction {id}: sender is not a valid ed25519 public key"),
+        )
+    })?;
     let signature = Signature::from_slice(&signed.signature).map_err(|_| {
         Rejection::new(
             RejectReason::MissingSignature,

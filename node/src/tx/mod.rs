@@ -2,6 +2,7 @@
 
 pub mod envelope;
 pub mod reject;
+pub mod sender_keys;
 pub mod signature_batch;
 
 pub use envelope::{TxId, VerifiedTx};
