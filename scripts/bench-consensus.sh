@@ -2,7 +2,7 @@
 # The consensus benchmark of the README: fresh PBFT consortia on loopback,
 # signed 100-byte puts spread over every replica, block interval 200 ms.
 #   1. 4 replicas, saturation: sustained throughput and commit latency
-#   2. 4 replicas, commit latency at a moderate offered load (--rate)
+#   2. 4 replicas, commit latency at moderate offered loads (--rate)
 #   3. 4 replicas, kill -9 of the primary under load: time to the first block
 #      of the new view, and the load's outcome (the primary stays down)
 #   4. 7 replicas, saturation
@@ -18,8 +18,8 @@ scripts/setup.sh
 cargo build --release --locked -p kubeledger-node --bin kubeledger
 bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
 
-txs=200000; rate=8000; rate_txs=80000
-if [ "${1:-}" = "--quick" ]; then txs=30000; rate=3000; rate_txs=15000; fi
+txs=200000; rates="5000 8000"; rate_secs=10
+if [ "${1:-}" = "--quick" ]; then txs=30000; rates="3000"; rate_secs=5; fi
 
 up_pid=""
 dir=""
@@ -52,9 +52,11 @@ start_consortium 4
 echo "== 1. 4 replicas, saturation: $txs signed 100-byte puts over all replicas"
 "$bin" bench --endpoint "$first" --endpoints "$rest" --txs "$txs" --value-size 100
 echo
-echo "== 2. 4 replicas, commit latency at an offered load of $rate tx/s ($rate_txs txs)"
-"$bin" bench --endpoint "$first" --endpoints "$rest" --txs "$rate_txs" --value-size 100 --rate "$rate"
-echo
+for rate in $rates; do
+  echo "== 2. 4 replicas, commit latency at an offered load of $rate tx/s (${rate_secs} s)"
+  "$bin" bench --endpoint "$first" --endpoints "$rest" --txs $((rate * rate_secs)) --value-size 100 --rate "$rate"
+  echo
+done
 echo "== 3. 4 replicas, kill -9 of the primary under load (view-change timeout 2 s; the primary stays down)"
 start_consortium 4 --no-restart
 primary=$("$bin" status --endpoint "$first" -o json | field primary_index)
