@@ -127,6 +127,106 @@ pub fn validate(
         if let Some((t, _)) = unknown.iter().zip(&valid).find(|(_, ok)| !**ok) {
             return Err(InvalidPayload::BadSignature(t.id));
         }
+        // Pending here from now on, as if gossiped: their gossip, when it
+        // comes, is skipped instead of checked again, and should this
+        // proposal fail, a later primary still holds them. Ones committed
+        // meanwhile or already pending are refused by the pool, which is
+        // all that can go wrong here.
+        let _ = state.mempool.admit(unknown, &state.ledger);
     }
     Ok(txs.into_iter().map(Arc::new).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HealthConfig, StorageConfig};
+    use crate::genesis::{ChainParams, Genesis, Validator};
+    use crate::ledger::Ledger;
+    use crate::tx::envelope::{self, put};
+    use ed25519_dalek::SigningKey;
+
+    fn node(dir: &std::path::Path) -> NodeState {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        let genesis = Genesis {
+            chain_id: "t".into(),
+            created_at_ms: 1,
+            params: ChainParams::default(),
+            validators: vec![Validator {
+                name: "n0".into(),
+                public_key: hex::encode(key.verifying_key().to_bytes()),
+                peer_address: "127.0.0.1:1".into(),
+                member: String::new(),
+            }],
+            members: Vec::new(),
+            admission: None,
+        };
+        let ledger = Ledger::open(dir, genesis, &StorageConfig::default()).expect("open");
+        NodeState::new(
+            "n0".into(),
+            key.verifying_key(),
+            Arc::new(ledger),
+            1_000,
+            HealthConfig::default(),
+        )
+    }
+
+    fn payload(txs: &[crate::proto::SignedTransaction]) -> Payload {
+        use prost::Message;
+        Payload {
+            timestamp_ms: 10,
+            txs: txs
+                .iter()
+                .map(|t| t.encode_to_vec())
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+
+    #[test]
+    fn transactions_first_seen_in_a_proposal_are_checked_once_and_then_pending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = node(dir.path());
+        let client = SigningKey::from_bytes(&[9; 32]);
+        let txs: Vec<_> = (0..6)
+            .map(|i| envelope::sign(&client, "t", i, 5, put(format!("k{i}"), "v")))
+            .collect();
+        let checked = |state: &NodeState| {
+            state
+                .metrics
+                .signatures_verified
+                .get_or_create(&crate::metrics::PathLabel { path: "proposal" })
+                .get()
+        };
+
+        let valid = validate(&state, 1, &payload(&txs), 1_000).expect("valid");
+        assert_eq!(valid.len(), 6);
+        assert_eq!(checked(&state), 6);
+        let ids: Vec<TxId> = valid.iter().map(|t| t.id).collect();
+        assert!(
+            state.mempool.contains_all(&ids).iter().all(|p| *p),
+            "pending after the check, so their gossip is skipped"
+        );
+        // The same proposal again (a re-proposal after a view change): the
+        // signatures are known now and not checked again.
+        validate(&state, 1, &payload(&txs), 1_000).expect("still valid");
+        assert_eq!(checked(&state), 6);
+    }
+
+    #[test]
+    fn a_forged_signature_refuses_the_proposal_and_admits_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = node(dir.path());
+        let client = SigningKey::from_bytes(&[9; 32]);
+        let mut txs: Vec<_> = (0..6)
+            .map(|i| envelope::sign(&client, "t", i, 5, put(format!("k{i}"), "v")))
+            .collect();
+        txs[4].signature[0] ^= 1;
+        let bad = envelope::tx_id(&txs[4]);
+        assert_eq!(
+            validate(&state, 1, &payload(&txs), 1_000).err(),
+            Some(InvalidPayload::BadSignature(bad))
+        );
+        assert_eq!(state.mempool.stats().queued, 0);
+    }
 }
