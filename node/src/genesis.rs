@@ -305,6 +305,24 @@ impl Genesis {
     }
 }
 
+/// A one-validator chain `"t"` with default parameters, for unit tests.
+#[cfg(test)]
+pub(crate) fn single_validator_for_tests(key: &ed25519_dalek::SigningKey) -> Genesis {
+    Genesis {
+        chain_id: "t".into(),
+        created_at_ms: 1,
+        params: ChainParams::default(),
+        validators: vec![Validator {
+            name: "n0".into(),
+            public_key: hex::encode(key.verifying_key().to_bytes()),
+            peer_address: "127.0.0.1:1".into(),
+            member: String::new(),
+        }],
+        members: Vec::new(),
+        admission: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

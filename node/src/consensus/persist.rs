@@ -179,7 +179,6 @@ fn for_each_payload_mut(st: &mut PersistentState, f: &mut impl FnMut(&Digest, &m
 mod tests {
     use super::*;
     use crate::config::StorageConfig;
-    use crate::genesis::{ChainParams, Genesis, Validator};
     use ed25519_dalek::SigningKey;
     use kubeledger_pbft::{Config, Input, Replica, ValidatorSet};
 
@@ -187,19 +186,7 @@ mod tests {
     fn state_round_trips_with_payloads_stored_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = SigningKey::from_bytes(&[3; 32]);
-        let genesis = Genesis {
-            chain_id: "t".into(),
-            created_at_ms: 1,
-            params: ChainParams::default(),
-            validators: vec![Validator {
-                name: "n0".into(),
-                public_key: hex::encode(key.verifying_key().to_bytes()),
-                peer_address: "127.0.0.1:1".into(),
-                member: String::new(),
-            }],
-            members: Vec::new(),
-            admission: None,
-        };
+        let genesis = crate::genesis::single_validator_for_tests(&key);
         let ledger =
             Arc::new(Ledger::open(dir.path(), genesis, &StorageConfig::default()).expect("open"));
         let vset = ValidatorSet::new(&[key.verifying_key().to_bytes()]).expect("vset");

@@ -141,26 +141,13 @@ pub fn validate(
 mod tests {
     use super::*;
     use crate::config::{HealthConfig, StorageConfig};
-    use crate::genesis::{ChainParams, Genesis, Validator};
     use crate::ledger::Ledger;
     use crate::tx::envelope::{self, put};
     use ed25519_dalek::SigningKey;
 
     fn node(dir: &std::path::Path) -> NodeState {
         let key = SigningKey::from_bytes(&[3; 32]);
-        let genesis = Genesis {
-            chain_id: "t".into(),
-            created_at_ms: 1,
-            params: ChainParams::default(),
-            validators: vec![Validator {
-                name: "n0".into(),
-                public_key: hex::encode(key.verifying_key().to_bytes()),
-                peer_address: "127.0.0.1:1".into(),
-                member: String::new(),
-            }],
-            members: Vec::new(),
-            admission: None,
-        };
+        let genesis = crate::genesis::single_validator_for_tests(&key);
         let ledger = Ledger::open(dir, genesis, &StorageConfig::default()).expect("open");
         NodeState::new(
             "n0".into(),
