@@ -200,21 +200,25 @@ mod tests {
         assert_eq!(decode_message(&bytes).expect("decodes"), nv);
     }
 
+    /// `sm` on the wire with its payloads stripped and `payloads` (as a
+    /// sender chose them) in the table, then decoded.
+    fn decode_stripped(sm: &SignedMessage, payloads: Vec<(Digest, Payload)>) -> SignedMessage {
+        let mut table = HashMap::new();
+        let wire = WireMessage {
+            message: payload_table::strip(sm, &mut table),
+            payloads,
+        };
+        let bytes = encode("consensus message", &wire).expect("encodes");
+        decode_message(&bytes).expect("decodes")
+    }
+
     #[test]
     fn a_missing_payload_leaves_a_placeholder_the_replica_refuses() {
         let payload = Payload {
             timestamp_ms: 9,
             txs: vec![vec![1, 2, 3]].into(),
         };
-        let pp = pre_prepare(1, &payload);
-        let mut table = HashMap::new();
-        let stripped = payload_table::strip(&pp, &mut table);
-        let wire = WireMessage {
-            message: stripped,
-            payloads: Vec::new(),
-        };
-        let bytes = encode("consensus message", &wire).expect("encodes");
-        let back = decode_message(&bytes).expect("decodes");
+        let back = decode_stripped(&pre_prepare(1, &payload), Vec::new());
         match back.message {
             PbftMessage::PrePrepare(p) => assert_ne!(p.payload.digest(), p.digest),
             other => panic!("unexpected {other:?}"),
@@ -231,15 +235,10 @@ mod tests {
             timestamp_ms: 9,
             txs: vec![vec![6, 6, 6]].into(),
         };
-        let pp = pre_prepare(1, &honest);
-        let mut table = HashMap::new();
-        let stripped = payload_table::strip(&pp, &mut table);
-        let wire = WireMessage {
-            message: stripped,
-            payloads: vec![(honest.digest(), forged.clone())],
-        };
-        let bytes = encode("consensus message", &wire).expect("encodes");
-        let back = decode_message(&bytes).expect("decodes");
+        let back = decode_stripped(
+            &pre_prepare(1, &honest),
+            vec![(honest.digest(), forged.clone())],
+        );
         match back.message {
             PbftMessage::PrePrepare(p) => {
                 assert_eq!(p.payload, forged);
