@@ -38,7 +38,18 @@ impl Replica {
         block_hash: Digest,
         out: &mut Vec<Action>,
     ) {
+        let progressed = seq > self.last_executed;
         self.last_executed = self.last_executed.max(seq);
+        if progressed {
+            // Blocks this replica has yet to execute are its own backlog, not
+            // the primary's silence: the mempool still holds their requests
+            // until they execute. Each block executed restarts the request
+            // timer, so a replica catching up on large blocks does not call a
+            // view change on a primary that has proposed everything it had.
+            // A silent primary is still caught one timeout after the backlog
+            // (at most one window of blocks) drains.
+            self.update_request_timer(true, out);
+        }
         if seq % self.cfg.checkpoint_interval != 0 || seq <= self.st.stable.seq {
             return;
         }

@@ -749,3 +749,61 @@ fn view_change_brings_the_stable_certificate_to_a_replica_whose_window_is_stuck(
     assert_eq!(c.reps[3].status().stable_checkpoint, 8);
     assert_eq!(c.commits[3].len(), 9);
 }
+
+/// A backup that has committed blocks but not yet executed them is behind on
+/// its own work, not waiting on the primary: each block it executes restarts
+/// its request timer, and only a block it had already executed does not.
+#[test]
+fn executing_a_backlog_restarts_the_request_timer() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    c.input(1, Input::RequestsPending(true));
+    c.propose(0, "a");
+    c.propose(0, "b");
+    // Deliver everything, but hold back replica 1's executions.
+    let mut held = Vec::new();
+    for _ in 0..100_000 {
+        if let Some((i, inp)) = c.inputs.pop_front() {
+            if i == 1 && matches!(inp, Input::Executed { .. }) {
+                held.push(inp);
+                continue;
+            }
+            c.input(i, inp);
+        } else if let Some((from, to, m)) = c.queue.pop_front() {
+            let msg = Input::Message {
+                from: from as ReplicaIndex,
+                msg: m,
+            };
+            c.input(to, msg);
+        } else {
+            break;
+        }
+    }
+    assert_eq!(c.commits[1].len(), 2);
+    assert_eq!(held.len(), 2);
+    let restarts = |actions: &[Action]| {
+        actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::SetTimer {
+                    id: TimerId::Request,
+                    after_ms: 100
+                }
+            )
+        })
+    };
+    let again = held[0].clone();
+    for inp in held {
+        let out = c.reps[1].step(inp);
+        assert!(restarts(&out), "an executed block restarts the timer");
+    }
+    let out = c.reps[1].step(again);
+    assert!(!restarts(&out), "re-reporting an old block is no progress");
+    // With nothing pending any more, the timer stops.
+    let out = c.reps[1].step(Input::RequestsPending(false));
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::CancelTimer {
+            id: TimerId::Request
+        }
+    )));
+}
