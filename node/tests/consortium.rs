@@ -64,17 +64,28 @@ async fn status(endpoint: &str) -> Option<proto::StatusResponse> {
 }
 
 /// Waits until `f` holds, or fails naming `what`.
-async fn wait_for<F, Fut>(what: &str, mut f: F)
+async fn wait_for<F, Fut>(what: &str, f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    wait_for_or_explain(what, f, String::new).await
+}
+
+/// [`wait_for`], adding `explain()` (node logs, say) to the failure message.
+async fn wait_for_or_explain<F, Fut>(what: &str, mut f: F, explain: impl FnOnce() -> String)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !f().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {WAIT:?} waiting for: {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after {WAIT:?} waiting for: {what}\n{}",
+                explain()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -225,9 +236,11 @@ async fn kill_and_rejoin(cluster: &mut Cluster, victim: usize, expect_view_chang
         .unwrap_or(&0);
     eprintln!("restarted replica {victim}; catching up to height {target}");
     let endpoint = cluster.endpoint(victim);
-    wait_for(
+    let node = &cluster.nodes[victim];
+    wait_for_or_explain(
         &format!("restarted replica {victim} to reach height {target}"),
         || async { status(&endpoint).await.is_some_and(|s| s.height >= target) },
+        || log_tail(node, 80),
     )
     .await;
 }

@@ -324,6 +324,26 @@ impl Load {
 }
 
 /// Starts `kubeledger node` for a prepared node, logging to `node.log`.
+/// The last `lines` lines of a node's log (written by [`spawn_node_process`]),
+/// for the message of a failed wait: what the node did is the only clue left
+/// once the test's directory is gone.
+pub fn log_tail(node: &local::LocalNode, lines: usize) -> String {
+    let path = node.dir.join("node.log");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            let from = all.len().saturating_sub(lines);
+            format!(
+                "--- last {} lines of {} ---\n{}",
+                all.len() - from,
+                path.display(),
+                all[from..].join("\n")
+            )
+        }
+        Err(e) => format!("--- {} unreadable: {e} ---", path.display()),
+    }
+}
+
 pub fn spawn_node_process(node: &local::LocalNode) -> tokio::process::Child {
     spawn_node_process_env(node, &[])
 }
