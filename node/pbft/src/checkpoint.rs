@@ -152,6 +152,12 @@ impl Replica {
             block_hash: cp.block_hash,
         });
         self.st.stable = cp;
+        // A whole checkpoint interval committed in one view: the timeouts
+        // that recent view changes stretched shrink back by one doubling.
+        if self.st.view == self.calm_view && !self.st.in_view_change {
+            self.patience = self.patience.saturating_sub(1);
+        }
+        self.calm_view = self.st.view;
         let keep_from = seq.saturating_add(1);
         self.st.slots = self.st.slots.split_off(&keep_from);
         self.st.own_checkpoints = self.st.own_checkpoints.split_off(&keep_from);

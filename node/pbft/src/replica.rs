@@ -17,6 +17,10 @@ use crate::validators::ValidatorSet;
 /// How many request timeouts a primary waits without progress before it
 /// gives up its own view.
 const PRIMARY_TIMEOUT_FACTOR: u64 = 3;
+/// The request timeout doubles with each view change, at most this many
+/// times (4x), and halves again for each checkpoint interval committed
+/// without one. See [`Replica::request_timeout_ms`].
+pub(crate) const MAX_PATIENCE: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
@@ -207,6 +211,8 @@ pub struct Status {
     /// The last sequence number of this epoch, once a change of the
     /// validator set is scheduled.
     pub epoch_end: Option<Seq>,
+    /// The request timeout in force ([`Replica::request_timeout_ms`]).
+    pub request_timeout_ms: u64,
 }
 
 pub struct Replica {
@@ -220,6 +226,10 @@ pub struct Replica {
     pub(crate) last_executed: Seq,
     pub(crate) requests_pending: bool,
     pub(crate) request_timer_armed: bool,
+    /// Doublings of the request timeout earned by recent view changes.
+    pub(crate) patience: u32,
+    /// The view in force when the last checkpoint became stable.
+    pub(crate) calm_view: View,
     pub(crate) vc_timer_armed: bool,
     /// VC timer is the NEW-VIEW deadline (quorum seen) vs. a retransmit.
     pub(crate) vc_timer_escalates: bool,
@@ -358,6 +368,8 @@ impl Replica {
             last_executed: executed_seq,
             requests_pending: false,
             request_timer_armed: false,
+            patience: 0,
+            calm_view: 0,
             vc_timer_armed: false,
             vc_timer_escalates: false,
             checkpoints: BTreeMap::new(),
@@ -444,7 +456,23 @@ impl Replica {
             state_transfer_target: self.fetching.as_ref().map(|c| c.seq),
             epoch_base: self.epoch_base.seq,
             epoch_end: self.epoch_end,
+            request_timeout_ms: self.request_timeout_ms(),
         }
+    }
+
+    /// How long a backup waits for progress before it suspects the primary.
+    ///
+    /// The configured timeout, doubled for each recent view change (at most
+    /// [`MAX_PATIENCE`] times). When blocks legitimately take longer than the
+    /// timeout to go from proposal to commit (large blocks on small
+    /// machines), a fixed timeout makes every new primary fail the same way
+    /// and the replicas change view over and over. Each view change now buys
+    /// the next primary twice the time, and each checkpoint interval
+    /// committed within one view gives one doubling back, so a calm
+    /// consortium returns to the configured timeout. A primary that dies
+    /// right after a view change is found within 4x the timeout.
+    pub fn request_timeout_ms(&self) -> u64 {
+        crate::timers::backoff(self.cfg.request_timeout_ms, self.patience, MAX_PATIENCE)
     }
 
     /// Ends this validator set's epoch after `end` (a checkpoint sequence
@@ -715,11 +743,10 @@ impl Replica {
             // so it waits longer: it must not abandon its view whenever the
             // backups are merely slow to vote on large blocks.
             let after_ms = if self.is_primary() {
-                self.cfg
-                    .request_timeout_ms
+                self.request_timeout_ms()
                     .saturating_mul(PRIMARY_TIMEOUT_FACTOR)
             } else {
-                self.cfg.request_timeout_ms
+                self.request_timeout_ms()
             };
             out.push(Action::SetTimer {
                 id: TimerId::Request,

@@ -8,7 +8,7 @@ use crate::message::{
     Digest, Message, NewView, Payload, PrePrepare, PreparedCert, Seq, SignedMessage, View,
     ViewChange,
 };
-use crate::replica::{Action, Replica, StableCheckpoint};
+use crate::replica::{Action, Replica, StableCheckpoint, MAX_PATIENCE};
 use crate::validators::ValidatorSet;
 
 /// How many of our own past VIEW-CHANGEs we keep for retransmission.
@@ -154,6 +154,7 @@ impl Replica {
         self.st.view = target;
         self.st.in_view_change = true;
         self.st.vc_attempts = self.st.vc_attempts.saturating_add(1);
+        self.patience = self.patience.saturating_add(1).min(MAX_PATIENCE);
         for slot in self.st.slots.values_mut() {
             slot.reset_view_state();
         }

@@ -807,3 +807,64 @@ fn executing_a_backlog_restarts_the_request_timer() {
         }
     )));
 }
+
+/// Each view change doubles the request timeout (at most twice), so blocks
+/// that take longer than the configured timeout do not make every new
+/// primary fail the same way; each checkpoint interval committed in one view
+/// gives one doubling back.
+#[test]
+fn view_changes_stretch_the_request_timeout_and_calm_intervals_restore_it() {
+    fn timeout(c: &Cluster, i: usize) -> u64 {
+        c.reps[i].status().request_timeout_ms
+    }
+    /// The replicas outside `silent` time out on their primary.
+    fn depose(c: &mut Cluster, silent: &'static [usize]) {
+        c.filter = Box::new(move |from, to, _| !silent.contains(&from) && !silent.contains(&to));
+        for i in (0..c.n()).filter(|i| !silent.contains(i)) {
+            c.input(i, Input::RequestsPending(true));
+            c.fire(i, TimerId::Request);
+        }
+        c.run();
+    }
+
+    let mut c = Cluster::new(7, cfg(2, 4));
+    assert_eq!(timeout(&c, 3), 100);
+    depose(&mut c, &[0]);
+    assert_eq!(c.reps[3].status().view, 1);
+    assert_eq!(timeout(&c, 3), 200, "one view change: twice the timeout");
+    // The timer a backup arms in the new view runs for the longer timeout.
+    let out = c.reps[3].step(Input::RequestsPending(false));
+    assert!(out.iter().any(|a| matches!(a, Action::CancelTimer { .. })));
+    let out = c.reps[3].step(Input::RequestsPending(true));
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::SetTimer {
+            id: TimerId::Request,
+            after_ms: 200
+        }
+    )));
+    depose(&mut c, &[0, 1]);
+    assert_eq!(c.reps[3].status().view, 2);
+    assert_eq!(timeout(&c, 3), 400, "two view changes: four times");
+    // A third (which cannot complete: too few replicas left) stays capped.
+    depose(&mut c, &[0, 1, 2]);
+    assert!(c.reps[3].status().view_change_in_progress);
+    assert_eq!(timeout(&c, 3), 400, "capped at four times");
+
+    // A consortium calm again gives the doublings back.
+    let mut c = Cluster::new(4, cfg(2, 4));
+    depose(&mut c, &[0]);
+    assert_eq!(timeout(&c, 2), 200);
+    // The first stable checkpoint in view 1 only marks the view calm...
+    c.propose(1, "a");
+    c.propose(1, "b");
+    c.run();
+    assert_eq!(c.reps[2].status().stable_checkpoint, 2);
+    assert_eq!(timeout(&c, 2), 200);
+    // ...a whole interval committed in it gives the doubling back.
+    c.propose(1, "c");
+    c.propose(1, "d");
+    c.run();
+    assert_eq!(c.reps[2].status().stable_checkpoint, 4);
+    assert_eq!(timeout(&c, 2), 100);
+}
