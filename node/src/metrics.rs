@@ -31,6 +31,8 @@ pub struct NodeMetrics {
     pub signature_batch_seconds: Histogram,
     pub signatures_verified: Family<PathLabel, Counter>,
     pub consensus_view: Gauge,
+    /// Seconds this replica waits for progress before it suspects the primary.
+    pub request_timeout: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub view_changes: Counter,
     pub checkpoints_stable: Counter,
     pub peers_connected: Gauge,
@@ -124,6 +126,13 @@ impl NodeMetrics {
             "Current PBFT view",
             consensus_view.clone(),
         );
+        let request_timeout = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register_with_unit(
+            "consensus_request_timeout",
+            "Time this replica waits for progress before it suspects the primary: the view-change timeout, stretched by recent view changes",
+            prometheus_client::registry::Unit::Seconds,
+            request_timeout.clone(),
+        );
         let view_changes = Counter::default();
         registry.register(
             "view_changes",
@@ -164,6 +173,7 @@ impl NodeMetrics {
             registry,
             height,
             consensus_view,
+            request_timeout,
             view_changes,
             checkpoints_stable,
             peers_connected,

@@ -354,6 +354,18 @@ async fn bad_input_gets_a_distinct_status_is_counted_and_changes_nothing() {
         metrics.contains("kubeledger_txs_rejected_total{reason=\"bad_signature\"} 3"),
         "{metrics}"
     );
+    // Bad input is no fault of the primary: no view change, so the request
+    // timeout in force is the chain's view-change timeout.
+    let vc_timeout = u64::from(ChainParams::default().view_change_timeout_ms);
+    assert_eq!(
+        (after.view_changes, after.request_timeout_ms),
+        (0, vc_timeout)
+    );
+    let line = format!(
+        "kubeledger_consensus_request_timeout_seconds {}",
+        vc_timeout as f64 / 1000.0
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
     node.stop().await;
 }
 

@@ -410,6 +410,7 @@ impl LedgerApi for LedgerService {
             observer: s.consensus.is_observer(),
             epoch_base: epoch.base,
             epoch_end: epoch.end.unwrap_or_default(),
+            request_timeout_ms: c.request_timeout_ms,
         }))
     }
 }

@@ -340,6 +340,7 @@ impl Supervisor {
             last_pending: None,
             last_ts: 0,
             last_view: None,
+            last_request_timeout_ms: None,
             outbox: Vec::new(),
             freeze_file: std::env::var_os(FREEZE_HOOK_ENV).map(std::path::PathBuf::from),
             window_full: false,
@@ -423,6 +424,7 @@ struct ConsensusTask {
     last_pending: Option<bool>,
     last_ts: u64,
     last_view: Option<View>,
+    last_request_timeout_ms: Option<u64>,
     /// Messages produced since the last flush: (recipient, or every peer).
     outbox: Vec<(Option<ReplicaIndex>, kubeledger_pbft::SignedMessage)>,
     /// The freeze hook's file, when the test hook is set.
@@ -1011,6 +1013,13 @@ impl ConsensusTask {
             self.last_view = Some(s.view);
             self.state.metrics.consensus_view.set(s.view as i64);
         }
+        if self.last_request_timeout_ms != Some(s.request_timeout_ms) {
+            self.last_request_timeout_ms = Some(s.request_timeout_ms);
+            self.state
+                .metrics
+                .request_timeout
+                .set(s.request_timeout_ms as f64 / 1000.0);
+        }
         self.state.consensus.publish(Snapshot {
             view: s.view,
             primary: s.primary,
@@ -1021,6 +1030,7 @@ impl ConsensusTask {
             view_changes: s.view_changes,
             view_change_in_progress: s.view_change_in_progress,
             state_transfer_target: s.state_transfer_target,
+            request_timeout_ms: s.request_timeout_ms,
         });
     }
 }

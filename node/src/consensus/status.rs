@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub view_changes: u64,
     pub view_change_in_progress: bool,
     pub state_transfer_target: Option<u64>,
+    /// The request timeout in force (`Replica::request_timeout_ms`).
+    pub request_timeout_ms: u64,
 }
 
 /// The validator set this node works with now, and its place in it.

@@ -363,14 +363,15 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
                 return out;
             }
             out.push_str(&format!(
-                "\nreplica {}  primary {}{}  window ({}, {}]  stable checkpoint {}  view changes {}",
+                "\nreplica {}  primary {}{}  window ({}, {}]  stable checkpoint {}  view changes {}  request timeout {} ms",
                 s.replica_index,
                 s.primary_index,
                 if s.view_change_in_progress { " (view change under way)" } else { "" },
                 s.low_watermark,
                 s.high_watermark,
                 s.stable_checkpoint,
-                s.view_changes
+                s.view_changes,
+                s.request_timeout_ms
             ));
             if s.state_transfer_target > 0 {
                 out.push_str(&format!("\nstate transfer to height {}", s.state_transfer_target));
