@@ -110,9 +110,16 @@ def node_exported_metrics(source: str) -> dict[str, str]:
     fields = dict(re.findall(r"pub (\w+): (?:Family<\w+, )?(Gauge|Counter|Histogram)", source))
     prefix = re.search(r'Registry::with_prefix\("(\w+)"\)', source).group(1)
     out = {}
-    for name, var in re.findall(r'register\(\s*"(\w+)",\s*"[^"]*",\s*(\w+)\.clone\(\)', source):
+    registrations = [
+        (name, "", var)
+        for name, var in re.findall(r'register\(\s*"(\w+)",\s*"[^"]*",\s*(\w+)\.clone\(\)', source)
+    ] + re.findall(
+        r'register_with_unit\(\s*"(\w+)",\s*"[^"]*",\s*(?:\w+::)*Unit::(\w+),\s*(\w+)\.clone\(\)', source
+    )
+    for name, unit, var in registrations:
         kind = fields[var].lower()
-        full = f"{prefix}_{name}" + ("_total" if kind == "counter" else "")
+        full = f"{prefix}_{name}" + (f"_{unit.lower()}" if unit else "")
+        full += "_total" if kind == "counter" else ""
         out[full] = kind
     return out
 
