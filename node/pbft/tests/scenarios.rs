@@ -180,9 +180,20 @@ impl Cluster {
 
     /// Deliver everything until quiet.
     fn run(&mut self) {
+        self.run_holding(|_, _| false);
+    }
+
+    /// [`Cluster::run`], except that the node inputs `hold` picks (replica,
+    /// input) are not delivered but returned, in order.
+    fn run_holding(&mut self, mut hold: impl FnMut(usize, &Input) -> bool) -> Vec<Input> {
+        let mut held = Vec::new();
         for _ in 0..1_000_000 {
             if let Some((i, inp)) = self.inputs.pop_front() {
-                self.input(i, inp);
+                if hold(i, &inp) {
+                    held.push(inp);
+                } else {
+                    self.input(i, inp);
+                }
             } else if let Some((from, to, m)) = self.queue.pop_front() {
                 if (self.capture)(from, to, &m) {
                     self.captured.push((from, to, m));
@@ -196,7 +207,7 @@ impl Cluster {
                     );
                 }
             } else {
-                return;
+                return held;
             }
         }
         panic!("did not quiesce");
@@ -668,26 +679,7 @@ fn restart_reports_the_tip_again_so_the_epoch_end_checkpoint_is_signed() {
     c.filter = Box::new(|_, to, _| to != 3);
     c.propose(0, "a");
     c.propose(0, "b");
-    for _ in 0..100_000 {
-        if let Some((i, inp)) = c.inputs.pop_front() {
-            if i == 2 && matches!(inp, Input::Executed { seq: 2, .. }) {
-                continue;
-            }
-            c.input(i, inp);
-        } else if let Some((from, to, m)) = c.queue.pop_front() {
-            if (c.filter)(from, to, &m) {
-                c.input(
-                    to,
-                    Input::Message {
-                        from: from as ReplicaIndex,
-                        msg: m,
-                    },
-                );
-            }
-        } else {
-            break;
-        }
-    }
+    c.run_holding(|i, inp| i == 2 && matches!(inp, Input::Executed { seq: 2, .. }));
     assert_eq!(c.commits[2].len(), 2);
     assert!(c.reps.iter().all(|r| !r.epoch_complete()));
 
@@ -760,24 +752,7 @@ fn executing_a_backlog_restarts_the_request_timer() {
     c.propose(0, "a");
     c.propose(0, "b");
     // Deliver everything, but hold back replica 1's executions.
-    let mut held = Vec::new();
-    for _ in 0..100_000 {
-        if let Some((i, inp)) = c.inputs.pop_front() {
-            if i == 1 && matches!(inp, Input::Executed { .. }) {
-                held.push(inp);
-                continue;
-            }
-            c.input(i, inp);
-        } else if let Some((from, to, m)) = c.queue.pop_front() {
-            let msg = Input::Message {
-                from: from as ReplicaIndex,
-                msg: m,
-            };
-            c.input(to, msg);
-        } else {
-            break;
-        }
-    }
+    let held = c.run_holding(|i, inp| i == 1 && matches!(inp, Input::Executed { .. }));
     assert_eq!(c.commits[1].len(), 2);
     assert_eq!(held.len(), 2);
     let restarts = |actions: &[Action]| {
