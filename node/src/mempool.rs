@@ -8,11 +8,11 @@
 //! pending nor committed: it can never be admitted twice.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
 // Ids are SHA-256 outputs; foldhash, seeded per process, hashes them for a
 // fraction of SipHash's cost on these hot maps.
 use foldhash::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-
 use tokio::sync::Notify;
 
 use crate::ledger::Ledger;

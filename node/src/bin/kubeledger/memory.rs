@@ -12,8 +12,8 @@ pub fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and
-        // changes no memory of this process.
-        // Logging is not set up yet, and a refusal changes nothing else.
+        // changes no memory of this process. The result is ignored: logging
+        // is not set up yet, and a refusal changes nothing but speed.
         let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     }
 }
