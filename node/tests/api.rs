@@ -600,7 +600,7 @@ async fn health_and_reflection_are_served() {
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
         ServerReflectionRequest,
     };
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -617,5 +617,29 @@ async fn health_and_reflection_are_served() {
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"kubeledger.v1.Ledger"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    // The older protocol version, which grpcurl 1.8 speaks.
+    use tonic_reflection::pb::v1alpha::{
+        server_reflection_client::ServerReflectionClient as V1AlphaClient,
+        server_reflection_request::MessageRequest as V1AlphaRequestKind,
+        server_reflection_response::MessageResponse as V1AlphaResponse,
+        ServerReflectionRequest as V1AlphaRequest,
+    };
+    let mut reflection = V1AlphaClient::new(channel);
+    let request = V1AlphaRequest {
+        host: String::new(),
+        message_request: Some(V1AlphaRequestKind::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
+    let response = responses.next().await.expect("a response").expect("ok");
+    let Some(V1AlphaResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected v1alpha reflection answer");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"kubeledger.v1.Ledger"), "{names:?}");
     node.stop().await;
 }

@@ -22,7 +22,7 @@ pub use error::Error;
 pub use log::Slot;
 pub use message::{
     Checkpoint, CommitCertificate, Digest, Message, NewView, Payload, PrePrepare, PreparedCert,
-    ReplicaIndex, Seq, SignedMessage, Txs, View, ViewChange, Vote,
+    ReplicaIndex, Seq, SignedMessage, Txs, View, ViewChange, Vote, MAX_NESTING,
 };
 pub use quorum::{max_faulty, quorum, weak_quorum};
 pub use replica::{

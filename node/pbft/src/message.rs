@@ -206,12 +206,66 @@ pub enum Message {
     StableProof(Vec<SignedMessage>),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SignedMessage {
     pub signer: ReplicaIndex,
     pub message: Message,
     /// 64-byte ed25519 signature; kept as bytes so malformed input decodes.
     pub signature: Vec<u8>,
+}
+
+/// Deepest nesting of signed messages an honest replica sends: a NEW-VIEW
+/// holds VIEW-CHANGEs, which hold CHECKPOINTs and prepared certificates (3),
+/// plus one level of slack.
+pub const MAX_NESTING: usize = 4;
+
+std::thread_local! {
+    /// Signed messages being decoded on this thread, outermost first. Decoding
+    /// is synchronous, so a per-thread count sees exactly one message's nesting.
+    static DECODE_DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Leaves one level of [`DECODE_DEPTH`] when dropped, on error paths too.
+struct DepthGuard;
+
+impl Drop for DepthGuard {
+    fn drop(&mut self) {
+        DECODE_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Every recursive path through the wire types runs through a signed message,
+/// so bounding its nesting here bounds decoding (and everything that later
+/// walks a message: signing bytes, payload tables, drop) for any transport
+/// encoding: a peer's deeply nested frame is refused instead of overflowing
+/// the stack.
+impl<'de> Deserialize<'de> for SignedMessage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "SignedMessage")]
+        struct Fields {
+            signer: ReplicaIndex,
+            message: Message,
+            signature: Vec<u8>,
+        }
+        let depth = DECODE_DEPTH.with(|c| {
+            let depth = c.get().saturating_add(1);
+            c.set(depth);
+            depth
+        });
+        let _guard = DepthGuard;
+        if depth > MAX_NESTING {
+            return Err(serde::de::Error::custom(format!(
+                "signed messages nested deeper than {MAX_NESTING} levels"
+            )));
+        }
+        let f = Fields::deserialize(d)?;
+        Ok(SignedMessage {
+            signer: f.signer,
+            message: f.message,
+            signature: f.signature,
+        })
+    }
 }
 
 impl SignedMessage {
