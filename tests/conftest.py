@@ -1,4 +1,5 @@
-"""Fixtures: the operator binary (built with cargo when needed) and the chart."""
+"""Fixtures shared by every Python suite: the repository root and the operator
+binary (built with cargo when needed)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import subprocess
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
