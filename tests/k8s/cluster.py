@@ -50,10 +50,11 @@ class Cluster:
         return result
 
     def get(self, *args: str, kubeconfig: pathlib.Path | None = None) -> Any:
-        return json.loads(self.kubectl("get", "-o", "json", *args, kubeconfig=kubeconfig).stdout)
+        return json.loads(self.kubectl("get", "-o", "json", "--show-managed-fields", *args,
+                                       kubeconfig=kubeconfig).stdout)
 
     def get_opt(self, *args: str) -> Any | None:
-        r = self.kubectl("get", "-o", "json", *args, check=False)
+        r = self.kubectl("get", "-o", "json", "--show-managed-fields", *args, check=False)
         if r.returncode != 0:
             if "NotFound" in r.stderr or "not found" in r.stderr:
                 return None
@@ -102,7 +103,7 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60.0, interva
     while time.monotonic() < deadline:
         try:
             last = probe()
-        except AssertionError as e:
+        except (AssertionError, OSError) as e:
             last = e
         else:
             if last:

@@ -189,9 +189,7 @@ pub async fn monitor_and_heal(
             view: report.as_ref().map(|r| r.view),
             health: Some(a.class.as_str().into()),
             health_reason: (!a.reason.is_empty()).then(|| a.reason.clone()),
-            unhealthy_since: (a.class != HealthClass::Healthy)
-                .then(|| rfc3339_ms(a.since_ms))
-                .flatten(),
+            unhealthy_since: unhealthy_since(previous, a),
             healing: state.recovering.then(|| RESTARTING.to_string()),
             recent_restarts: state
                 .restarts_ms
@@ -331,9 +329,71 @@ async fn hold_event(
     }
 }
 
+/// When the validator's unhealthy streak began, as the status shows it. The
+/// poll history is in memory, so a new operator process (a restart, a leader
+/// failover) sees a streak start at its own first poll; the status keeps the
+/// earlier start it already recorded for the same health class, so a failover
+/// neither rewrites every unhealthy validator's status nor hides how long the
+/// problem has lasted.
+fn unhealthy_since(previous: Option<&ValidatorStatus>, a: &health::Assessment) -> Option<String> {
+    if a.class == HealthClass::Healthy {
+        return None;
+    }
+    let recorded = previous
+        .filter(|p| p.health.as_deref() == Some(a.class.as_str()))
+        .and_then(|p| p.unhealthy_since.as_deref())
+        .filter(|t| parse_ms(t).is_some_and(|ms| ms <= a.since_ms));
+    match recorded {
+        Some(t) => Some(t.to_string()),
+        None => rfc3339_ms(a.since_ms),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn assessment(class: HealthClass, since_ms: u64) -> health::Assessment {
+        health::Assessment {
+            class,
+            reason: String::new(),
+            detail: String::new(),
+            since_ms,
+            remedy: health::classify::Remedy::None,
+            answered: false,
+        }
+    }
+
+    #[test]
+    fn a_new_operator_process_keeps_the_recorded_streak_start() {
+        let earlier = rfc3339_ms(60_000).expect("time");
+        let previous = ValidatorStatus {
+            health: Some("Unreachable".into()),
+            unhealthy_since: Some(earlier.clone()),
+            ..ValidatorStatus::default()
+        };
+        // The new process's own streak starts later: the status keeps the earlier start.
+        let later = assessment(HealthClass::Unreachable, 120_000);
+        assert_eq!(unhealthy_since(Some(&previous), &later), Some(earlier));
+        // Another class is another streak.
+        let stuck = assessment(HealthClass::Stuck, 120_000);
+        assert_eq!(
+            unhealthy_since(Some(&previous), &stuck),
+            rfc3339_ms(120_000)
+        );
+        // A recorded start after what is observed now is not believed.
+        let sooner = assessment(HealthClass::Unreachable, 30_000);
+        assert_eq!(
+            unhealthy_since(Some(&previous), &sooner),
+            rfc3339_ms(30_000)
+        );
+        // Healthy has no streak; no previous status, the observation's own start.
+        assert_eq!(
+            unhealthy_since(Some(&previous), &assessment(HealthClass::Healthy, 0)),
+            None
+        );
+        assert_eq!(unhealthy_since(None, &later), rfc3339_ms(120_000));
+    }
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).expect("pod")
