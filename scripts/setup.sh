@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing kubeledger needs on a Debian/Ubuntu
-# machine: protoc (gRPC code generation) and libclang (RocksDB's bindgen).
+# machine: protoc (gRPC code generation), libclang (RocksDB's bindgen), and Go,
+# openssl and curl for the test control plane.
 # Safe to run repeatedly; does nothing when everything is present.
 set -euo pipefail
 
@@ -16,6 +17,13 @@ have_libclang() {
 have_libclang || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 command -v make >/dev/null 2>&1 || need+=(make)
+# The test control plane (tests/k8s): Go builds it, openssl makes its
+# throwaway certificates, curl waits for its health endpoints.
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2

@@ -11,17 +11,35 @@ scripts/setup.sh
 export CARGO_INCREMENTAL=0
 df -h . | tail -1 | awk '{print "== disk before: " $4 " free"}'
 
-echo "== cargo fmt"
+# Each phase says how long it took, so a slow CI run shows where the time went.
+phase_start=$SECONDS
+phase() {
+  if [ -n "${phase_name:-}" ]; then
+    echo "== ${phase_name}: $((SECONDS - phase_start)) s"
+  fi
+  phase_name=$1
+  phase_start=$SECONDS
+  [ -n "$phase_name" ] && echo "== $phase_name"
+  return 0
+}
+
+phase "cargo fmt"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+phase "cargo test"
 cargo test --workspace --locked
 
+# The Kubernetes control plane for tests/k8s, built from Go modules into a
+# cache outside the repository (seconds when cached).
+phase "kubernetes control plane build"
+tests/k8s/build.sh
+
 if [ -f tests/requirements.txt ]; then
-  echo "== python tests"
+  phase "python tests (offline manifests, chart, and tests/k8s on the real control plane)"
   python3 -m pip install --quiet --disable-pip-version-check --ignore-requires-python -r tests/requirements.txt
   python3 -m pytest -q tests
 fi
+phase ""
 
 echo "== disk after: $(du -sh target 2>/dev/null | cut -f1) in target/, $(df -h . | tail -1 | awk '{print $4}') free"
