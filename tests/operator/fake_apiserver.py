@@ -17,7 +17,8 @@ RESOURCES = {
     ("apiextensions.k8s.io", "v1"): [("customresourcedefinitions", "CustomResourceDefinition", False)],
     ("policy", "v1"): [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     ("coordination.k8s.io", "v1"): [("leases", "Lease", True)],
-    ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True)],
+    ("monitoring.coreos.com", "v1"): [("servicemonitors", "ServiceMonitor", True),
+                                      ("podmonitors", "PodMonitor", True)],
     ("kubeledger.io", "v1alpha1"): [("consortia", "Consortium", False), ("members", "Member", True)],
 }
 

@@ -159,3 +159,40 @@ def test_metrics_service_selects_the_operator_pods(defaults):
     assert selector.items() <= labels.items()
     port = kinds["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["ports"][0]
     assert kinds["Service"][0]["spec"]["ports"][0]["targetPort"] == port["name"]
+
+
+def test_node_pod_monitor_selects_the_node_pods_the_operator_makes(chart, run_operator):
+    _, objects = helm_render.install(chart, values={
+        "metrics": {"nodePodMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    })
+    monitors = by_kind(objects)["PodMonitor"]
+    assert len(monitors) == 1
+    monitor = monitors[0]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    # What the operator renders for the example: every node pod is selected,
+    # on the port its container names for /metrics.
+    rendered = yaml.safe_load_all(run_operator("render", "-f", "examples/consortium.yaml"))
+    statefulsets = [o for o in rendered if o and o["kind"] == "StatefulSet"]
+    assert statefulsets
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    endpoint = monitor["spec"]["podMetricsEndpoints"][0]
+    for sts in statefulsets:
+        template = sts["spec"]["template"]
+        assert selector.items() <= template["metadata"]["labels"].items(), sts["metadata"]["name"]
+        ports = {p["name"]: p for c in template["spec"]["containers"] for p in c.get("ports", [])}
+        assert endpoint["port"] in ports, ports
+    assert endpoint["path"] == "/metrics"
+
+
+def test_node_pod_monitor_can_be_limited_to_member_namespaces(chart):
+    _, objects = helm_render.install(chart, values={
+        "metrics": {"nodePodMonitor": {"enabled": True, "namespaces": ["bank", "agency"]}},
+    })
+    monitor = by_kind(objects)["PodMonitor"][0]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["bank", "agency"]}
+
+
+def test_node_pod_monitor_is_off_by_default(defaults):
+    _, objects = defaults
+    assert "PodMonitor" not in by_kind(objects)
