@@ -179,3 +179,13 @@ def test_immutable_fields_refuse_updates(cluster: Cluster, crds, example):
     assert r.returncode != 0, "a Member moved to another consortium"
     assert "spec.consortium:" in r.stderr and "consortium is immutable" in r.stderr, r.stderr
     cluster.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+@pytest.mark.parametrize("healing", [
+    {"enabled": True, "stuckAfter": "90s", "maxLag": 500, "lagFor": "10m",
+     "maxRestartsPerHour": 5, "restartBackoff": "30s", "rebuildCorruptReplicas": True},
+    {"enabled": False},
+], ids=["every healing setting", "healing off"])
+def test_healing_settings_are_accepted(cluster: Cluster, crds, example, healing):
+    r = dry_run_create(cluster, with_spec(example["consortium"], healing=healing))
+    assert r.returncode == 0, r.stderr
