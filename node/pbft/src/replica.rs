@@ -593,6 +593,14 @@ impl Replica {
         SignedMessage::sign(&self.vset, self.me, &self.key, m)
     }
 
+    /// Whether `msg` comes from validator `from` itself and its signature
+    /// verifies: what the runtime must know before it believes anything a
+    /// message claims (a peer's height, say). The check is remembered, so
+    /// stepping the same message afterwards does not verify it again.
+    pub fn is_authentic(&self, from: ReplicaIndex, msg: &SignedMessage) -> bool {
+        self.vset.contains(from) && from != self.me && msg.signer == from && msg.verify(&self.vset)
+    }
+
     fn on_message(&mut self, from: ReplicaIndex, msg: SignedMessage, out: &mut Vec<Action>) {
         if !self.vset.contains(from) || from == self.me || !self.vset.contains(msg.signer) {
             self.stats.unknown_sender += 1;

@@ -483,7 +483,7 @@ impl ConsensusTask {
             // Agreement first: drain a burst of peer messages.
             for _ in 0..PEER_BURST {
                 match self.parts.inbound.try_recv() {
-                    Ok((from, msg)) => self.step(Input::Message { from, msg }),
+                    Ok((from, msg)) => self.on_peer_message(from, msg),
                     Err(_) => break,
                 }
             }
@@ -509,7 +509,7 @@ impl ConsensusTask {
                 biased;
                 m = self.parts.inbound.recv() => {
                     if let Some((from, msg)) = m {
-                        self.step(Input::Message { from, msg });
+                        self.on_peer_message(from, msg);
                     }
                 }
                 d = self.parts.done.recv() => {
@@ -582,6 +582,22 @@ impl ConsensusTask {
                 self.state.consensus.set_epoch_end(end);
             }
         }
+    }
+
+    /// A peer's consensus message: the height it shows raises what this node
+    /// knows of that peer (readiness compares against it) only once its
+    /// signature checks; a forged PREPARE claiming a far height would
+    /// otherwise keep this node not-ready until it restarts.
+    fn on_peer_message(&mut self, from: ReplicaIndex, msg: kubeledger_pbft::SignedMessage) {
+        if let Some(h) = super::transport::message_height(&msg) {
+            if self.replica.is_authentic(from, &msg) {
+                if let Some(p) = self.state.consensus.epoch().peers.get(from as usize) {
+                    p.last_seen_height
+                        .fetch_max(h, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        self.step(Input::Message { from, msg });
     }
 
     fn step(&mut self, input: Input) {

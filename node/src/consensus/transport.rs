@@ -297,7 +297,8 @@ impl PeerService {
     }
 }
 
-fn message_height(m: &SignedMessage) -> Option<u64> {
+/// The height a consensus message shows its signer has reached.
+pub(crate) fn message_height(m: &SignedMessage) -> Option<u64> {
     match &m.message {
         Message::PrePrepare(pp) => Some(pp.seq),
         Message::Prepare(v) | Message::Commit(v) => Some(v.seq),
@@ -336,13 +337,8 @@ impl Peer for PeerService {
                 match codec::decode_message(bytes) {
                     Ok(msg) => {
                         received += 1;
-                        if let Some(h) = message_height(&msg) {
-                            if msg.signer == frame.from {
-                                if let Some(p) = epoch.peers.get(frame.from as usize) {
-                                    p.last_seen_height.fetch_max(h, Ordering::Relaxed);
-                                }
-                            }
-                        }
+                        // The peer's height is raised by the consensus task,
+                        // once the message's signature checks.
                         if self.inbound.try_send((frame.from, msg)).is_err() {
                             self.state.metrics.consensus_message("dropped", 1);
                         }
