@@ -17,36 +17,6 @@ const N: usize = 4;
 const WAIT: Duration = Duration::from_secs(45);
 const FORGED_HEIGHT: u64 = 1_000_000_000;
 
-/// A consensus message of signed messages nested `depth` deep (stable proofs
-/// of stable proofs), written byte by byte: serde would recurse as deep.
-fn nested_message(depth: usize) -> Vec<u8> {
-    let inner = SignedMessage {
-        signer: 1,
-        message: Message::Prepare(Vote {
-            view: 0,
-            seq: 1,
-            digest: [3; 32],
-        }),
-        signature: Vec::new(),
-    };
-    let outer = SignedMessage {
-        signer: 1,
-        message: Message::StableProof(vec![inner.clone()]),
-        signature: Vec::new(),
-    };
-    let inner_bytes = postcard::to_stdvec(&inner).expect("encodes");
-    let outer_bytes = postcard::to_stdvec(&outer).expect("encodes");
-    let at = outer_bytes
-        .windows(inner_bytes.len())
-        .position(|w| w == inner_bytes.as_slice())
-        .expect("inner inside outer");
-    let mut frame = outer_bytes[..at].repeat(depth - 1);
-    frame.extend_from_slice(&inner_bytes);
-    frame.extend_from_slice(&outer_bytes[at + inner_bytes.len()..].repeat(depth - 1));
-    frame.push(0); // the empty payload table
-    frame
-}
-
 /// A PREPARE that claims to be replica 1's, at a far sequence number, with a
 /// signature of random bytes.
 fn forged_prepare() -> Vec<u8> {
@@ -87,6 +57,28 @@ async fn ready(endpoint: &str) -> bool {
         })
         .await
         .is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32)
+}
+
+#[test]
+fn deeply_nested_messages_are_refused_at_decode() {
+    use kubeledger_node::consensus::codec::{decode_message, CodecError};
+    // 40 KB that used to overflow the decoding thread's stack.
+    let frame = nested_message(10_000);
+    assert!(frame.len() < 64 * 1024);
+    let err = decode_message(&frame).expect_err("refused");
+    assert!(matches!(err, CodecError::Decode { .. }), "{err}");
+    // The limit is exact and leaves the thread's count balanced: the deepest
+    // honest nesting still decodes after a refusal.
+    for depth in 1..=kubeledger_pbft::MAX_NESTING {
+        let m = decode_message(&nested_message(depth)).expect("decodes");
+        assert!(matches!(
+            m.message,
+            Message::StableProof(_) | Message::Prepare(_)
+        ));
+    }
+    assert!(decode_message(&nested_message(kubeledger_pbft::MAX_NESTING + 1)).is_err());
+    // A truncated deep frame is an error too.
+    assert!(decode_message(&frame[..frame.len() / 2]).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

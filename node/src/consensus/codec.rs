@@ -148,60 +148,6 @@ mod tests {
         ));
     }
 
-    /// A frame of signed messages nested `depth` levels deep (stable proofs
-    /// holding stable proofs), built byte by byte: encoding it with serde
-    /// would itself recurse that deep.
-    fn nested_frame(depth: usize) -> Vec<u8> {
-        let inner = SignedMessage {
-            signer: 1,
-            message: PbftMessage::Prepare(Vote {
-                view: 0,
-                seq: 1,
-                digest: [3; 32],
-            }),
-            signature: Vec::new(),
-        };
-        let wrap = |m: SignedMessage| SignedMessage {
-            signer: 1,
-            message: PbftMessage::StableProof(vec![m]),
-            signature: Vec::new(),
-        };
-        let inner_bytes = encode("inner", &inner).expect("encodes");
-        let outer_bytes = encode("outer", &wrap(inner.clone())).expect("encodes");
-        let at = outer_bytes
-            .windows(inner_bytes.len())
-            .position(|w| w == inner_bytes.as_slice())
-            .expect("the inner message is inside the outer one");
-        let (prefix, suffix) = (&outer_bytes[..at], &outer_bytes[at + inner_bytes.len()..]);
-        let mut frame = prefix.repeat(depth - 1);
-        frame.extend_from_slice(&inner_bytes);
-        frame.extend_from_slice(&suffix.repeat(depth - 1));
-        // The frame's (empty) payload table.
-        frame.push(0);
-        frame
-    }
-
-    #[test]
-    fn deeply_nested_messages_are_refused_not_a_stack_overflow() {
-        // 40 KB that used to overflow the decoding thread's stack.
-        let frame = nested_frame(10_000);
-        assert!(frame.len() < 64 * 1024);
-        let err = decode_message(&frame).expect_err("refused");
-        assert!(matches!(err, CodecError::Decode { .. }), "{err}");
-        // The limit is exact and leaves the thread's count balanced: the
-        // deepest honest nesting still decodes after a refusal.
-        for depth in 1..=kubeledger_pbft::MAX_NESTING {
-            let m = decode_message(&nested_frame(depth)).expect("decodes");
-            assert!(matches!(
-                m.message,
-                PbftMessage::StableProof(_) | PbftMessage::Prepare(_)
-            ));
-        }
-        assert!(decode_message(&nested_frame(kubeledger_pbft::MAX_NESTING + 1)).is_err());
-        // A truncated deep frame is an error too.
-        assert!(decode_message(&frame[..frame.len() / 2]).is_err());
-    }
-
     fn pre_prepare(seq: u64, payload: &Payload) -> SignedMessage {
         SignedMessage {
             signer: 0,

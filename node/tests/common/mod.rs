@@ -372,3 +372,36 @@ pub fn spawn_node_process_env(
         .spawn()
         .expect("spawn kubeledger node")
 }
+
+/// An encoded consensus message of signed messages nested `depth` deep
+/// (stable proofs of stable proofs), as a hostile peer sends it. Written byte
+/// by byte: encoding it with serde would recurse as deep.
+pub fn nested_message(depth: usize) -> Vec<u8> {
+    use kubeledger_pbft::{Message, SignedMessage, Vote};
+    let inner = SignedMessage {
+        signer: 1,
+        message: Message::Prepare(Vote {
+            view: 0,
+            seq: 1,
+            digest: [3; 32],
+        }),
+        signature: Vec::new(),
+    };
+    let outer = SignedMessage {
+        signer: 1,
+        message: Message::StableProof(vec![inner.clone()]),
+        signature: Vec::new(),
+    };
+    let inner_bytes = postcard::to_stdvec(&inner).expect("encodes");
+    let outer_bytes = postcard::to_stdvec(&outer).expect("encodes");
+    let at = outer_bytes
+        .windows(inner_bytes.len())
+        .position(|w| w == inner_bytes.as_slice())
+        .expect("the inner message is inside the outer one");
+    let (prefix, suffix) = (&outer_bytes[..at], &outer_bytes[at + inner_bytes.len()..]);
+    let mut frame = prefix.repeat(depth.saturating_sub(1));
+    frame.extend_from_slice(&inner_bytes);
+    frame.extend_from_slice(&suffix.repeat(depth.saturating_sub(1)));
+    frame.push(0); // the empty payload table
+    frame
+}
