@@ -5,7 +5,7 @@ use crate::message::{
     CommitCertificate, Digest, Message, Payload, PrePrepare, PreparedCert, Seq, SignedMessage,
     View, Vote,
 };
-use crate::replica::{Action, RejectReason, Replica};
+use crate::replica::{Action, CatchUpSent, RejectReason, Replica};
 
 impl Replica {
     pub(crate) fn on_propose(&mut self, payload: Payload, out: &mut Vec<Action>) {
@@ -338,21 +338,50 @@ impl Replica {
     /// stable checkpoint is behind ours, even one that committed as far as
     /// we did: its window ends L past its own stable checkpoint, so it
     /// could accept nothing further.
+    /// Sends a replica behind us, whose VIEW-CHANGE for view `target` says
+    /// where it stands, our stable certificate and the committed blocks it
+    /// lacks. A VIEW-CHANGE for a view no higher than one already answered
+    /// (a replay, or a retransmission) gets only what was not sent yet: a
+    /// replayed message must not make this replica sign and resend a window
+    /// of blocks each time. A higher view, which only its signer can ask
+    /// for, starts over from what the replica says it has.
     pub(crate) fn send_catch_up(
         &mut self,
         to: crate::message::ReplicaIndex,
+        target: crate::message::View,
         their_stable: Seq,
         their_lc: Seq,
         out: &mut Vec<Action>,
     ) {
-        if their_stable < self.st.stable.seq && !self.st.stable.proof.is_empty() {
+        let sent = self.caught_up.get(&to).copied().unwrap_or_default();
+        let fresh = target > sent.target || !self.caught_up.contains_key(&to);
+        let (sent_through, sent_stable) = if fresh {
+            (0, 0)
+        } else {
+            (sent.through, sent.stable)
+        };
+        let stable = self.st.stable.seq;
+        if their_stable < stable && sent_stable < stable && !self.st.stable.proof.is_empty() {
             let m = self.sign(Message::StableProof(self.st.stable.proof.clone()));
             out.push(Action::Send { to, msg: m });
         }
-        if their_lc >= self.st.last_committed {
+        let last_committed = self.st.last_committed;
+        // One entry per validator at most: `to` is one (checked on receipt).
+        self.caught_up.insert(
+            to,
+            CatchUpSent {
+                target: target.max(sent.target),
+                through: last_committed.max(sent_through),
+                stable: stable.max(sent_stable),
+            },
+        );
+        if their_lc >= last_committed {
             return;
         }
-        let from = their_lc.max(self.st.stable.seq).saturating_add(1);
+        let from = their_lc
+            .max(self.st.stable.seq)
+            .max(sent_through)
+            .saturating_add(1);
         if from > self.st.last_committed {
             // BTreeMap::range panics on an inverted range.
             return;

@@ -164,6 +164,17 @@ pub struct Stats {
     pub view_changes_started: u64,
 }
 
+/// What one replica was last sent to catch up (see [`Replica::caught_up`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CatchUpSent {
+    /// The highest view its VIEW-CHANGEs asked for.
+    pub(crate) target: View,
+    /// Committed blocks were sent through this sequence number.
+    pub(crate) through: Seq,
+    /// The stable checkpoint whose certificate was sent.
+    pub(crate) stable: Seq,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StableCheckpoint {
     pub seq: Seq,
@@ -237,6 +248,9 @@ pub struct Replica {
     pub(crate) checkpoints: BTreeMap<ReplicaIndex, BTreeMap<Seq, SignedMessage>>,
     /// Recent valid VIEW-CHANGEs per replica, by target view (bounded).
     pub(crate) view_changes: BTreeMap<ReplicaIndex, BTreeMap<View, SignedMessage>>,
+    /// Catch-up already sent to each replica in answer to its VIEW-CHANGEs,
+    /// so a replayed VIEW-CHANGE costs no signing and no resend.
+    pub(crate) caught_up: BTreeMap<ReplicaIndex, CatchUpSent>,
     /// Normal-case messages for a view we have not entered yet.
     pub(crate) future: Vec<(ReplicaIndex, SignedMessage)>,
     pub(crate) fetching: Option<StableCheckpoint>,
@@ -372,6 +386,7 @@ impl Replica {
             calm_view: 0,
             vc_timer_armed: false,
             vc_timer_escalates: false,
+            caught_up: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
             view_changes: BTreeMap::new(),
             future: Vec::new(),

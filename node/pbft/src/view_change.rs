@@ -202,7 +202,7 @@ impl Replica {
             return;
         }
         let (target, their_lc, from) = (vc.new_view, vc.last_committed, sm.signer);
-        self.send_catch_up(from, vc.stable_seq, their_lc, out);
+        self.send_catch_up(from, target, vc.stable_seq, their_lc, out);
         // A straggler: the NEW-VIEW we installed lets it join that view.
         if let Some(nv) = &self.st.new_view {
             if matches!(&nv.message, Message::NewView(b) if b.view >= target) {

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, VecDeque};
 use ed25519_dalek::SigningKey;
 use kubeledger_pbft::{
     Action, Config, Digest, Input, Message, NewView, Payload, PersistentState, PrePrepare,
-    RejectReason, Replica, ReplicaIndex, SignedMessage, TimerId, ValidatorSet, Vote,
+    RejectReason, Replica, ReplicaIndex, SignedMessage, TimerId, ValidatorSet, ViewChange, Vote,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -842,4 +842,63 @@ fn view_changes_stretch_the_request_timeout_and_calm_intervals_restore_it() {
     c.run();
     assert_eq!(c.reps[2].status().stable_checkpoint, 4);
     assert_eq!(timeout(&c, 2), 100);
+}
+
+/// Committed blocks `actions` send to replica `to`.
+fn catch_up_sent_to(actions: &[Action], to: ReplicaIndex) -> usize {
+    actions
+        .iter()
+        .filter(|a| {
+            matches!(a, Action::Send { to: t, msg }
+                if *t == to && matches!(msg.message, Message::Committed { .. }))
+        })
+        .count()
+}
+
+#[test]
+fn a_replayed_view_change_gets_no_catch_up_twice() {
+    // Replica 3 misses blocks 1..=3; the others commit them.
+    let mut c = Cluster::new(4, cfg(10, 20));
+    c.filter = Box::new(|_, to, _| to != 3);
+    for k in 0..3 {
+        c.propose(0, &format!("tx{k}"));
+    }
+    c.run();
+    assert_eq!(c.commits[0].len(), 3);
+    let view_change = |c: &Cluster, new_view| {
+        c.sign(
+            3,
+            Message::ViewChange(ViewChange {
+                new_view,
+                stable_seq: 0,
+                checkpoint_proof: Vec::new(),
+                prepared: Vec::new(),
+                last_committed: 0,
+            }),
+        )
+    };
+    let vc = view_change(&c, 1);
+    let deliver = |c: &mut Cluster, msg: &SignedMessage| {
+        c.reps[0].step(Input::Message {
+            from: 3,
+            msg: msg.clone(),
+        })
+    };
+    // The first VIEW-CHANGE brings the three blocks it lacks.
+    assert_eq!(catch_up_sent_to(&deliver(&mut c, &vc), 3), 3);
+    // Replayed, it costs nothing: no block signed or sent again.
+    for _ in 0..5 {
+        assert_eq!(catch_up_sent_to(&deliver(&mut c, &vc), 3), 0);
+    }
+    // Blocks committed since are still sent once, even on a replay.
+    c.propose(0, "tx3");
+    c.run();
+    assert_eq!(c.commits[0].len(), 4);
+    assert_eq!(catch_up_sent_to(&deliver(&mut c, &vc), 3), 1);
+    assert_eq!(catch_up_sent_to(&deliver(&mut c, &vc), 3), 0);
+    // A VIEW-CHANGE for a higher view, which only replica 3 can sign, starts
+    // over from what it says it has (earlier catch-up may have been lost).
+    let higher = view_change(&c, 2);
+    assert_eq!(catch_up_sent_to(&deliver(&mut c, &higher), 3), 4);
+    assert_eq!(catch_up_sent_to(&deliver(&mut c, &higher), 3), 0);
 }
