@@ -3,6 +3,9 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
+        // Every client and server decodes through the bounded codec: a
+        // message with too many fields is refused before prost allocates.
+        .codec_path("crate::api::bounded_codec::BoundedCodec")
         .file_descriptor_set_path(out_dir.join("kubeledger_descriptor.bin"))
         .bytes(".kubeledger.v1.SignedTransaction.body")
         .bytes(".kubeledger.v1.PeerFrame.consensus")

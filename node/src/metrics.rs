@@ -207,9 +207,13 @@ impl NodeMetrics {
     }
 
     pub fn rejected(&self, reason: &'static str) {
+        self.rejected_many(reason, 1);
+    }
+
+    pub fn rejected_many(&self, reason: &'static str, n: u64) {
         self.txs_rejected
             .get_or_create(&ReasonLabel { reason })
-            .inc();
+            .inc_by(n);
     }
 
     /// The text exposition format.

@@ -643,3 +643,71 @@ async fn health_and_reflection_are_served() {
     assert!(names.contains(&"kubeledger.v1.Ledger"), "{names:?}");
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_batches_are_refused_whole_and_counted() {
+    use kubeledger_node::api::bounded_codec::MAX_TOP_LEVEL_FIELDS;
+    use kubeledger_node::api::ledger_service::MAX_BATCH_TXS;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let node = InProcessNode::start(single_node(dir.path(), ChainParams::default())).await;
+    let mut c = node.client().await;
+    let key = client_key(9);
+
+    // One transaction over the batch limit: refused whole, nothing admitted.
+    let txs: Vec<_> = (0..=MAX_BATCH_TXS as u64)
+        .map(|i| signed(&key, i, put(format!("batch/{i}"), "v")))
+        .collect();
+    let first = envelope::tx_id(&txs[0]);
+    let err = c
+        .inner
+        .submit_batch(proto::SubmitBatchRequest { txs })
+        .await
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    let rejection = reject::from_status(&err).expect("a reason");
+    assert_eq!(rejection.reason, RejectReason::BatchTooLarge);
+    assert!(
+        rejection.message.contains("at most 10000"),
+        "{}",
+        rejection.message
+    );
+    let known = c
+        .inner
+        .get_transaction(proto::GetTransactionRequest {
+            tx_id: first.0.to_vec(),
+        })
+        .await
+        .map(|r| r.into_inner().state);
+    assert!(
+        !matches!(known, Ok(s) if s == TxState::Committed as i32 || s == TxState::Pending as i32),
+        "a transaction of the refused batch was admitted: {known:?}"
+    );
+
+    // Millions of 2-byte entries: refused before they are decoded.
+    let flood = proto::SubmitBatchRequest {
+        txs: vec![proto::SignedTransaction::default(); MAX_TOP_LEVEL_FIELDS + 1],
+    };
+    let err = c.inner.submit_batch(flood).await.expect_err("refused");
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("fields"), "{err:?}");
+
+    // The node is fine: a batch within the limit is admitted and commits.
+    let ok = signed(&key, 1_000_000, put("batch/ok", "v"));
+    let results = c
+        .inner
+        .submit_batch(proto::SubmitBatchRequest {
+            txs: vec![ok.clone()],
+        })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results;
+    assert_eq!(results[0].reject_reason, RejectReason::Unspecified as i32);
+    let metrics = reqwest_metrics(&node).await;
+    let line = format!(
+        "kubeledger_txs_rejected_total{{reason=\"batch_too_large\"}} {}",
+        MAX_BATCH_TXS + 1
+    );
+    assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    node.stop().await;
+}

@@ -22,6 +22,9 @@ const MAX_PAGE: u32 = 1000;
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
 const MAX_WAIT: Duration = Duration::from_secs(300);
 const SUBSCRIBER_BUFFER: usize = 64;
+/// Transactions one `SubmitBatch` may hold (`BATCH_TOO_LARGE` beyond): what
+/// one request makes the node verify, queue and answer at once.
+pub const MAX_BATCH_TXS: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct LedgerService {
@@ -74,6 +77,19 @@ impl LedgerApi for LedgerService {
         request: Request<proto::SubmitBatchRequest>,
     ) -> Result<Response<proto::SubmitBatchResponse>, Status> {
         let txs = request.into_inner().txs;
+        if txs.len() > MAX_BATCH_TXS {
+            let rejection = Rejection::new(
+                RejectReason::BatchTooLarge,
+                format!(
+                    "a batch holds at most {MAX_BATCH_TXS} transactions; this one holds {}: send it in smaller batches",
+                    txs.len()
+                ),
+            );
+            self.state
+                .metrics
+                .rejected_many(rejection.label(), txs.len() as u64);
+            return Err(rejection.to_status());
+        }
         let ids: Vec<Vec<u8>> = txs
             .iter()
             .map(|t| crate::crypto::sha256(&t.body).to_vec())

@@ -1,6 +1,7 @@
 //! The gRPC API: the `kubeledger.v1.Ledger` service, the standard health
 //! service and server reflection, each request in its own tracing span.
 
+pub mod bounded_codec;
 pub mod events;
 pub mod ledger_service;
 

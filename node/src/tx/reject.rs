@@ -52,7 +52,9 @@ pub fn code_for(reason: RejectReason) -> Code {
         }
         RejectReason::WrongChain => Code::FailedPrecondition,
         RejectReason::MissingSignature | RejectReason::BadSignature => Code::Unauthenticated,
-        RejectReason::TxTooLarge | RejectReason::FieldTooLarge => Code::OutOfRange,
+        RejectReason::TxTooLarge | RejectReason::FieldTooLarge | RejectReason::BatchTooLarge => {
+            Code::OutOfRange
+        }
         RejectReason::DuplicateCommitted | RejectReason::DuplicatePending => Code::AlreadyExists,
         RejectReason::MempoolFull => Code::ResourceExhausted,
         RejectReason::ShuttingDown => Code::Unavailable,
@@ -80,6 +82,7 @@ pub fn label_for(reason: RejectReason) -> &'static str {
         RejectReason::NotAuthorized => "not_authorized",
         RejectReason::ConfigRefused => "config_refused",
         RejectReason::ReadOnly => "read_only",
+        RejectReason::BatchTooLarge => "batch_too_large",
     }
 }
 
