@@ -94,8 +94,32 @@ impl ChainParams {
         if self.checkpoint_interval == 0 || self.view_change_timeout_ms == 0 {
             return bad("params.checkpoint_interval and view_change_timeout_ms must be positive");
         }
+        let view_change = view_change_bytes(self.checkpoint_interval, self.max_block_bytes);
+        if view_change > MAX_CONSENSUS_MESSAGE_BYTES as u64 {
+            return Err(GenesisError::Invalid(format!(
+                "params.checkpoint_interval {} with max_block_bytes {}: a VIEW-CHANGE carries every block of the {}-block window, up to {view_change} bytes, over the {MAX_CONSENSUS_MESSAGE_BYTES}-byte limit of a consensus message, so losing the primary would halt the chain; lower either",
+                self.checkpoint_interval,
+                self.max_block_bytes,
+                crate::governance::params::pbft_window(self.checkpoint_interval),
+            )));
+        }
         Ok(())
     }
+}
+
+/// Largest consensus message a replica sends or accepts.
+pub const MAX_CONSENSUS_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Room for the certificate and encoding of each prepared block in a
+/// VIEW-CHANGE, on top of the block itself (a quorum of PREPAREs of up to 64
+/// validators, about 110 bytes each, with slack).
+pub const VIEW_CHANGE_SLOT_OVERHEAD: u64 = 64 * 1024;
+
+/// The most a VIEW-CHANGE can hold under these parameters: every block of
+/// the PBFT window, each with its certificate.
+pub fn view_change_bytes(checkpoint_interval: u32, max_block_bytes: u64) -> u64 {
+    crate::governance::params::pbft_window(checkpoint_interval)
+        .saturating_mul(max_block_bytes.saturating_add(VIEW_CHANGE_SLOT_OVERHEAD))
 }
 
 /// One validator node of the consortium.
@@ -369,6 +393,36 @@ mod tests {
         let mut g = sample();
         g.validators.push(g.validators[0].clone());
         assert!(g.validate().unwrap_err().to_string().contains("repeats"));
+    }
+
+    #[test]
+    fn parameters_whose_view_change_would_not_fit_a_message_are_refused() {
+        // 2 x 10 blocks of 4 MiB: fits.
+        sample().params.validate().expect("defaults fit");
+        // The CRD's largest blocks (64 MiB) with its default interval: a
+        // window of 20 such blocks is over 1 GiB.
+        let p = ChainParams {
+            max_block_bytes: 64 * 1024 * 1024,
+            ..ChainParams::default()
+        };
+        let err = p.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("VIEW-CHANGE") && err.contains("checkpoint_interval 10"),
+            "{err}"
+        );
+        // Or a long interval of ordinary blocks.
+        let p = ChainParams {
+            checkpoint_interval: 100_000,
+            ..ChainParams::default()
+        };
+        assert!(p.validate().is_err());
+        // The largest interval that still fits 4 MiB blocks passes.
+        let mut p = ChainParams::default();
+        let per_block = p.max_block_bytes + VIEW_CHANGE_SLOT_OVERHEAD;
+        p.checkpoint_interval = (MAX_CONSENSUS_MESSAGE_BYTES as u64 / per_block / 2) as u32;
+        p.validate().expect("the largest interval that fits");
+        p.checkpoint_interval += 1;
+        assert!(p.validate().is_err());
     }
 
     #[test]

@@ -104,6 +104,10 @@ CONSORTIUM_REFUSALS = [
      "restartBackoff must be a duration between 10s and 1h"),
     ("rebuild without healing", {"healing": {"enabled": False, "rebuildCorruptReplicas": True}},
      "spec.healing", "rebuildCorruptReplicas needs enabled"),
+    ("a view change larger than a consensus message", {"maxBlockBytes": 64 * 1024 * 1024},
+     "spec", "a view change carries every block of two checkpointIntervals"),
+    ("a long interval of large blocks", {"checkpointInterval": 100_000}, "spec",
+     "a view change carries every block of two checkpointIntervals"),
     # Plain schema bounds, enforced by the same server.
     ("empty blocks", {"maxBlockTxs": 0}, "spec.maxBlockTxs", "should be greater than or equal to 1"),
     ("huge blocks", {"maxBlockTxs": 100_001}, "spec.maxBlockTxs", "should be less than or equal to"),

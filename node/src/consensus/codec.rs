@@ -19,7 +19,7 @@ use crate::tx::Rejection;
 /// Largest consensus message accepted from a peer. A VIEW-CHANGE carries
 /// the prepared payloads since the last stable checkpoint, so this is
 /// generous; anything larger is dropped undecoded.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_MESSAGE_BYTES: usize = crate::genesis::MAX_CONSENSUS_MESSAGE_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

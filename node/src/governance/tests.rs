@@ -321,6 +321,14 @@ fn parameter_updates_apply_from_the_announced_height() {
     }));
     let r = apply(&config, &sender(0), &bad, None, &ctx(back + 1, 1)).unwrap_err();
     assert!(r.to_string().contains("max_block_txs"), "{r}");
+    // Blocks so large that a VIEW-CHANGE of the window would not fit a
+    // consensus message: refused, or losing the primary would halt the chain.
+    let huge = change(Change::UpdateParams(UpdateParams {
+        max_block_bytes: Some(64 * 1024 * 1024),
+        ..Default::default()
+    }));
+    let r = apply(&config, &sender(0), &huge, None, &ctx(back + 1, 1)).unwrap_err();
+    assert!(r.to_string().contains("VIEW-CHANGE"), "{r}");
 }
 
 #[test]

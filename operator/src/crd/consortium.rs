@@ -30,7 +30,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {"rule": "self.maxTxBytes <= self.maxBlockBytes", "message": "maxTxBytes must not exceed maxBlockBytes"},
-    {"rule": "duration(self.viewChangeTimeout) > duration(self.blockInterval)", "message": "viewChangeTimeout must be longer than blockInterval"}
+    {"rule": "duration(self.viewChangeTimeout) > duration(self.blockInterval)", "message": "viewChangeTimeout must be longer than blockInterval"},
+    {"rule": "(self.checkpointInterval < 8 ? 16 : 2 * self.checkpointInterval) * (self.maxBlockBytes + 65536) <= 268435456", "message": "a view change carries every block of two checkpointIntervals: 2 x checkpointInterval x (maxBlockBytes + 64 KiB) must be at most 256 MiB; lower either"}
 ]))]
 pub struct ConsortiumSpec {
     /// Chain identifier, written into genesis and every transaction. Immutable.
