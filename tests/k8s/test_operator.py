@@ -40,7 +40,8 @@ def member_children(cluster: Cluster, ns: str, member: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def helm_release(cluster: Cluster, repo_root, tmp_path_factory):
     home = tmp_path_factory.mktemp("helm-home")
-    env = {"HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
+    # Helm's and client-go's caches stay in a temporary home, not the repository.
+    env = {"HOME": str(home), "HELM_CACHE_HOME": str(home / "cache"), "HELM_CONFIG_HOME": str(home / "config"),
            "HELM_DATA_HOME": str(home / "data"), "KUBECONFIG": str(cluster.kubeconfig),
            "PATH": "/usr/bin:/bin"}
     r = subprocess.run(
