@@ -245,7 +245,7 @@ def changes(before: dict, after: dict, path: str = "") -> list[str]:
     if isinstance(before, dict) and isinstance(after, dict):
         out = []
         for k in sorted(set(before) | set(after)):
-            if k in ("resourceVersion", "time"):
+            if k in ("resourceVersion", "managedFields"):
                 continue
             out += changes(before.get(k), after.get(k), f"{path}.{k}")
         return out
