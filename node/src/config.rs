@@ -90,11 +90,21 @@ pub struct MempoolConfig {
     /// Pending transactions held at most; further submissions get
     /// RESOURCE_EXHAUSTED until blocks drain the pool.
     pub max_txs: usize,
+    /// Encoded bytes of pending transactions held at most (queued and in
+    /// proposals not yet committed); REJECT_REASON_MEMPOOL_BYTES_FULL past it.
+    pub max_bytes: usize,
+    /// Pending transactions one sender key may have at once, so one client
+    /// cannot fill the pool for everyone; REJECT_REASON_SENDER_QUOTA past it.
+    pub max_txs_per_sender: usize,
 }
 
 impl Default for MempoolConfig {
     fn default() -> Self {
-        Self { max_txs: 200_000 }
+        Self {
+            max_txs: 200_000,
+            max_bytes: 256 * 1024 * 1024,
+            max_txs_per_sender: 50_000,
+        }
     }
 }
 
@@ -143,6 +153,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid(
                 "mempool.max_txs must be positive".into(),
             ));
+        }
+        if self.mempool.max_bytes == 0 || self.mempool.max_txs_per_sender == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "mempool.max_bytes ({}) and mempool.max_txs_per_sender ({}) must be positive",
+                self.mempool.max_bytes, self.mempool.max_txs_per_sender
+            )));
         }
         Ok(())
     }

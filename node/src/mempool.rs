@@ -12,25 +12,80 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 // Ids are SHA-256 outputs; foldhash, seeded per process, hashes them for a
 // fraction of SipHash's cost on these hot maps.
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 use tokio::sync::Notify;
 
 use crate::ledger::Ledger;
 use crate::proto::RejectReason;
 use crate::tx::{Rejection, TxId, VerifiedTx};
 
+/// One pending transaction.
+#[derive(Debug)]
+struct Entry {
+    /// Encoded size, counted against the pool's byte limit.
+    size: usize,
+    sender: [u8; 32],
+    /// The signature it was verified with.
+    signature: ed25519_dalek::Signature,
+    /// Taken into a proposal, not yet committed.
+    in_flight: bool,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     /// Arrival order. May hold stale entries (committed while queued, found
-    /// elsewhere); an entry counts only while its id is in `queued`.
+    /// elsewhere, already in flight); an entry counts only while its id is
+    /// pending and not in flight.
     queue: VecDeque<Arc<VerifiedTx>>,
-    /// Queued ids with their encoded size.
-    queued: HashMap<TxId, usize>,
-    in_flight: HashSet<TxId>,
-    /// The signature each pending transaction was verified with.
-    signatures: HashMap<TxId, ed25519_dalek::Signature>,
+    pending: HashMap<TxId, Entry>,
+    /// Pending transactions (queued and in flight) by sender key.
+    per_sender: HashMap<[u8; 32], usize>,
+    queued: usize,
     queued_bytes: usize,
+    /// Queued and in flight.
+    pending_bytes: usize,
     closed: bool,
+}
+
+impl Inner {
+    fn remove(&mut self, id: &TxId) {
+        let Some(entry) = self.pending.remove(id) else {
+            return;
+        };
+        if !entry.in_flight {
+            self.queued -= 1;
+            self.queued_bytes = self.queued_bytes.saturating_sub(entry.size);
+        }
+        self.pending_bytes = self.pending_bytes.saturating_sub(entry.size);
+        if let Some(n) = self.per_sender.get_mut(&entry.sender) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_sender.remove(&entry.sender);
+            }
+        }
+    }
+
+    fn is_queued(&self, id: &TxId) -> bool {
+        self.pending.get(id).is_some_and(|e| !e.in_flight)
+    }
+}
+
+/// What the pool holds at most (see [`crate::config::MempoolConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MempoolLimits {
+    pub max_txs: usize,
+    pub max_bytes: usize,
+    pub max_txs_per_sender: usize,
+}
+
+impl From<&crate::config::MempoolConfig> for MempoolLimits {
+    fn from(c: &crate::config::MempoolConfig) -> Self {
+        Self {
+            max_txs: c.max_txs,
+            max_bytes: c.max_bytes,
+            max_txs_per_sender: c.max_txs_per_sender,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -38,7 +93,7 @@ pub struct Mempool {
     inner: Mutex<Inner>,
     /// Woken when transactions are admitted.
     pub admitted: Notify,
-    max_txs: usize,
+    limits: MempoolLimits,
 }
 
 /// Snapshot of the pool's size.
@@ -47,14 +102,16 @@ pub struct MempoolStats {
     pub queued: usize,
     pub queued_bytes: usize,
     pub in_flight: usize,
+    /// Queued and in flight.
+    pub pending_bytes: usize,
 }
 
 impl Mempool {
-    pub fn new(max_txs: usize) -> Self {
+    pub fn new(limits: MempoolLimits) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             admitted: Notify::new(),
-            max_txs,
+            limits,
         }
     }
 
@@ -95,33 +152,65 @@ impl Mempool {
                     .collect();
             }
         };
+        let limits = self.limits;
         let mut results = Vec::with_capacity(txs.len());
         let mut added = false;
         for (tx, committed) in txs.into_iter().zip(committed) {
             let id = tx.id;
+            let size = tx.encoded_len();
+            let sender = tx.sender.to_bytes();
+            let from_sender = inner.per_sender.get(&sender).copied().unwrap_or(0);
             let result = if committed {
                 Err(Rejection::new(
                     RejectReason::DuplicateCommitted,
                     format!("transaction {id} is already committed"),
                 ))
-            } else if inner.queued.contains_key(&id) || inner.in_flight.contains(&id) {
+            } else if inner.pending.contains_key(&id) {
                 Err(Rejection::new(
                     RejectReason::DuplicatePending,
                     format!("transaction {id} is already pending"),
                 ))
-            } else if inner.queued.len() + inner.in_flight.len() >= self.max_txs {
+            } else if from_sender >= limits.max_txs_per_sender {
+                Err(Rejection::new(
+                    RejectReason::SenderQuota,
+                    format!(
+                        "transaction {id}: sender {} has its limit of {} pending transactions; \
+                         retry when they commit",
+                        hex::encode(sender),
+                        limits.max_txs_per_sender
+                    ),
+                ))
+            } else if inner.pending.len() >= limits.max_txs {
                 Err(Rejection::new(
                     RejectReason::MempoolFull,
                     format!(
                         "transaction {id}: mempool holds its limit of {} transactions; retry later",
-                        self.max_txs
+                        limits.max_txs
+                    ),
+                ))
+            } else if inner.pending_bytes + size > limits.max_bytes {
+                Err(Rejection::new(
+                    RejectReason::MempoolBytesFull,
+                    format!(
+                        "transaction {id} ({size} bytes): mempool holds {} of its limit of {} \
+                         bytes; retry later",
+                        inner.pending_bytes, limits.max_bytes
                     ),
                 ))
             } else {
-                let size = tx.encoded_len();
+                inner.queued += 1;
                 inner.queued_bytes += size;
-                inner.queued.insert(id, size);
-                inner.signatures.insert(id, tx.signature);
+                inner.pending_bytes += size;
+                *inner.per_sender.entry(sender).or_insert(0) += 1;
+                inner.pending.insert(
+                    id,
+                    Entry {
+                        size,
+                        sender,
+                        signature: tx.signature,
+                        in_flight: false,
+                    },
+                );
                 inner.queue.push_back(Arc::new(tx));
                 added = true;
                 Ok(id)
@@ -147,7 +236,7 @@ impl Mempool {
             let Some(next) = inner.queue.front() else {
                 break;
             };
-            if !inner.queued.contains_key(&next.id) {
+            if !inner.is_queued(&next.id) {
                 inner.queue.pop_front(); // stale entry
                 continue;
             }
@@ -159,9 +248,14 @@ impl Mempool {
                 break;
             };
             bytes += size;
-            inner.queued_bytes = inner.queued_bytes.saturating_sub(size);
-            inner.queued.remove(&tx.id);
-            inner.in_flight.insert(tx.id);
+            let taken_size = inner.pending.get_mut(&tx.id).map(|entry| {
+                entry.in_flight = true;
+                entry.size
+            });
+            if let Some(size) = taken_size {
+                inner.queued -= 1;
+                inner.queued_bytes = inner.queued_bytes.saturating_sub(size);
+            }
             taken.push(tx);
         }
         taken
@@ -171,15 +265,11 @@ impl Mempool {
     pub fn committed(&self, ids: &[TxId]) {
         let mut inner = self.lock();
         for id in ids {
-            inner.in_flight.remove(id);
-            inner.signatures.remove(id);
-            if let Some(size) = inner.queued.remove(id) {
-                inner.queued_bytes = inner.queued_bytes.saturating_sub(size);
-            }
+            inner.remove(id);
         }
-        if inner.queue.len() > 2 * inner.queued.len() + 1024 {
-            let Inner { queue, queued, .. } = &mut *inner;
-            queue.retain(|t| queued.contains_key(&t.id));
+        if inner.queue.len() > 2 * inner.queued + 1024 {
+            let Inner { queue, pending, .. } = &mut *inner;
+            queue.retain(|t| pending.get(&t.id).is_some_and(|e| !e.in_flight));
         }
     }
 
@@ -188,7 +278,7 @@ impl Mempool {
     pub fn contains_all(&self, ids: &[TxId]) -> Vec<bool> {
         let inner = self.lock();
         ids.iter()
-            .map(|id| inner.queued.contains_key(id) || inner.in_flight.contains(id))
+            .map(|id| inner.pending.contains_key(id))
             .collect()
     }
 
@@ -197,7 +287,7 @@ impl Mempool {
     pub fn verified(&self, txs: &[VerifiedTx]) -> Vec<bool> {
         let inner = self.lock();
         txs.iter()
-            .map(|t| inner.signatures.get(&t.id) == Some(&t.signature))
+            .map(|t| inner.pending.get(&t.id).map(|e| &e.signature) == Some(&t.signature))
             .collect()
     }
 
@@ -207,7 +297,7 @@ impl Mempool {
         inner
             .queue
             .iter()
-            .filter(|t| inner.queued.contains_key(&t.id))
+            .filter(|t| inner.is_queued(&t.id))
             .cloned()
             .collect()
     }
@@ -217,12 +307,13 @@ impl Mempool {
     pub fn requeue(&self, txs: Vec<Arc<VerifiedTx>>) {
         let mut inner = self.lock();
         for tx in txs.into_iter().rev() {
-            if !inner.in_flight.remove(&tx.id) {
+            let Some(entry) = inner.pending.get_mut(&tx.id).filter(|e| e.in_flight) else {
                 continue; // committed meanwhile, or already queued
-            }
-            let size = tx.encoded_len();
+            };
+            entry.in_flight = false;
+            let size = entry.size;
+            inner.queued += 1;
             inner.queued_bytes += size;
-            inner.queued.insert(tx.id, size);
             inner.queue.push_front(tx);
         }
         drop(inner);
@@ -235,16 +326,16 @@ impl Mempool {
     }
 
     pub fn is_pending(&self, id: &TxId) -> bool {
-        let inner = self.lock();
-        inner.queued.contains_key(id) || inner.in_flight.contains(id)
+        self.lock().pending.contains_key(id)
     }
 
     pub fn stats(&self) -> MempoolStats {
         let inner = self.lock();
         MempoolStats {
-            queued: inner.queued.len(),
+            queued: inner.queued,
             queued_bytes: inner.queued_bytes,
-            in_flight: inner.in_flight.len(),
+            in_flight: inner.pending.len() - inner.queued,
+            pending_bytes: inner.pending_bytes,
         }
     }
 
@@ -291,6 +382,29 @@ mod tests {
         .expect("valid")
     }
 
+    fn limits(max_txs: usize) -> MempoolLimits {
+        MempoolLimits {
+            max_txs,
+            max_bytes: usize::MAX,
+            max_txs_per_sender: usize::MAX,
+        }
+    }
+
+    fn signed_by(key: u8, nonce: u64, value_len: usize) -> VerifiedTx {
+        decode(
+            sign(
+                &SigningKey::from_bytes(&[key; 32]),
+                "test",
+                nonce,
+                1,
+                put(format!("k{nonce}"), vec![b'v'; value_len]),
+            ),
+            "test",
+            &ChainParams::default().tx_limits(),
+        )
+        .expect("valid")
+    }
+
     fn reasons(results: &[Result<TxId, Rejection>]) -> Vec<Option<RejectReason>> {
         results
             .iter()
@@ -302,7 +416,7 @@ mod tests {
     fn refuses_duplicates_while_queued_in_flight_and_committed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = ledger(dir.path());
-        let pool = Mempool::new(10);
+        let pool = Mempool::new(limits(10));
         assert_eq!(
             reasons(&pool.admit(vec![tx(1), tx(1)], &ledger)),
             vec![None, Some(RejectReason::DuplicatePending)]
@@ -332,7 +446,7 @@ mod tests {
     fn full_pool_refuses_with_its_own_reason() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = ledger(dir.path());
-        let pool = Mempool::new(2);
+        let pool = Mempool::new(limits(2));
         let r = pool.admit(vec![tx(1), tx(2), tx(3)], &ledger);
         assert_eq!(
             reasons(&r),
@@ -344,7 +458,7 @@ mod tests {
     fn take_respects_count_and_bytes_and_requeue_restores_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = ledger(dir.path());
-        let pool = Mempool::new(100);
+        let pool = Mempool::new(limits(100));
         pool.admit((0..10).map(tx).collect(), &ledger);
         let size = tx(3).encoded_len(); // nonce 0 would be omitted from the encoding
         assert_eq!(pool.take(3, usize::MAX).len(), 3);
@@ -362,7 +476,7 @@ mod tests {
     fn a_commit_removes_queued_transactions_too() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = ledger(dir.path());
-        let pool = Mempool::new(100);
+        let pool = Mempool::new(limits(100));
         pool.admit((1..=4).map(tx).collect(), &ledger);
         let ids: Vec<TxId> = (1..=4).map(|n| tx(n).id).collect();
         assert_eq!(pool.contains_all(&ids), vec![true; 4]);
@@ -382,11 +496,82 @@ mod tests {
     fn closed_pool_refuses_everything() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = ledger(dir.path());
-        let pool = Mempool::new(100);
+        let pool = Mempool::new(limits(100));
         pool.close();
         assert_eq!(
             reasons(&pool.admit(vec![tx(1)], &ledger)),
             vec![Some(RejectReason::ShuttingDown)]
+        );
+    }
+
+    #[test]
+    fn a_sender_over_its_quota_is_refused_and_others_still_get_in() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(MempoolLimits {
+            max_txs_per_sender: 2,
+            ..limits(100)
+        });
+        let flood: Vec<VerifiedTx> = (1..=4).map(|n| signed_by(3, n, 1)).collect();
+        assert_eq!(
+            reasons(&pool.admit(flood, &ledger)),
+            vec![
+                None,
+                None,
+                Some(RejectReason::SenderQuota),
+                Some(RejectReason::SenderQuota)
+            ]
+        );
+        assert_eq!(
+            reasons(&pool.admit(vec![signed_by(4, 1, 1)], &ledger)),
+            vec![None]
+        );
+        // In flight still counts; a commit frees the sender's quota.
+        let taken = pool.take(1, usize::MAX);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(
+            reasons(&pool.admit(vec![signed_by(3, 5, 1)], &ledger)),
+            vec![Some(RejectReason::SenderQuota)]
+        );
+        pool.committed(&[taken[0].id]);
+        assert_eq!(
+            reasons(&pool.admit(vec![signed_by(3, 5, 1)], &ledger)),
+            vec![None]
+        );
+    }
+
+    #[test]
+    fn the_byte_limit_counts_queued_and_in_flight_transactions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let size = signed_by(5, 1, 1000).encoded_len();
+        let pool = Mempool::new(MempoolLimits {
+            max_bytes: 2 * size + size / 2,
+            ..limits(100)
+        });
+        assert_eq!(
+            reasons(&pool.admit((1..=3).map(|n| signed_by(5, n, 1000)).collect(), &ledger)),
+            vec![None, None, Some(RejectReason::MempoolBytesFull)]
+        );
+        // Taking into a proposal frees no bytes: the transactions are still held.
+        let taken = pool.take(2, usize::MAX);
+        assert_eq!(pool.stats().pending_bytes, 2 * size);
+        assert_eq!(
+            reasons(&pool.admit(vec![signed_by(5, 4, 1000)], &ledger)),
+            vec![Some(RejectReason::MempoolBytesFull)]
+        );
+        // A small transaction still fits.
+        assert_eq!(
+            reasons(&pool.admit(vec![signed_by(5, 5, 1)], &ledger)),
+            vec![None]
+        );
+        pool.requeue(taken.clone());
+        pool.committed(&taken.iter().map(|t| t.id).collect::<Vec<_>>());
+        assert_eq!(pool.stats().pending_bytes, signed_by(5, 5, 1).encoded_len());
+        assert_eq!(pool.stats().queued, 1);
+        assert_eq!(
+            reasons(&pool.admit(vec![signed_by(5, 4, 1000)], &ledger)),
+            vec![None]
         );
     }
 }

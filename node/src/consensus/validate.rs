@@ -153,7 +153,11 @@ mod tests {
             "n0".into(),
             key.verifying_key(),
             Arc::new(ledger),
-            1_000,
+            (&crate::config::MempoolConfig {
+                max_txs: 1_000,
+                ..Default::default()
+            })
+                .into(),
             HealthConfig::default(),
         )
     }

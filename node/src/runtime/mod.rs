@@ -90,7 +90,7 @@ impl NodeState {
         name: String,
         node_key: VerifyingKey,
         ledger: Arc<Ledger>,
-        mempool_max: usize,
+        mempool: crate::mempool::MempoolLimits,
         health: HealthConfig,
     ) -> Self {
         let metrics = NodeMetrics::new();
@@ -100,7 +100,7 @@ impl NodeState {
             name,
             node_key,
             ledger,
-            mempool: Mempool::new(mempool_max),
+            mempool: Mempool::new(mempool),
             metrics,
             feed: CommitFeed::default(),
             consensus: ConsensusShared::default(),
@@ -314,7 +314,7 @@ pub async fn run(
         config.name.clone(),
         node_key,
         Arc::new(ledger),
-        config.mempool.max_txs,
+        (&config.mempool).into(),
         config.health.clone(),
     ));
     if config.health.watchdog_s > 0 {

@@ -56,7 +56,9 @@ pub fn code_for(reason: RejectReason) -> Code {
             Code::OutOfRange
         }
         RejectReason::DuplicateCommitted | RejectReason::DuplicatePending => Code::AlreadyExists,
-        RejectReason::MempoolFull => Code::ResourceExhausted,
+        RejectReason::MempoolFull | RejectReason::MempoolBytesFull | RejectReason::SenderQuota => {
+            Code::ResourceExhausted
+        }
         RejectReason::ShuttingDown => Code::Unavailable,
         RejectReason::NotAuthorized => Code::PermissionDenied,
         RejectReason::ConfigRefused | RejectReason::ReadOnly => Code::FailedPrecondition,
@@ -83,6 +85,8 @@ pub fn label_for(reason: RejectReason) -> &'static str {
         RejectReason::ConfigRefused => "config_refused",
         RejectReason::ReadOnly => "read_only",
         RejectReason::BatchTooLarge => "batch_too_large",
+        RejectReason::MempoolBytesFull => "mempool_bytes_full",
+        RejectReason::SenderQuota => "sender_quota",
     }
 }
 

@@ -304,7 +304,9 @@ pub async fn run(endpoint: &str, args: BenchArgs, output: Output) -> Result<()> 
                             RejectReason::Unspecified => {
                                 shared.accepted.fetch_add(1, Ordering::AcqRel);
                             }
-                            RejectReason::MempoolFull => retry.push(i),
+                            RejectReason::MempoolFull
+                            | RejectReason::MempoolBytesFull
+                            | RejectReason::SenderQuota => retry.push(i),
                             other => {
                                 shared.failed.fetch_add(1, Ordering::Relaxed);
                                 let mut r = rejects.lock().unwrap_or_else(|p| p.into_inner());
