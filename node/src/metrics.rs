@@ -39,6 +39,9 @@ pub struct NodeMetrics {
     pub corrupt: Gauge,
     pub consensus_messages: Family<DirectionLabel, Counter>,
     pub state_transfers: Counter,
+    /// Commit certificates a state-transfer source served that did not
+    /// verify (not stored, not served on).
+    pub certificates_refused: Counter,
 }
 
 /// Where a client signature was checked: `client` (submitted to this
@@ -169,6 +172,12 @@ impl NodeMetrics {
             "Completed state transfers from peers",
             state_transfers.clone(),
         );
+        let certificates_refused = Counter::default();
+        registry.register(
+            "state_transfer_certificates_refused",
+            "Commit certificates served in state transfer that did not verify, dropped",
+            certificates_refused.clone(),
+        );
         Self {
             registry,
             height,
@@ -180,6 +189,7 @@ impl NodeMetrics {
             corrupt,
             consensus_messages,
             state_transfers,
+            certificates_refused,
             blocks_committed,
             txs_committed,
             txs_rejected,

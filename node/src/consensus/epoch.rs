@@ -122,6 +122,20 @@ pub struct EpochPlan {
     pub me: Option<ReplicaIndex>,
 }
 
+/// The PBFT validator set of an epoch: its validators' keys, in replica
+/// index order, bound to the checkpoint the epoch starts after.
+pub fn validator_set(validators: &[NodeInfo], base: u64) -> Result<ValidatorSet, EpochError> {
+    let keys = validators
+        .iter()
+        .map(|v| {
+            <[u8; 32]>::try_from(v.public_key.as_slice()).map_err(|_| EpochError::BadKey {
+                name: v.name.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ValidatorSet::for_epoch(&keys, base)?)
+}
+
 /// The epoch a node whose ledger is at its tip works in: the one ordering
 /// the next block, except right at an epoch's end whose certificate this
 /// node does not hold yet (it stays with the old set until it does).
@@ -138,18 +152,10 @@ pub fn plan(ledger: &Ledger, my_key: &[u8; 32]) -> Result<EpochPlan, EpochError>
     } else {
         (next.base, next.validators.to_vec(), next.end)
     };
-    let keys = validators
+    let vset = validator_set(&validators, base)?;
+    let me = validators
         .iter()
-        .map(|v| {
-            <[u8; 32]>::try_from(v.public_key.as_slice()).map_err(|_| EpochError::BadKey {
-                name: v.name.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let vset = ValidatorSet::for_epoch(&keys, base)?;
-    let me = keys
-        .iter()
-        .position(|k| k == my_key)
+        .position(|v| v.public_key.as_slice() == my_key)
         .map(|i| i as ReplicaIndex);
     let base = if base == 0 {
         StableCheckpoint {

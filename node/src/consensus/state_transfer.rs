@@ -6,11 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kubeledger_pbft::{Digest, ReplicaIndex, Seq, SignedMessage};
+use kubeledger_pbft::{Digest, ReplicaIndex, Seq, SignedMessage, ValidatorSet};
 
 use super::codec;
 use crate::block::verify::verify_successor;
 use crate::block::Proposal;
+use crate::governance::validators::epoch_at;
 use crate::proto::peer_client::PeerClient;
 use crate::proto::{Block, GetBlocksRequest};
 use crate::runtime::NodeState;
@@ -172,6 +173,23 @@ pub(crate) async fn fetch_from(
         .map_err(|e| unreachable(format!("apply task failed: {e}")))?
 }
 
+/// A served commit certificate for block `height`, if it is one: it decodes,
+/// is for that sequence, and a quorum of `vset` signed matching COMMITs.
+/// (Its digest is the ordered payload's, which the block alone does not
+/// determine; the block is proven by the hash chain to a certified
+/// checkpoint.) Anything else is dropped rather than stored and served on.
+pub(crate) fn verified_certificate(
+    bytes: Vec<u8>,
+    height: u64,
+    vset: &ValidatorSet,
+) -> Option<Vec<u8>> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let cert = codec::decode_certificate(&bytes).ok()?;
+    (cert.seq == height && cert.verify(vset)).then_some(bytes)
+}
+
 /// Re-executes verified blocks; each must reproduce the fetched hash.
 fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(), TransferError> {
     let chain_id = state.ledger.chain_id().to_owned();
@@ -182,6 +200,7 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
         max_key_bytes: usize::MAX,
         max_value_bytes: usize::MAX,
     };
+    let mut vset: Option<(u64, ValidatorSet)> = None;
     for (block, hash, cert) in blocks {
         let Some(header) = block.header.clone() else {
             continue;
@@ -202,7 +221,24 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
             proposer: header.proposer.as_slice().try_into().unwrap_or_default(),
             txs,
         };
-        let cert = (!cert.is_empty() && codec::decode_certificate(&cert).is_ok()).then_some(cert);
+        // The served certificate is kept (and served on) only if it holds:
+        // the chain itself is already proven by the checkpoint it ends at.
+        let config = state.ledger.config();
+        let epoch = epoch_at(&config, header.height);
+        let (base, validators) = (epoch.base, epoch.validators.to_vec());
+        if vset.as_ref().is_none_or(|(b, _)| *b != base) {
+            vset = super::epoch::validator_set(&validators, base)
+                .ok()
+                .map(|v| (base, v));
+        }
+        let served = !cert.is_empty();
+        let cert = match &vset {
+            Some((_, v)) => verified_certificate(cert, header.height, v),
+            None => None,
+        };
+        if served && cert.is_none() {
+            state.metrics.certificates_refused.inc();
+        }
         state.heartbeat(crate::runtime::Loop::Storage);
         let committed = state.ledger.commit_certified(&proposal, cert.as_deref())?;
         if committed.hash != hash {
@@ -224,4 +260,87 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
         state.on_committed(Arc::new(committed));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use kubeledger_pbft::{CommitCertificate, Message, Vote};
+
+    fn keys() -> Vec<SigningKey> {
+        (1..=4u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect()
+    }
+
+    fn vset(keys: &[SigningKey]) -> ValidatorSet {
+        let public: Vec<[u8; 32]> = keys.iter().map(|k| k.verifying_key().to_bytes()).collect();
+        ValidatorSet::for_epoch(&public, 0).expect("vset")
+    }
+
+    fn certificate(
+        vset: &ValidatorSet,
+        keys: &[SigningKey],
+        signers: &[u32],
+        seq: Seq,
+        forge: Option<u32>,
+    ) -> Vec<u8> {
+        let vote = Vote {
+            view: 0,
+            seq,
+            digest: [7; 32],
+        };
+        let commits = signers
+            .iter()
+            .map(|&i| {
+                // A forgery: signed by another key than the signer's.
+                let key = if forge == Some(i) {
+                    &keys[((i + 1) % 4) as usize]
+                } else {
+                    &keys[i as usize]
+                };
+                SignedMessage::sign(vset, i, key, Message::Commit(vote))
+            })
+            .collect();
+        codec::encode_certificate(&CommitCertificate {
+            view: 0,
+            seq,
+            digest: [7; 32],
+            commits,
+        })
+        .expect("encode")
+    }
+
+    #[test]
+    fn only_a_quorum_certificate_for_the_block_s_height_is_kept() {
+        let keys = keys();
+        let vset = vset(&keys);
+        let good = certificate(&vset, &keys, &[0, 1, 2], 5, None);
+        assert_eq!(
+            verified_certificate(good.clone(), 5, &vset),
+            Some(good.clone())
+        );
+        // Another height's certificate, served with this block.
+        assert_eq!(verified_certificate(good, 6, &vset), None);
+        // Too few signers for a quorum of 4.
+        let short = certificate(&vset, &keys, &[0, 1], 5, None);
+        assert_eq!(verified_certificate(short, 5, &vset), None);
+        // One forged signature among a quorum's worth.
+        let forged = certificate(&vset, &keys, &[0, 1, 2], 5, Some(1));
+        assert_eq!(verified_certificate(forged, 5, &vset), None);
+        // The same signer three times.
+        let repeated = certificate(&vset, &keys, &[1, 1, 1], 5, None);
+        assert_eq!(verified_certificate(repeated, 5, &vset), None);
+        // Garbage, and nothing.
+        assert_eq!(verified_certificate(vec![0xff; 40], 5, &vset), None);
+        assert_eq!(verified_certificate(Vec::new(), 5, &vset), None);
+        // Another validator set's signatures (another epoch).
+        let other: Vec<SigningKey> = (11..=14u8)
+            .map(|i| SigningKey::from_bytes(&[i; 32]))
+            .collect();
+        let other_set = self::vset(&other);
+        let foreign = certificate(&other_set, &other, &[0, 1, 2], 5, None);
+        assert_eq!(verified_certificate(foreign, 5, &vset), None);
+    }
 }
