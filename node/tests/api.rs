@@ -369,20 +369,8 @@ async fn bad_input_gets_a_distinct_status_is_counted_and_changes_nothing() {
     node.stop().await;
 }
 
-/// Scrapes /metrics with a plain HTTP/1.1 request.
 async fn reqwest_metrics(node: &InProcessNode) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(node.addrs.metrics)
-        .await
-        .expect("metrics port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .expect("request");
-    let mut out = String::new();
-    stream.read_to_string(&mut out).await.expect("response");
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
+    scrape_metrics(node.addrs.metrics).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

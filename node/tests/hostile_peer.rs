@@ -1,7 +1,9 @@
 //! An outsider on the peer port of a 4-replica consortium of real processes:
 //! a 40 KB frame of signed messages nested 10,000 deep, sent to every peer
-//! port, and an unsigned PREPARE claiming a far height. Every node stays up
-//! and ready, believes no forged height, and keeps committing.
+//! port, an unsigned PREPARE claiming a far height, and a flood of forged
+//! votes claiming to be replica 1's. Every node stays up and ready,
+//! believes no forged height, closes the flooding stream, counts what it
+//! refused, and keeps committing.
 
 mod common;
 
@@ -20,11 +22,15 @@ const FORGED_HEIGHT: u64 = 1_000_000_000;
 /// A PREPARE that claims to be replica 1's, at a far sequence number, with a
 /// signature of random bytes.
 fn forged_prepare() -> Vec<u8> {
+    forged_vote(FORGED_HEIGHT)
+}
+
+fn forged_vote(seq: u64) -> Vec<u8> {
     let msg = SignedMessage {
         signer: 1,
         message: Message::Prepare(Vote {
             view: 0,
-            seq: FORGED_HEIGHT,
+            seq,
             digest: rand::random(),
         }),
         signature: (0..64).map(|_| rand::random::<u8>()).collect(),
@@ -45,6 +51,27 @@ async fn send(peer_addr: std::net::SocketAddr, from: u32, message: Vec<u8>) {
     };
     // The node may answer or drop the stream; what matters is what it does next.
     let _ = client.messages(futures::stream::iter(vec![frame])).await;
+}
+
+/// Sends `frames` frames of `per_frame` forged votes as replica 1 on one
+/// stream; the node's answer.
+async fn flood(peer_addr: std::net::SocketAddr, frames: usize, per_frame: usize) -> tonic::Status {
+    let mut client = PeerClient::connect(format!("http://{peer_addr}"))
+        .await
+        .expect("connect to the peer port");
+    let frames: Vec<PeerFrame> = (0..frames)
+        .map(|f| PeerFrame {
+            from: 1,
+            consensus: (0..per_frame)
+                .map(|i| forged_vote((f * per_frame + i) as u64 + 1).into())
+                .collect(),
+            txs: Vec::new(),
+        })
+        .collect();
+    match client.messages(futures::stream::iter(frames)).await {
+        Ok(_) => tonic::Status::ok("the node took every forged vote"),
+        Err(status) => status,
+    }
 }
 
 async fn ready(endpoint: &str) -> bool {
@@ -107,6 +134,22 @@ async fn an_outsider_on_the_peer_port_crashes_stalls_and_blinds_nothing() {
             send(n.config.listen.peer, 1, forged_prepare()).await;
         }
     }
+
+    // A flood of forged votes on one stream: the node checks each signature
+    // at the edge, refuses them, and closes the stream once the forgeries
+    // pass the limit, so the sender has to connect again.
+    let flooded = &nodes[0];
+    let answer = flood(flooded.config.listen.peer, 50, 100).await;
+    assert_eq!(answer.code(), tonic::Code::PermissionDenied, "{answer:?}");
+    assert!(answer.message().contains("signature"), "{answer:?}");
+    let metrics = scrape_metrics(flooded.config.listen.metrics).await;
+    let refused = sample(
+        &metrics,
+        "kubeledger_consensus_messages_total{direction=\"unauthenticated\"}",
+    );
+    assert!(refused > 64.0, "refusals counted: {refused}\n{metrics}");
+    // It stopped checking where it closed the stream, far short of 5,000.
+    assert!(refused < 1_000.0, "refusals counted: {refused}");
 
     // Blocks keep committing past the attack on every node.
     let mut first = clients[0].clone();

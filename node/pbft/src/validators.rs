@@ -1,7 +1,7 @@
 //! The validator set: replica index -> ed25519 public key.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest as _, Sha256};
@@ -19,8 +19,10 @@ pub struct ValidatorSet {
     hash: Digest,
     /// Memo of already verified (message, signature) hashes. Certificates
     /// nest signatures the replica has usually checked before; skipping
-    /// the curve arithmetic for them does not change any outcome.
-    verified: Mutex<BTreeSet<Digest>>,
+    /// the curve arithmetic for them does not change any outcome. Clones
+    /// share it: a runtime that checks a message's signature at the network
+    /// edge saves the replica from checking it again.
+    verified: Arc<Mutex<BTreeSet<Digest>>>,
 }
 
 impl Clone for ValidatorSet {
@@ -28,7 +30,7 @@ impl Clone for ValidatorSet {
         ValidatorSet {
             keys: self.keys.clone(),
             hash: self.hash,
-            verified: Mutex::new(BTreeSet::new()),
+            verified: Arc::clone(&self.verified),
         }
     }
 }
@@ -61,7 +63,7 @@ impl ValidatorSet {
         Ok(ValidatorSet {
             keys,
             hash: h.finalize().into(),
-            verified: Mutex::new(BTreeSet::new()),
+            verified: Arc::new(Mutex::new(BTreeSet::new())),
         })
     }
 

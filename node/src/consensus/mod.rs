@@ -1,7 +1,7 @@
 //! PBFT replication: the node side of the pure `kubeledger-pbft` replica.
 //!
 //! ```text
-//!  peers ──Peer.Messages──▶ transport ──priority queue──▶ ┌───────────────┐
+//!  peers ──Peer.Messages──▶ transport ──per-signer queues▶┌───────────────┐
 //!  clients ─▶ admission ─▶ mempool ─▶ block cutter ─────▶ │ consensus task│──▶ peers (bounded
 //!       (backups forward admitted txs to the primary)     │  owns Replica │    queues, dropped
 //!  timers (deadlines) ──────────────────────────────────▶ │  persists its │    on overflow)
@@ -17,6 +17,7 @@ pub mod catch_up;
 pub mod codec;
 pub mod epoch;
 pub mod executor;
+pub mod inbound;
 pub mod observer;
 pub mod payload_table;
 pub mod persist;

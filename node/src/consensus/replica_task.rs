@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 use super::catch_up::CatchUp;
 use super::epoch::{self, EpochPlan};
 use super::executor::{Done, Executor, Job};
+use super::inbound::Inbound;
 use super::persist::{PersistError, Persister};
 use super::status::{EpochView, Snapshot};
 use super::transport::{PeerLinks, PeerService, MAX_FRAME_BYTES};
@@ -32,8 +33,6 @@ use crate::tx::{TxId, VerifiedTx};
 
 /// Peer messages processed before the task looks at anything else.
 const PEER_BURST: usize = 512;
-/// Inbound consensus messages queued before new ones are dropped.
-const INBOUND_QUEUE: usize = 16_384;
 /// Own proposals outstanding (ordered, not yet committed) at most.
 const MAX_OUTSTANDING_PROPOSALS: usize = 4;
 /// How long a stopping primary keeps ordering what it admitted.
@@ -116,12 +115,14 @@ pub async fn start(
             .await
             .map_err(|e| PersistError::MissingPayload(format!("plan task: {e}")))??
     };
-    state.consensus.set_epoch(EpochView::new(
+    let mut view = EpochView::new(
         first.base.seq,
         first.end,
         first.validators.clone(),
         first.me,
-    ));
+    );
+    view.vset = first.me.map(|_| first.vset.clone());
+    state.consensus.set_epoch(view);
     let (persister, stored) = {
         let l = ledger.clone();
         tokio::task::spawn_blocking(move || Persister::load(l))
@@ -129,8 +130,8 @@ pub async fn start(
             .map_err(|e| PersistError::MissingPayload(format!("load task: {e}")))??
     };
 
-    let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
-    let service = PeerServer::new(PeerService::new(state.clone(), inbound_tx))
+    let inbound = Arc::new(Inbound::default());
+    let service = PeerServer::new(PeerService::new(state.clone(), inbound.clone()))
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
     let mut stopping = state.stopping();
@@ -167,7 +168,7 @@ pub async fn start(
         stored,
         parts: Some(Parts {
             persister,
-            inbound: inbound_rx,
+            inbound,
             jobs: jobs_tx,
             done: done_rx,
             validated_tx,
@@ -186,7 +187,8 @@ pub async fn start(
 /// What outlives one epoch's consensus task.
 struct Parts {
     persister: Persister,
-    inbound: mpsc::Receiver<(ReplicaIndex, kubeledger_pbft::SignedMessage)>,
+    /// Verified peer messages, queued per signer.
+    inbound: Arc<Inbound>,
     jobs: mpsc::UnboundedSender<Job>,
     done: mpsc::UnboundedReceiver<Done>,
     validated_tx: mpsc::UnboundedSender<Validated>,
@@ -321,6 +323,7 @@ impl Supervisor {
         let (epoch_over, link_stop) = epoch_stop_signal(&self.state);
         let links = PeerLinks::start(self.state.clone(), me, &view.peers, link_stop);
         view.links = Some(links.clone());
+        view.vset = Some(plan.vset.clone());
         self.state.consensus.set_epoch(view);
         self.state
             .consensus
@@ -482,9 +485,9 @@ impl ConsensusTask {
             }
             // Agreement first: drain a burst of peer messages.
             for _ in 0..PEER_BURST {
-                match self.parts.inbound.try_recv() {
-                    Ok((from, msg)) => self.on_peer_message(from, msg),
-                    Err(_) => break,
+                match self.parts.inbound.pop() {
+                    Some((from, msg)) => self.on_peer_message(from, msg),
+                    None => break,
                 }
             }
             while let Ok(d) = self.parts.done.try_recv() {
@@ -507,11 +510,7 @@ impl ConsensusTask {
                 .maybe_ask(&self.state, &self.vset, self.replica.status(), &proofs_tx);
             tokio::select! {
                 biased;
-                m = self.parts.inbound.recv() => {
-                    if let Some((from, msg)) = m {
-                        self.on_peer_message(from, msg);
-                    }
-                }
+                _ = self.parts.inbound.ready() => {}
                 d = self.parts.done.recv() => {
                     if let Some(d) = d {
                         self.on_done(d);

@@ -51,6 +51,9 @@ pub struct EpochView {
     pub(crate) links: Option<Arc<PeerLinks>>,
     /// This node's replica index (none: it observes).
     pub me: Option<ReplicaIndex>,
+    /// The set's keys, while this node is one of the validators: the network
+    /// edge checks consensus signatures with it (sharing the replica's memo).
+    pub vset: Option<kubeledger_pbft::ValidatorSet>,
 }
 
 impl EpochView {
@@ -78,6 +81,7 @@ impl EpochView {
             peers,
             links: None,
             me,
+            vset: None,
         }
     }
 }
@@ -152,6 +156,7 @@ impl ConsensusShared {
             peers: cur.peers.clone(),
             links: cur.links.clone(),
             me: cur.me,
+            vset: cur.vset.clone(),
         });
     }
 

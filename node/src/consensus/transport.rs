@@ -15,12 +15,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use kubeledger_pbft::{Message, ReplicaIndex, SignedMessage};
+use kubeledger_pbft::{Message, ReplicaIndex, SignedMessage, ValidatorSet};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec;
+use super::inbound::Inbound;
 use super::status::PeerHealth;
 use crate::proto::peer_client::PeerClient;
 use crate::proto::peer_server::Peer;
@@ -281,20 +282,32 @@ fn add(frame: &mut PeerFrame, item: Outbound) -> usize {
     }
 }
 
-/// Inbound consensus messages waiting for the consensus task.
-pub type InboundQueue = mpsc::Sender<(ReplicaIndex, SignedMessage)>;
+/// A stream that delivered more messages failing their signature check than
+/// this, and more failing than passing, is closed: the sender pays for the
+/// next connection, not the node for more checks.
+const MAX_UNAUTHENTICATED_PER_STREAM: u64 = 64;
 
 /// The `kubeledger.v1.Peer` service.
 #[derive(Debug, Clone)]
 pub struct PeerService {
     state: Arc<NodeState>,
-    inbound: InboundQueue,
+    inbound: Arc<Inbound>,
 }
 
 impl PeerService {
-    pub fn new(state: Arc<NodeState>, inbound: InboundQueue) -> Self {
+    pub fn new(state: Arc<NodeState>, inbound: Arc<Inbound>) -> Self {
         Self { state, inbound }
     }
+}
+
+/// Whether the network edge may pass `msg`, delivered by `from`, to the
+/// consensus task: its signer is a validator, it is signed by the peer that
+/// sent it (a NEW-VIEW, self-certifying, may be relayed), and its outer
+/// signature verifies. The check is remembered in the set, so the replica
+/// does not repeat it.
+pub(crate) fn authentic(vset: &ValidatorSet, from: ReplicaIndex, msg: &SignedMessage) -> bool {
+    let relayable = matches!(msg.message, Message::NewView(_));
+    vset.contains(msg.signer) && (msg.signer == from || relayable) && msg.verify(vset)
 }
 
 /// The height a consensus message shows its signer has reached.
@@ -317,6 +330,7 @@ impl Peer for PeerService {
         request: Request<Streaming<PeerFrame>>,
     ) -> Result<Response<PeerAck>, Status> {
         let mut frames = request.into_inner();
+        let (mut authenticated, mut unauthenticated) = (0u64, 0u64);
         while let Some(frame) = frames.next().await {
             let frame = frame?;
             // The validator set can change between frames (epochs).
@@ -328,28 +342,48 @@ impl Peer for PeerService {
                     frame.from
                 )));
             }
-            if epoch.me.is_none() {
+            let (Some(_), Some(vset)) = (epoch.me, epoch.vset.as_ref()) else {
                 // An observer orders nothing: consensus traffic is not for it.
                 continue;
-            }
+            };
             let mut received = 0;
             for bytes in &frame.consensus {
-                match codec::decode_message(bytes) {
-                    Ok(msg) => {
-                        received += 1;
-                        // The peer's height is raised by the consensus task,
-                        // once the message's signature checks.
-                        if self.inbound.try_send((frame.from, msg)).is_err() {
-                            self.state.metrics.consensus_message("dropped", 1);
-                        }
-                    }
+                let msg = match codec::decode_message(bytes) {
+                    Ok(msg) => msg,
                     Err(e) => {
-                        self.state.metrics.consensus_message("dropped", 1);
+                        unauthenticated += 1;
+                        self.state.metrics.consensus_message("undecodable", 1);
                         tracing::debug!(from = frame.from, error = %e, "undecodable consensus message");
+                        continue;
                     }
+                };
+                // Nothing a message claims is believed before this check;
+                // the peer's height is raised by the consensus task.
+                if !authentic(vset, frame.from, &msg) {
+                    unauthenticated += 1;
+                    self.state.metrics.consensus_message("unauthenticated", 1);
+                    continue;
+                }
+                authenticated += 1;
+                received += 1;
+                if !self.inbound.push(frame.from, msg) {
+                    self.state.metrics.consensus_message("dropped", 1);
                 }
             }
             self.state.metrics.consensus_message("received", received);
+            if unauthenticated > MAX_UNAUTHENTICATED_PER_STREAM && unauthenticated > authenticated {
+                tracing::warn!(
+                    from = frame.from,
+                    unauthenticated,
+                    authenticated,
+                    "closing a peer stream of messages that fail their signature check"
+                );
+                return Err(Status::permission_denied(format!(
+                    "{unauthenticated} consensus messages on this stream failed their signature \
+                     check (claimed sender replica {}); closing it",
+                    frame.from
+                )));
+            }
             if !frame.txs.is_empty() {
                 admit_forwarded(&self.state, frame.txs).await;
             }
