@@ -44,7 +44,11 @@ metrics_port=$((port + 10 * primary + 2))
 
 run() { # run NAME: one saturation bench, its tx/s on stdout's last line
   "$bin" bench --endpoint "$first" --endpoints "$rest" --txs "$txs" --value-size 100 -o json >"$dir/$1.json"
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{sys.argv[2]}: {r[\"tx_per_sec\"]:.0f} tx/s, {r[\"committed\"]} committed, {r[\"failed\"]} failed, p99 {r[\"latency_ms\"][\"p99\"]:.0f} ms")' "$dir/$1.json" "$1"
+  python3 - "$dir/$1.json" "$1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]}: {r['tx_per_sec']:.0f} tx/s, {r['committed']} committed, {r['failed']} failed, p99 {r['latency_ms']['p99']:.0f} ms")
+PY
 }
 tps() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tx_per_sec"])' "$dir/$1.json"; }
 refused() {
