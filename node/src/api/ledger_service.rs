@@ -12,7 +12,6 @@ use tonic::{Request, Response, Status};
 
 use super::events;
 use crate::ledger::history;
-use crate::ledger::LedgerError;
 use crate::proto::{self, ledger_server::Ledger as LedgerApi, RejectReason, TxBody};
 use crate::runtime::{admission, NodeState};
 use crate::tx::{Rejection, TxId};
@@ -35,11 +34,6 @@ impl LedgerService {
     pub fn new(state: Arc<NodeState>) -> Self {
         Self { state }
     }
-}
-
-fn internal(e: LedgerError) -> Status {
-    tracing::error!(error = %e, "ledger read failed");
-    Status::internal(format!("ledger read failed: {e}"))
 }
 
 fn parse_tx_id(bytes: &[u8]) -> Result<TxId, Status> {
@@ -165,7 +159,13 @@ impl LedgerApi for LedgerService {
         request: Request<proto::GetTransactionRequest>,
     ) -> Result<Response<proto::GetTransactionResponse>, Status> {
         let id = parse_tx_id(&request.into_inner().tx_id)?;
-        if let Some(c) = self.state.ledger.transaction(&id).map_err(internal)? {
+        let ledger = self.state.ledger.clone();
+        let found = self
+            .state
+            .reads
+            .run("transaction lookup", move || ledger.transaction(&id))
+            .await?;
+        if let Some(c) = found {
             let body = TxBody::decode(c.tx.body.clone()).ok();
             return Ok(Response::new(proto::GetTransactionResponse {
                 state: proto::TxState::Committed as i32,
@@ -197,7 +197,13 @@ impl LedgerApi for LedgerService {
             return Err(Status::invalid_argument("key must not be empty"));
         }
         let height = self.state.ledger.tip().height;
-        let response = match self.state.ledger.get(&key).map_err(internal)? {
+        let ledger = self.state.ledger.clone();
+        let value = self
+            .state
+            .reads
+            .run("key lookup", move || ledger.get(&key))
+            .await?;
+        let response = match value {
             Some(v) => proto::GetResponse {
                 found: true,
                 value: v.value.to_vec(),
@@ -232,7 +238,13 @@ impl LedgerApi for LedgerService {
         let (config, height) = if at == 0 {
             (ledger.config().as_ref().clone(), tip)
         } else {
-            (ledger.config_at(at).map_err(internal)?, at)
+            let l = ledger.clone();
+            let config = self
+                .state
+                .reads
+                .run("configuration lookup", move || l.config_at(at))
+                .await?;
+            (config, at)
         };
         let effective = crate::governance::params_at(&config, height + 1);
         Ok(Response::new(proto::GetConfigResponse {
@@ -262,11 +274,12 @@ impl LedgerApi for LedgerService {
             n => n.min(MAX_PAGE),
         } as usize;
         let height = self.state.ledger.tip().height;
+        let ledger = self.state.ledger.clone();
         let proposals = self
             .state
-            .ledger
-            .proposals(state, limit)
-            .map_err(internal)?;
+            .reads
+            .run("proposal listing", move || ledger.proposals(state, limit))
+            .await?;
         Ok(Response::new(proto::ListProposalsResponse {
             proposals,
             height,
@@ -294,11 +307,13 @@ impl LedgerApi for LedgerService {
                 })?,
             )
         };
+        let ledger = self.state.ledger.clone();
+        let key = request.key;
         let page = self
             .state
-            .ledger
-            .history(&request.key, after, limit)
-            .map_err(internal)?;
+            .reads
+            .run("history read", move || ledger.history(&key, after, limit))
+            .await?;
         Ok(Response::new(proto::GetHistoryResponse {
             entries: page.entries,
             next_page_token: page
@@ -313,8 +328,14 @@ impl LedgerApi for LedgerService {
         request: Request<proto::GetBlockRequest>,
     ) -> Result<Response<proto::GetBlockResponse>, Status> {
         use proto::get_block_request::Selector;
+        let ledger = self.state.ledger.clone();
         let found = match request.into_inner().selector {
-            Some(Selector::Height(h)) => self.state.ledger.block_by_height(h).map_err(internal)?,
+            Some(Selector::Height(h)) => {
+                self.state
+                    .reads
+                    .run("block read", move || ledger.block_by_height(h))
+                    .await?
+            }
             Some(Selector::Hash(hash)) => {
                 if hash.len() != 32 {
                     return Err(Status::invalid_argument(format!(
@@ -322,7 +343,10 @@ impl LedgerApi for LedgerService {
                         hash.len()
                     )));
                 }
-                self.state.ledger.block_by_hash(&hash).map_err(internal)?
+                self.state
+                    .reads
+                    .run("block read", move || ledger.block_by_hash(&hash))
+                    .await?
             }
             None => return Err(Status::invalid_argument("give a height or a hash")),
         };
@@ -448,11 +472,17 @@ async fn stream_blocks(
     loop {
         // Catch up from storage.
         while next <= state.ledger.tip().height {
-            let event = match state.ledger.block_by_height(next) {
+            let ledger = state.ledger.clone();
+            let height = next;
+            let read = state
+                .reads
+                .run("block read", move || ledger.block_by_height(height))
+                .await;
+            let event = match read {
                 Ok(Some((block, hash))) => events::from_stored(&block, &hash, &prefix),
                 Ok(None) => break,
-                Err(e) => {
-                    let _ = out.send(Err(internal(e))).await;
+                Err(status) => {
+                    let _ = out.send(Err(status)).await;
                     return;
                 }
             };

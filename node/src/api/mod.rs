@@ -112,6 +112,7 @@ pub async fn serve(
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Server::builder()
         .tcp_nodelay(true)
+        .concurrency_limit_per_connection(crate::runtime::reads::MAX_REQUESTS_PER_CONNECTION)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(health_service)

@@ -139,6 +139,7 @@ pub async fn start(
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .concurrency_limit_per_connection(crate::runtime::reads::MAX_REQUESTS_PER_CONNECTION)
             .trace_fn(|req| tracing::debug_span!("peer", method = %req.uri().path()))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {

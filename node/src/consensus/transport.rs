@@ -403,25 +403,26 @@ impl Peer for PeerService {
             .to_height
             .min(self.state.ledger.tip().height)
             .min(from.saturating_add(MAX_BLOCKS_PER_REQUEST));
-        let ledger = self.state.ledger.clone();
+        let state = self.state.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             for height in from..=to {
-                let l = ledger.clone();
-                let item = tokio::task::spawn_blocking(move || {
-                    let block = l.block_by_height(height)?;
-                    let cert = l.certificate(height)?;
-                    Ok::<_, crate::ledger::LedgerError>(block.map(|(b, _)| CertifiedBlock {
-                        block: Some(b),
-                        certificate: cert.unwrap_or_default(),
-                    }))
-                })
-                .await;
+                let l = state.ledger.clone();
+                let item = state
+                    .reads
+                    .run("certified block read", move || {
+                        let block = l.block_by_height(height)?;
+                        let cert = l.certificate(height)?;
+                        Ok(block.map(|(b, _)| CertifiedBlock {
+                            block: Some(b),
+                            certificate: cert.unwrap_or_default(),
+                        }))
+                    })
+                    .await;
                 let item = match item {
-                    Ok(Ok(Some(b))) => Ok(b),
-                    Ok(Ok(None)) => break,
-                    Ok(Err(e)) => Err(Status::internal(e.to_string())),
-                    Err(e) => Err(Status::internal(e.to_string())),
+                    Ok(Some(b)) => Ok(b),
+                    Ok(None) => break,
+                    Err(status) => Err(status),
                 };
                 if tx.send(item).await.is_err() {
                     break;

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod commit_feed;
 pub mod liveness;
+pub mod reads;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +76,8 @@ pub struct NodeState {
     pub consensus: ConsensusShared,
     /// Heartbeats of the consensus and storage loops.
     pub heartbeats: Heartbeats,
+    /// Storage reads of the gRPC servers, off the async workers, bounded.
+    pub reads: reads::Reads,
     health: HealthConfig,
     storage_error: Mutex<Option<String>>,
     /// Set once this replica finds its own storage or state wrong; it then
@@ -105,6 +108,7 @@ impl NodeState {
             feed: CommitFeed::default(),
             consensus: ConsensusShared::default(),
             heartbeats: Heartbeats::new(Duration::from_secs(health.loop_timeout_s)),
+            reads: reads::Reads::default(),
             health,
             storage_error: Mutex::new(None),
             corruption: Mutex::new(None),
