@@ -255,8 +255,16 @@ def changes(before: dict, after: dict, path: str = "") -> list[str]:
 
 
 def test_a_second_pass_changes_nothing(cluster: Cluster, consortium, operators: Operators):
-    # Let the first passes settle (status converges after genesis), then
-    # restart the operator: a fresh process reconciles every object again.
+    # Let the first passes settle (status converges after genesis, and the
+    # health monitor classifies each node after its first probes: the pods
+    # never run here, so they become Unreachable), then restart the
+    # operator: a fresh process reconciles every object again.
+    def classified():
+        members = [cluster.get("member", m, "-n", ns) for m, ns in MEMBERS.items()]
+        nodes = [n for m in members for n in m.get("status", {}).get("nodes", [])]
+        return nodes and all(n.get("health") for n in nodes)
+    wait_for("the health monitor to classify every node", classified, timeout=180)
+
     def settled():
         before = resource_versions(cluster)
         time.sleep(3)
