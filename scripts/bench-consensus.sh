@@ -21,32 +21,9 @@ bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
 txs=200000; rates="5000 8000"; rate_secs=10
 if [ "${1:-}" = "--quick" ]; then txs=30000; rates="3000"; rate_secs=5; fi
 
-up_pid=""
-dir=""
-cleanup() {
-  if [ -n "$up_pid" ]; then kill -INT "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi
-  if [ -n "$dir" ]; then rm -rf "$dir"; fi
-}
-trap cleanup EXIT
-
-# start_consortium N [up flags]: a fresh consortium of N replicas on 127.0.0.1.
-start_consortium() {
-  cleanup
-  dir=$(mktemp -d /tmp/kubeledger-consensus.XXXXXX)
-  port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+)
-  "$bin" up --dir "$dir" --nodes "$1" --same-host --base-port "$port" --block-interval 200ms \
-    --max-block-txs "${MAX_BLOCK_TXS:-2000}" "${@:2}" >"$dir/up.log" 2>&1 &
-  up_pid=$!
-  endpoints=()
-  for i in $(seq 0 $(($1 - 1))); do endpoints+=("http://127.0.0.1:$((port + 10 * i))"); done
-  for e in "${endpoints[@]}"; do
-    for _ in $(seq 1 150); do "$bin" status --endpoint "$e" >/dev/null 2>&1 && break; sleep 0.2; done
-  done
-  first=${endpoints[0]}
-  rest=$(IFS=,; echo "${endpoints[*]:1}")
-}
-
-field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+# shellcheck source=scripts/consortium.sh
+. scripts/consortium.sh
+trap stop_consortium EXIT
 
 start_consortium 4
 echo "== 1. 4 replicas, saturation: $txs signed 100-byte puts over all replicas"

@@ -17,27 +17,16 @@ flooder=$target/examples/peer_flood
 txs=100000
 if [ "${1:-}" = "--quick" ]; then txs=20000; fi
 
-up_pid=""; flood_pid=""
-dir=$(mktemp -d /tmp/kubeledger-flood.XXXXXX)
+# shellcheck source=scripts/consortium.sh
+. scripts/consortium.sh
+flood_pid=""
 cleanup() {
   if [ -n "$flood_pid" ]; then kill "$flood_pid" 2>/dev/null || true; fi
-  if [ -n "$up_pid" ]; then kill -INT "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi
-  rm -rf "$dir"
+  stop_consortium
 }
 trap cleanup EXIT
 
-port=$((20000 + RANDOM % 12000))
-"$bin" up --dir "$dir" --nodes 4 --same-host --base-port "$port" --block-interval 200ms \
-  --max-block-txs 2000 >"$dir/up.log" 2>&1 &
-up_pid=$!
-endpoints=()
-for i in 0 1 2 3; do endpoints+=("http://127.0.0.1:$((port + 10 * i))"); done
-for e in "${endpoints[@]}"; do
-  for _ in $(seq 1 150); do "$bin" status --endpoint "$e" >/dev/null 2>&1 && break; sleep 0.2; done
-done
-first=${endpoints[0]}
-rest=$(IFS=,; echo "${endpoints[*]:1}")
-field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+start_consortium 4
 primary=$("$bin" status --endpoint "$first" -o json | field primary_index)
 peer_port=$((port + 10 * primary + 1))
 metrics_port=$((port + 10 * primary + 2))
