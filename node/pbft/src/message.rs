@@ -269,6 +269,13 @@ impl<'de> Deserialize<'de> for SignedMessage {
 }
 
 impl SignedMessage {
+    /// Whether a replica other than its signer may deliver it: a NEW-VIEW is
+    /// self-certifying and may be relayed by anyone; every other message
+    /// must come from the replica that signed it.
+    pub fn may_be_relayed(&self) -> bool {
+        matches!(self.message, Message::NewView(_))
+    }
+
     pub fn sign(
         vset: &ValidatorSet,
         signer: ReplicaIndex,

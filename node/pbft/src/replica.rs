@@ -621,9 +621,7 @@ impl Replica {
             self.stats.unknown_sender += 1;
             return;
         }
-        // A NEW-VIEW is self-certifying and may be relayed by anyone.
-        let relayable = matches!(msg.message, Message::NewView(_));
-        if msg.signer != from && !relayable {
+        if msg.signer != from && !msg.may_be_relayed() {
             self.stats.wrong_sender += 1;
             return;
         }

@@ -225,11 +225,10 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
         // the chain itself is already proven by the checkpoint it ends at.
         let config = state.ledger.config();
         let epoch = epoch_at(&config, header.height);
-        let (base, validators) = (epoch.base, epoch.validators.to_vec());
-        if vset.as_ref().is_none_or(|(b, _)| *b != base) {
-            vset = super::epoch::validator_set(&validators, base)
+        if vset.as_ref().is_none_or(|(base, _)| *base != epoch.base) {
+            vset = super::epoch::validator_set(epoch.validators, epoch.base)
                 .ok()
-                .map(|v| (base, v));
+                .map(|v| (epoch.base, v));
         }
         let served = !cert.is_empty();
         let cert = match &vset {
