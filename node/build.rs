@@ -1,22 +1,18 @@
-use std::path::PathBuf;
-
+/// The gRPC servers of `kubeledger.v1`. Messages and clients come from
+/// `kubeledger-protocol`, which owns the .proto files.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()
-        // Every client and server decodes through the bounded codec: a
-        // message with too many fields is refused before prost allocates.
-        .codec_path("crate::api::bounded_codec::BoundedCodec")
-        .file_descriptor_set_path(out_dir.join("kubeledger_descriptor.bin"))
-        .bytes(".kubeledger.v1.SignedTransaction.body")
-        .bytes(".kubeledger.v1.PeerFrame.consensus")
+        .codec_path("::kubeledger_protocol::bounded_codec::BoundedCodec")
+        .build_client(false)
+        .build_server(true)
+        .extern_path(".kubeledger.v1", "::kubeledger_protocol::proto")
         .compile_protos(
             &[
-                "proto/kubeledger/v1/types.proto",
-                "proto/kubeledger/v1/ledger.proto",
-                "proto/kubeledger/v1/peer.proto",
+                "../protocol/proto/kubeledger/v1/ledger.proto",
+                "../protocol/proto/kubeledger/v1/peer.proto",
             ],
-            &["proto"],
+            &["../protocol/proto"],
         )?;
-    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=../protocol/proto");
     Ok(())
 }

@@ -25,10 +25,17 @@ phase() {
 
 phase "cargo fmt"
 cargo fmt --all -- --check
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 phase "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --manifest-path fuzz/Cargo.toml --all-targets --locked -- -D warnings
 phase "cargo test"
 cargo test --workspace --locked
+
+# Every decoder reachable from the network, fuzzed from the kept corpus
+# (which replays first, so an old crash fails here). Two targets at a time.
+phase "fuzz (${KUBELEDGER_FUZZ_SECONDS:-120} s per target)"
+scripts/fuzz.sh --seconds "${KUBELEDGER_FUZZ_SECONDS:-120}"
 
 # The Kubernetes control plane for tests/k8s, built from Go modules into a
 # cache outside the repository (seconds when cached).

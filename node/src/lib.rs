@@ -17,28 +17,24 @@
 //! ```
 
 pub mod api;
-pub mod block;
 pub mod client;
 pub mod config;
 pub mod consensus;
-pub mod crypto;
-pub mod genesis;
-pub mod governance;
 pub mod ledger;
 pub mod local;
 pub mod mempool;
 pub mod metrics;
 pub mod runtime;
-pub mod tx;
 
-/// Generated protobuf and gRPC types of the `kubeledger.v1` package.
+// What the node shares with clients and the operator.
+pub use kubeledger_protocol::{block, crypto, genesis, governance, tx};
+
+/// The `kubeledger.v1` messages and clients (from `kubeledger-protocol`)
+/// and the node's gRPC servers, generated here.
 pub mod proto {
     #![allow(clippy::all, missing_docs)]
+    pub use kubeledger_protocol::proto::*;
     tonic::include_proto!("kubeledger.v1");
-
-    /// Encoded file descriptors, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        tonic::include_file_descriptor_set!("kubeledger_descriptor");
 }
 
 /// Version of this build, reported by `Status`.

@@ -29,6 +29,8 @@ struct Entry {
     signature: ed25519_dalek::Signature,
     /// Taken into a proposal, not yet committed.
     in_flight: bool,
+    /// Arrival number on this node (see [`Mempool::oldest_queued`]).
+    ticket: u64,
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +46,8 @@ struct Inner {
     queued_bytes: usize,
     /// Queued and in flight.
     pending_bytes: usize,
+    /// The next arrival number.
+    next_ticket: u64,
     closed: bool,
 }
 
@@ -202,6 +206,8 @@ impl Mempool {
                 inner.queued_bytes += size;
                 inner.pending_bytes += size;
                 *inner.per_sender.entry(sender).or_insert(0) += 1;
+                let ticket = inner.next_ticket;
+                inner.next_ticket += 1;
                 inner.pending.insert(
                     id,
                     Entry {
@@ -209,6 +215,7 @@ impl Mempool {
                         sender,
                         signature: tx.signature,
                         in_flight: false,
+                        ticket,
                     },
                 );
                 inner.queue.push_back(Arc::new(tx));
@@ -300,6 +307,25 @@ impl Mempool {
             .filter(|t| inner.is_queued(&t.id))
             .cloned()
             .collect()
+    }
+
+    /// The oldest queued (not in flight) transaction, with its arrival
+    /// number on this node: what a backup watches to catch a primary that
+    /// leaves it out of blocks with room for it (see
+    /// `kubeledger_pbft::Input::Overlooked`). Drops stale entries at the
+    /// front of the queue on the way, as [`Mempool::take`] does.
+    pub fn oldest_queued(&self) -> Option<(u64, Arc<VerifiedTx>)> {
+        let mut inner = self.lock();
+        while let Some(front) = inner.queue.front() {
+            match inner.pending.get(&front.id) {
+                Some(e) if !e.in_flight => return Some((e.ticket, front.clone())),
+                // Committed, or in flight (taken, so not also queued here).
+                _ => {
+                    inner.queue.pop_front();
+                }
+            }
+        }
+        None
     }
 
     /// Puts in-flight transactions back at the front, in their order, after
@@ -452,6 +478,30 @@ mod tests {
             reasons(&r),
             vec![None, None, Some(RejectReason::MempoolFull)]
         );
+    }
+
+    #[test]
+    fn the_oldest_queued_transaction_keeps_its_arrival_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(limits(100));
+        assert!(pool.oldest_queued().is_none());
+        pool.admit((0..4).map(tx).collect(), &ledger);
+        let (first, oldest) = pool.oldest_queued().expect("queued");
+        assert_eq!(oldest.id, tx(0).id);
+        // Committed elsewhere: the next one is the oldest, numbered after it.
+        pool.committed(&[tx(0).id]);
+        let (second, oldest) = pool.oldest_queued().expect("queued");
+        assert_eq!(oldest.id, tx(1).id);
+        assert!(second > first);
+        // Taken into a proposal: no longer queued; back after a failed
+        // proposal with the same number.
+        let taken = pool.take(1, usize::MAX);
+        assert_eq!(pool.oldest_queued().map(|(_, t)| t.id), Some(tx(2).id));
+        pool.requeue(taken);
+        assert_eq!(pool.oldest_queued().map(|(t, _)| t), Some(second));
+        pool.committed(&[tx(1).id, tx(2).id, tx(3).id]);
+        assert!(pool.oldest_queued().is_none());
     }
 
     #[test]

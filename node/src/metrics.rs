@@ -34,6 +34,9 @@ pub struct NodeMetrics {
     /// Seconds this replica waits for progress before it suspects the primary.
     pub request_timeout: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub view_changes: Counter,
+    /// View changes this replica started because the primary kept leaving
+    /// a request out of blocks with room for it.
+    pub censorship_suspected: Counter,
     pub checkpoints_stable: Counter,
     pub peers_connected: Gauge,
     pub corrupt: Gauge,
@@ -142,6 +145,12 @@ impl NodeMetrics {
             "PBFT views installed after the first",
             view_changes.clone(),
         );
+        let censorship_suspected = Counter::default();
+        registry.register(
+            "censorship_suspected",
+            "View changes this replica started because the primary kept leaving out a request that committed blocks had room for",
+            censorship_suspected.clone(),
+        );
         let checkpoints_stable = Counter::default();
         registry.register(
             "checkpoints",
@@ -184,6 +193,7 @@ impl NodeMetrics {
             consensus_view,
             request_timeout,
             view_changes,
+            censorship_suspected,
             checkpoints_stable,
             peers_connected,
             corrupt,

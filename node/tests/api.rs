@@ -634,8 +634,8 @@ async fn health_and_reflection_are_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_batches_are_refused_whole_and_counted() {
-    use kubeledger_node::api::bounded_codec::MAX_TOP_LEVEL_FIELDS;
     use kubeledger_node::api::ledger_service::MAX_BATCH_TXS;
+    use kubeledger_protocol::bounded_codec::MAX_TOP_LEVEL_FIELDS;
     let dir = tempfile::tempdir().expect("tempdir");
     let node = InProcessNode::start(single_node(dir.path(), ChainParams::default())).await;
     let mut c = node.client().await;

@@ -11,10 +11,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use futures::future::BoxFuture;
 use prost::Message;
-use sha2::{Digest, Sha256};
+
+use kubeledger_protocol::tx::envelope;
 
 use crate::proto::ledger_client::LedgerClient;
 use crate::proto::{
@@ -34,19 +35,11 @@ pub enum ChainError {
     Unexpected { host: String, reason: String },
 }
 
-/// Prefix of the reserved key holding a configuration transaction's outcome.
-pub const OUTCOME_PREFIX: &[u8] = b"\0kubeledger/outcome/";
-
-/// Key of the outcome of transaction `tx_id`: the prefix and the id in lowercase hex.
-pub fn outcome_key(tx_id: &[u8; 32]) -> Vec<u8> {
-    let mut key = OUTCOME_PREFIX.to_vec();
-    key.extend_from_slice(hex::encode(tx_id).as_bytes());
-    key
-}
+pub use kubeledger_protocol::governance::keys::outcome_key;
 
 /// Transaction id: SHA-256 of the encoded body.
 pub fn tx_id(tx: &SignedTransaction) -> [u8; 32] {
-    Sha256::digest(&tx.body).into()
+    envelope::tx_id(tx).0
 }
 
 /// Builds and signs a configuration transaction.
@@ -57,18 +50,7 @@ pub fn sign_config(
     timestamp_ms: u64,
     change: Change,
 ) -> SignedTransaction {
-    let body = TxBody {
-        chain_id: chain_id.to_string(),
-        sender: key.verifying_key().to_bytes().to_vec(),
-        nonce,
-        timestamp_ms,
-        payload: Some(Payload::Config(ConfigChange {
-            change: Some(change),
-        })),
-    }
-    .encode_to_vec();
-    let signature = key.sign(&body).to_bytes().to_vec();
-    SignedTransaction { body, signature }
+    envelope::sign(key, chain_id, nonce, timestamp_ms, envelope::config(change))
 }
 
 /// The signing key of a hex seed (as the key Secrets hold them).
@@ -361,7 +343,7 @@ impl ChainAdmin for RecordingChain {
             };
             let tx = sign_config(key, chain_id, 1, 1, change);
             // What a node checks first: the body decodes and the signature verifies.
-            let body = TxBody::decode(tx.body.as_slice()).map_err(|e| unexpected(e.to_string()))?;
+            let body = TxBody::decode(&tx.body[..]).map_err(|e| unexpected(e.to_string()))?;
             let sender: [u8; 32] = body
                 .sender
                 .as_slice()
@@ -473,7 +455,7 @@ mod tests {
                 approve: true,
             }),
         );
-        let body = TxBody::decode(tx.body.as_slice()).expect("body");
+        let body = TxBody::decode(&tx.body[..]).expect("body");
         assert_eq!(body.chain_id, "escrow-prod");
         assert_eq!(body.sender, key.verifying_key().to_bytes().to_vec());
         assert_eq!((body.nonce, body.timestamp_ms), (7, 9));
@@ -484,11 +466,14 @@ mod tests {
             .verify_strict(&tx.body, &signature)
             .expect("signature over the body bytes");
         let id = tx_id(&tx);
-        let expected: [u8; 32] = Sha256::digest(&tx.body).into();
+        let expected = kubeledger_protocol::crypto::sha256(&tx.body);
         assert_eq!(id, expected);
         let k = outcome_key(&id);
         assert!(k.starts_with(b"\0kubeledger/outcome/"));
-        assert_eq!(&k[OUTCOME_PREFIX.len()..], hex::encode(id).as_bytes());
+        assert_eq!(
+            &k[b"\0kubeledger/outcome/".len()..],
+            hex::encode(id).as_bytes()
+        );
     }
 
     #[test]

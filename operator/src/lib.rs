@@ -43,8 +43,5 @@ pub use error::{Error, Result};
 /// The single field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "kubeledger-operator";
 
-/// Generated gRPC client of the node API.
-pub mod proto {
-    #![allow(clippy::all, clippy::pedantic, missing_docs)]
-    tonic::include_proto!("kubeledger.v1");
-}
+/// The node API's messages and gRPC client.
+pub use kubeledger_protocol::proto;

@@ -5,6 +5,7 @@
 //! randomness; signing and verification are pure functions. Sequence number
 //! == block height; the ledger validates, executes and stores payloads.
 
+mod censorship;
 mod checkpoint;
 mod error;
 mod log;

@@ -22,12 +22,22 @@ pub type Seq = u64;
 pub type Digest = [u8; 32];
 
 const SIGN_DOMAIN: &[u8] = b"kubeledger-pbft/msg/v1";
-const PAYLOAD_DOMAIN: &[u8] = b"kubeledger-pbft/payload/v1";
+const PAYLOAD_DOMAIN: &[u8] = b"kubeledger-pbft/payload/v2";
 
-/// An opaque, ordered batch of client transactions plus the primary's clock.
+/// An opaque, ordered batch of client transactions plus the primary's clock
+/// and index.
+///
+/// The proposer is part of what is agreed on: a payload can commit at one
+/// height in different views at different replicas (one that saw a commit
+/// quorum in the old view, others after the new primary re-issued it), so a
+/// block header naming "the primary of the commit view" would differ
+/// between replicas. Naming the replica that first proposed it does not.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     pub timestamp_ms: u64,
+    /// The replica that proposed it; set by [`crate::Replica`] when it
+    /// proposes, and checked against the signer of a fresh PRE-PREPARE.
+    pub proposer: ReplicaIndex,
     pub txs: Txs,
 }
 
@@ -36,6 +46,7 @@ impl Payload {
     pub fn null() -> Self {
         Payload {
             timestamp_ms: 0,
+            proposer: 0,
             txs: Txs::default(),
         }
     }
@@ -49,6 +60,7 @@ impl Payload {
         let mut h = Sha256::new();
         h.update(PAYLOAD_DOMAIN);
         h.update(self.timestamp_ms.to_be_bytes());
+        h.update(self.proposer.to_be_bytes());
         h.update((self.txs.len() as u64).to_be_bytes());
         for tx in self.txs.iter() {
             h.update((tx.len() as u64).to_be_bytes());
@@ -414,10 +426,12 @@ mod tests {
     fn payload_digest_is_length_prefixed() {
         let a = Payload {
             timestamp_ms: 1,
+            proposer: 0,
             txs: vec![b"ab".to_vec(), b"c".to_vec()].into(),
         };
         let b = Payload {
             timestamp_ms: 1,
+            proposer: 0,
             txs: vec![b"a".to_vec(), b"bc".to_vec()].into(),
         };
         assert_ne!(a.digest(), b.digest());

@@ -28,6 +28,10 @@ impl Replica {
             out.push(Action::ProposalRejected { payload, reason });
             return;
         }
+        // The node names this replica already (its caches key payloads by
+        // digest); a payload naming another would be refused by the backups.
+        let mut payload = payload;
+        payload.proposer = self.me;
         let digest = payload.digest();
         let view = self.st.view;
         tracing::debug!(me = self.me, view, seq, "propose");
@@ -80,6 +84,12 @@ impl Replica {
                 self.stats.equivocations += 1;
                 return;
             }
+        }
+        if !pp.payload.is_null() && pp.payload.proposer != sm.signer {
+            // A fresh proposal names its primary; re-issued ones come in a
+            // NEW-VIEW, whose pre-prepares are installed without this path.
+            self.stats.malformed += 1;
+            return;
         }
         let already_decided = seq <= lc || slot.committed.is_some();
         let payload = pp.payload.clone();
@@ -344,7 +354,10 @@ impl Replica {
     /// (a replay, or a retransmission) gets only what was not sent yet: a
     /// replayed message must not make this replica sign and resend a window
     /// of blocks each time. A higher view, which only its signer can ask
-    /// for, starts over from what the replica says it has.
+    /// for, starts over from what the replica says it has; so does a
+    /// VIEW-CHANGE of the same view that reports more progress (its signer
+    /// re-signs it when it retransmits: the blocks sent before may have been
+    /// lost, or dropped while it fetched state, as out of its window).
     pub(crate) fn send_catch_up(
         &mut self,
         to: crate::message::ReplicaIndex,
@@ -354,7 +367,10 @@ impl Replica {
         out: &mut Vec<Action>,
     ) {
         let sent = self.caught_up.get(&to).copied().unwrap_or_default();
-        let fresh = target > sent.target || !self.caught_up.contains_key(&to);
+        let reported = (their_stable, their_lc);
+        let fresh = !self.caught_up.contains_key(&to)
+            || target > sent.target
+            || (target == sent.target && reported > sent.reported);
         let (sent_through, sent_stable) = if fresh {
             (0, 0)
         } else {
@@ -373,6 +389,7 @@ impl Replica {
                 target: target.max(sent.target),
                 through: last_committed.max(sent_through),
                 stable: stable.max(sent_stable),
+                reported: if fresh { reported } else { sent.reported },
             },
         );
         if their_lc >= last_committed {

@@ -80,6 +80,25 @@ pub enum Input {
     /// stream (asked of a peer after falling behind). Verified here like
     /// any other; a replica that has not reached it fetches the state.
     StableCertificate(Vec<SignedMessage>),
+    /// The ticket of the oldest client request the node holds that a
+    /// committed block with room for it left out; `None` when there is no
+    /// such request.
+    ///
+    /// A ticket is a node-local arrival number, increasing with each request
+    /// the mempool admits. The node decides "with room" itself (the block
+    /// had fewer transactions, or fewer bytes, than its limits allow, and the
+    /// request was valid and not in flight in another block); the replica
+    /// never sees block limits. Report whenever the value changes: when such
+    /// a request first appears, when the watched one commits (the next
+    /// oldest, or `None`), and once more after a restart (this is transient
+    /// state). A new epoch's replica starts with none: the node forgets what
+    /// the previous set's blocks overlooked.
+    ///
+    /// A backup watching a ticket arms [`TimerId::Censorship`] for the
+    /// request timeout; unlike the request timer, commits do not restart
+    /// it, so a primary that keeps the chain moving but leaves the request
+    /// out is replaced (see the README's node integration notes).
+    Overlooked(Option<u64>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +166,7 @@ pub enum Action {
 
 /// Counters of dropped or suspicious input, for metrics.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     pub unknown_sender: u64,
     pub wrong_sender: u64,
@@ -162,6 +182,10 @@ pub struct Stats {
     pub invalid_proofs: u64,
     pub buffer_full: u64,
     pub view_changes_started: u64,
+    /// View changes started because the censorship timer expired: the
+    /// primary kept committing blocks that left out a request for a whole
+    /// request timeout ([`Input::Overlooked`]).
+    pub censorship_suspected: u64,
 }
 
 /// What one replica was last sent to catch up (see [`Replica::caught_up`]).
@@ -173,6 +197,11 @@ pub(crate) struct CatchUpSent {
     pub(crate) through: Seq,
     /// The stable checkpoint whose certificate was sent.
     pub(crate) stable: Seq,
+    /// (stable seq, last committed) that the VIEW-CHANGE answered last
+    /// reported. One of the same target reporting more progress is a new
+    /// message of its signer (a replay reports the same or less): what was
+    /// sent before did not all arrive, so it is answered afresh.
+    pub(crate) reported: (Seq, Seq),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -261,6 +290,9 @@ pub struct Replica {
     /// The last sequence number this set orders, once the next set is
     /// scheduled; nothing past it is accepted.
     pub(crate) epoch_end: Option<Seq>,
+    /// The overlooked request being watched ([`Input::Overlooked`]).
+    pub(crate) overlooked: Option<u64>,
+    pub(crate) censorship_timer_armed: bool,
 }
 
 fn genesis_base() -> StableCheckpoint {
@@ -396,6 +428,8 @@ impl Replica {
                 ..base
             },
             epoch_end: None,
+            overlooked: None,
+            censorship_timer_armed: false,
         })
     }
 
@@ -451,6 +485,7 @@ impl Replica {
                 self.update_request_timer(false, &mut out);
             }
             Input::StableCertificate(proof) => self.on_stable_proof(proof, &mut out),
+            Input::Overlooked(ticket) => self.on_overlooked(ticket, &mut out),
         }
         out
     }
@@ -737,12 +772,11 @@ impl Replica {
                 } else {
                     // Not enough peers joined yet: re-send, do not escalate,
                     // so a lone partitioned replica does not race ahead.
-                    if let Some(vc) = self.st.own_view_change.clone() {
-                        out.push(Action::Broadcast(vc));
-                    }
+                    self.retransmit_view_change(out);
                     self.arm_vc_timer(false, out);
                 }
             }
+            TimerId::Censorship => self.on_censorship_timer(out),
         }
     }
 

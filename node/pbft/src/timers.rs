@@ -11,6 +11,10 @@ pub enum TimerId {
     Request,
     /// Waiting for NEW-VIEW (or retransmitting our VIEW-CHANGE).
     ViewChange,
+    /// A backup waits this long for the primary to order a request that a
+    /// committed block left out ([`crate::Input::Overlooked`]); commits do
+    /// not restart it.
+    Censorship,
 }
 
 /// Exponential back-off for successive view changes, capped.

@@ -158,8 +158,34 @@ impl Replica {
         for slot in self.st.slots.values_mut() {
             slot.reset_view_state();
         }
-        let stable = &self.st.stable;
-        let vc = ViewChange {
+        let vc = self.view_change_body(target);
+        self.send_own_view_change(vc, out);
+        if self.request_timer_armed {
+            self.request_timer_armed = false;
+            out.push(Action::CancelTimer {
+                id: crate::timers::TimerId::Request,
+            });
+        }
+        self.cancel_censorship_timer(out);
+        self.future.retain(|(_, m)| message_view(m) >= target);
+        self.arm_vc_timer(false, out);
+        self.check_view_change_quorum(out);
+    }
+
+    /// Our VIEW-CHANGE for `target` as of now. Its stable checkpoint is the
+    /// highest one known to be certified: while a state transfer runs, the
+    /// one being fetched. The window runs from that checkpoint during the
+    /// transfer, so certificates up to L past it may have been prepared,
+    /// and a VIEW-CHANGE claiming the older stable checkpoint would carry
+    /// certificates more than L past its claim: every peer would reject it.
+    /// Peers (and the new primary) lacking that state fetch it, as for any
+    /// NEW-VIEW.
+    fn view_change_body(&self, target: View) -> ViewChange {
+        let stable = match &self.fetching {
+            Some(f) if f.seq > self.st.stable.seq && !f.proof.is_empty() => f,
+            _ => &self.st.stable,
+        };
+        ViewChange {
             new_view: target,
             stable_seq: stable.seq,
             checkpoint_proof: stable.proof.clone(),
@@ -170,7 +196,12 @@ impl Replica {
                 .filter_map(|(_, s)| s.prepared.clone())
                 .collect(),
             last_committed: self.st.last_committed,
-        };
+        }
+    }
+
+    /// Sign, broadcast and remember our VIEW-CHANGE.
+    fn send_own_view_change(&mut self, vc: ViewChange, out: &mut Vec<Action>) {
+        let target = vc.new_view;
         let sm = self.sign(Message::ViewChange(vc));
         out.push(Action::Broadcast(sm.clone()));
         self.st.own_view_change = Some(sm.clone());
@@ -182,15 +213,36 @@ impl Replica {
             .entry(self.me)
             .or_default()
             .insert(target, sm);
-        if self.request_timer_armed {
-            self.request_timer_armed = false;
-            out.push(Action::CancelTimer {
-                id: crate::timers::TimerId::Request,
-            });
+    }
+
+    /// Re-send our VIEW-CHANGE while too few peers joined. If the stable
+    /// checkpoint or the last committed block moved since it was signed
+    /// (catch-up arrived, a state transfer finished), sign it afresh: peers
+    /// answer a replay of the old one with nothing, so blocks they sent
+    /// that were lost, or dropped as outside our window while we fetched
+    /// state, would never come again on a chain that has gone idle.
+    pub(crate) fn retransmit_view_change(&mut self, out: &mut Vec<Action>) {
+        let Some(old) = self.st.own_view_change.as_ref() else {
+            return;
+        };
+        let Some(prev) = as_view_change(old) else {
+            return;
+        };
+        let progressed =
+            (self.st.stable.seq, self.st.last_committed) > (prev.stable_seq, prev.last_committed);
+        if progressed && prev.new_view == self.st.view {
+            tracing::debug!(
+                me = self.me,
+                view = self.st.view,
+                stable = self.st.stable.seq,
+                last_committed = self.st.last_committed,
+                "view change re-signed with our progress"
+            );
+            let vc = self.view_change_body(prev.new_view);
+            self.send_own_view_change(vc, out);
+        } else {
+            out.push(Action::Broadcast(old.clone()));
         }
-        self.future.retain(|(_, m)| message_view(m) >= target);
-        self.arm_vc_timer(false, out);
-        self.check_view_change_quorum(out);
     }
 
     pub(crate) fn on_view_change(&mut self, sm: SignedMessage, out: &mut Vec<Action>) {
@@ -420,6 +472,9 @@ impl Replica {
             self.route_normal_case(from, m, out);
         }
         self.update_request_timer(true, out);
+        // A new primary gets a full timeout for a request still overlooked
+        // (and a deposed one starts watching now that it is a backup).
+        self.arm_censorship_timer(out);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Focused, hand-driven protocol scenarios on a tiny synchronous harness.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ed25519_dalek::SigningKey;
 use kubeledger_pbft::{
@@ -19,6 +19,9 @@ struct Cluster {
     queue: VecDeque<(usize, usize, SignedMessage)>,
     inputs: VecDeque<(usize, Input)>,
     commits: Vec<Vec<(u64, Digest)>>,
+    /// (view of the commit certificate, proposer named by the payload) of
+    /// each commit, in order.
+    committed_in: Vec<Vec<(u64, ReplicaIndex)>>,
     roots: Vec<(Digest, Digest)>,
     timers: Vec<BTreeSet<TimerId>>,
     fetches: Vec<Vec<u64>>,
@@ -28,6 +31,10 @@ struct Cluster {
     /// Messages captured instead of delivered when `capture` says so.
     captured: Vec<(usize, usize, SignedMessage)>,
     capture: Filter,
+    /// Simulated time: timers armed now are due at `clock + after_ms`
+    /// (only tests that call [`Cluster::advance`] let time pass).
+    clock: u64,
+    deadlines: Vec<BTreeMap<TimerId, u64>>,
 }
 
 fn cfg(k: u64, window: u64) -> Config {
@@ -43,6 +50,7 @@ fn cfg(k: u64, window: u64) -> Config {
 fn payload(tag: &str) -> Payload {
     Payload {
         timestamp_ms: 1,
+        proposer: 0,
         txs: vec![tag.as_bytes().to_vec()].into(),
     }
 }
@@ -81,6 +89,7 @@ impl Cluster {
             queue: VecDeque::new(),
             inputs: VecDeque::new(),
             commits: vec![Vec::new(); n],
+            committed_in: vec![Vec::new(); n],
             roots: vec![([0; 32], [0; 32]); n],
             timers: vec![BTreeSet::new(); n],
             fetches: vec![Vec::new(); n],
@@ -88,6 +97,8 @@ impl Cluster {
             filter: Box::new(|_, _, _| true),
             captured: Vec::new(),
             capture: Box::new(|_, _, _| false),
+            clock: 0,
+            deadlines: vec![BTreeMap::new(); n],
         }
     }
 
@@ -134,6 +145,7 @@ impl Cluster {
                     let d = payload.digest();
                     assert_eq!(certificate.digest, d);
                     self.commits[i].push((seq, d));
+                    self.committed_in[i].push((certificate.view, payload.proposer));
                     let (root, bh) = self.roots[i];
                     self.roots[i] = (h2(&root, &d), h2(&bh, &d));
                     let (state_root, block_hash) = self.roots[i];
@@ -146,11 +158,13 @@ impl Cluster {
                         },
                     ));
                 }
-                Action::SetTimer { id, .. } => {
+                Action::SetTimer { id, after_ms } => {
                     self.timers[i].insert(id);
+                    self.deadlines[i].insert(id, self.clock + after_ms);
                 }
                 Action::CancelTimer { id } => {
                     self.timers[i].remove(&id);
+                    self.deadlines[i].remove(&id);
                 }
                 Action::FetchState { target_seq, .. } => self.fetches[i].push(target_seq),
                 Action::ProposalRejected { reason, .. } => self.rejected.push(reason),
@@ -175,7 +189,31 @@ impl Cluster {
 
     fn fire(&mut self, i: usize, id: TimerId) {
         self.timers[i].remove(&id);
+        self.deadlines[i].remove(&id);
         self.input(i, Input::TimerFired(id));
+    }
+
+    /// When replica `i`'s timer `id` is due (None: not armed).
+    fn deadline(&self, i: usize, id: TimerId) -> Option<u64> {
+        self.deadlines[i].get(&id).copied()
+    }
+
+    /// Lets time pass until `t`: every timer due by then fires, earliest
+    /// first, and the cluster runs to quiescence after each.
+    fn advance(&mut self, t: u64) {
+        loop {
+            let due = (0..self.n())
+                .flat_map(|i| self.deadlines[i].iter().map(move |(id, d)| (*d, i, *id)))
+                .filter(|(d, _, _)| *d <= t)
+                .min();
+            let Some((d, i, id)) = due else {
+                break;
+            };
+            self.clock = d;
+            self.fire(i, id);
+            self.run();
+        }
+        self.clock = t;
     }
 
     /// Deliver everything until quiet.
@@ -297,6 +335,58 @@ fn view_change_after_primary_crash_keeps_prepared_request() {
     for i in 1..4 {
         assert_eq!(c.commits[i].len(), 2);
     }
+}
+
+/// A payload can commit at one height in the old view at one replica and,
+/// re-issued by the next primary, in the new view at the others. What they
+/// commit must still be the same payload naming one proposer: the ledger
+/// puts the proposer in the block header, and a header naming the primary
+/// of the commit view gave the replicas different blocks at one height.
+#[test]
+fn a_payload_committed_in_two_views_names_one_proposer() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    // Only the primary receives COMMITs: it commits height 1 in view 0.
+    c.filter = Box::new(|_, to, m| !matches!(m.message, Message::Commit(_)) || to == 0);
+    c.propose(0, "a");
+    c.run();
+    assert_eq!(c.committed_in[0], vec![(0, 0)]);
+    assert!(c.commits[1..].iter().all(|l| l.is_empty()));
+    // The primary is lost; the others commit the same height in view 1.
+    c.filter = Box::new(|from, to, _| from != 0 && to != 0);
+    for i in 1..4 {
+        c.input(i, Input::RequestsPending(true));
+        c.fire(i, TimerId::Request);
+    }
+    c.run();
+    for i in 1..4 {
+        assert_eq!(c.committed_in[i], vec![(1, 0)], "replica {i}");
+        assert_eq!(c.commits[i], c.commits[0], "replica {i}");
+    }
+}
+
+/// A fresh PRE-PREPARE must name its signer, the primary, as proposer.
+#[test]
+fn a_proposal_naming_another_proposer_is_refused() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    let mut p = payload("x");
+    p.proposer = 2;
+    let pp = c.sign(
+        0,
+        Message::PrePrepare(PrePrepare {
+            view: 0,
+            seq: 1,
+            digest: p.digest(),
+            payload: p,
+        }),
+    );
+    let before = c.reps[1].stats().malformed;
+    c.input(1, Input::Message { from: 0, msg: pp });
+    assert_eq!(c.reps[1].stats().malformed, before + 1);
+    assert!(c.queue.is_empty(), "no PREPARE for it");
+    // The primary's own proposals name it, whatever the node put there.
+    c.propose(0, "y");
+    c.run();
+    assert!(c.committed_in.iter().all(|l| l == &vec![(0, 0)]));
 }
 
 /// Moves replicas 1..3 into view 1 while capturing the NEW-VIEW.
@@ -901,4 +991,267 @@ fn a_replayed_view_change_gets_no_catch_up_twice() {
     let higher = view_change(&c, 2);
     assert_eq!(catch_up_sent_to(&deliver(&mut c, &higher), 3), 4);
     assert_eq!(catch_up_sent_to(&deliver(&mut c, &higher), 3), 0);
+}
+
+/// Replica 0 (primary) orders one block every 30 ms from t = `from` on,
+/// while time runs to `until`.
+fn keep_committing(c: &mut Cluster, from: u64, until: u64, tag: &str) {
+    let mut t = from;
+    while t <= until {
+        c.advance(t);
+        c.propose(0, &format!("{tag}{t}"));
+        c.run();
+        t += 30;
+    }
+    c.advance(until);
+}
+
+/// A primary that keeps the chain moving but leaves one request out: the
+/// request timer, restarted by every commit, never fires; the censorship
+/// timer, which commits do not restart, does.
+#[test]
+fn a_backup_replaces_a_primary_that_keeps_leaving_a_request_out() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    for i in 1..4 {
+        c.input(i, Input::RequestsPending(true));
+    }
+    c.input(1, Input::Overlooked(Some(7)));
+    assert_eq!(c.deadline(1, TimerId::Censorship), Some(100));
+    keep_committing(&mut c, 10, 99, "other");
+    assert!(c.commits[1].len() >= 3, "the primary makes progress");
+    assert_eq!(
+        c.deadline(1, TimerId::Censorship),
+        Some(100),
+        "commits do not restart the censorship timer"
+    );
+    assert!(c.deadline(1, TimerId::Request).unwrap() > 100);
+    assert!(!c.reps[1].status().view_change_in_progress);
+    c.advance(100);
+    let st = c.reps[1].status();
+    assert!(
+        st.view_change_in_progress,
+        "the backup suspects the primary"
+    );
+    assert_eq!(st.view, 1);
+    assert_eq!(c.reps[1].stats().censorship_suspected, 1);
+    // The backups that were not told of an overlooked request, whose
+    // request timers every commit restarted, carry on in view 0.
+    for i in 2..4 {
+        let st = c.reps[i].status();
+        assert_eq!((st.view, st.view_change_in_progress), (0, false));
+        assert_eq!(c.reps[i].stats().censorship_suspected, 0);
+    }
+}
+
+/// The watched request was ordered and the node reports the next one: the
+/// timer starts over, so the old deadline passes without a view change.
+#[test]
+fn a_new_overlooked_ticket_restarts_the_censorship_timer() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    c.input(2, Input::Overlooked(Some(7)));
+    assert_eq!(c.deadline(2, TimerId::Censorship), Some(100));
+    c.advance(60);
+    c.propose(0, "ticket-7");
+    c.run();
+    c.input(2, Input::Overlooked(Some(8)));
+    assert_eq!(c.deadline(2, TimerId::Censorship), Some(160));
+    // Reporting the same ticket again is no change.
+    c.advance(70);
+    c.input(2, Input::Overlooked(Some(8)));
+    assert_eq!(c.deadline(2, TimerId::Censorship), Some(160));
+    c.advance(159);
+    assert!(!c.reps[2].status().view_change_in_progress);
+    assert_eq!(c.reps[2].stats().censorship_suspected, 0);
+    c.advance(160);
+    assert!(c.reps[2].status().view_change_in_progress);
+    assert_eq!(c.reps[2].stats().censorship_suspected, 1);
+}
+
+#[test]
+fn no_overlooked_request_cancels_the_censorship_timer() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    c.input(3, Input::Overlooked(Some(7)));
+    assert_eq!(c.deadline(3, TimerId::Censorship), Some(100));
+    c.advance(50);
+    c.input(3, Input::Overlooked(None));
+    assert_eq!(c.deadline(3, TimerId::Censorship), None);
+    c.advance(1_000);
+    // A late fire the node failed to suppress changes nothing either.
+    c.input(3, Input::TimerFired(TimerId::Censorship));
+    let st = c.reps[3].status();
+    assert_eq!((st.view, st.view_change_in_progress), (0, false));
+    assert_eq!(c.reps[3].stats().censorship_suspected, 0);
+}
+
+#[test]
+fn the_primary_does_not_suspect_itself_of_censorship() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    c.input(0, Input::Overlooked(Some(7)));
+    assert_eq!(c.deadline(0, TimerId::Censorship), None);
+    c.input(0, Input::TimerFired(TimerId::Censorship));
+    c.advance(1_000);
+    let st = c.reps[0].status();
+    assert_eq!((st.view, st.view_change_in_progress), (0, false));
+    assert_eq!(c.reps[0].stats().censorship_suspected, 0);
+}
+
+/// Each new primary gets a full (patience-scaled) timeout for a request
+/// still overlooked, the deposed primary starts watching as a backup, and
+/// during a view change the censorship timer stays out of the way.
+#[test]
+fn a_new_view_rearms_the_censorship_timer() {
+    let mut c = Cluster::new(4, cfg(4, 8));
+    for i in 0..4 {
+        c.input(i, Input::Overlooked(Some(7)));
+    }
+    assert_eq!(c.deadline(0, TimerId::Censorship), None);
+    c.advance(100);
+    for i in 0..4 {
+        let st = c.reps[i].status();
+        assert_eq!((st.view, st.view_change_in_progress), (1, false), "{i}");
+    }
+    assert_eq!(c.reps[1].status().request_timeout_ms, 200);
+    assert_eq!(c.deadline(1, TimerId::Censorship), None, "the new primary");
+    for i in [0, 2, 3] {
+        assert_eq!(c.deadline(i, TimerId::Censorship), Some(300), "{i}");
+    }
+    // The new primary does not order the request either: it is replaced in
+    // turn, one (longer) timeout later.
+    c.advance(299);
+    assert_eq!(c.reps[2].status().view, 1);
+    c.advance(300);
+    assert_eq!(c.reps[2].status().view, 2);
+    assert!(c.reps[2].stats().censorship_suspected >= 1);
+
+    // While a view change is in progress (here: one that cannot complete,
+    // replica 3 alone), the censorship timer does not escalate it.
+    let mut c = Cluster::new(4, cfg(4, 8));
+    c.filter = Box::new(|from, _, _| from != 3);
+    c.input(3, Input::Overlooked(Some(7)));
+    c.input(3, Input::RequestsPending(true));
+    c.fire(3, TimerId::Request);
+    assert!(c.reps[3].status().view_change_in_progress);
+    assert_eq!(c.deadline(3, TimerId::Censorship), None);
+    c.input(3, Input::Overlooked(Some(8)));
+    assert_eq!(c.deadline(3, TimerId::Censorship), None);
+    c.input(3, Input::TimerFired(TimerId::Censorship));
+    assert_eq!(c.reps[3].status().view, 1);
+    assert_eq!(c.reps[3].stats().censorship_suspected, 0);
+}
+
+/// Replica 3 asks for a view change while far behind an idle cluster. Its
+/// peers answer with the stable certificate of 4 and block 5; the
+/// certificate starts a state transfer, and block 5, arriving during it, is
+/// outside its window and dropped. Once the transfer is done, retransmitting
+/// the VIEW-CHANGE it signed before would look like a replay and get
+/// nothing: it re-signs it with its progress, and the peers answer again.
+#[test]
+fn catch_up_dropped_during_a_state_transfer_is_asked_for_again() {
+    let mut c = Cluster::new(4, cfg(2, 4));
+    c.filter = Box::new(|_, to, _| to != 3);
+    for k in 0..5 {
+        c.propose(0, &format!("tx{k}"));
+        c.run();
+    }
+    assert_eq!(c.reps[0].status().stable_checkpoint, 4);
+    assert_eq!(c.commits[0].len(), 5);
+    c.filter = Box::new(|_, _, _| true);
+    c.input(3, Input::RequestsPending(true));
+    c.fire(3, TimerId::Request);
+    c.run();
+    let st = c.reps[3].status();
+    assert!(st.view_change_in_progress);
+    assert_eq!(c.fetches[3], vec![4]);
+    assert_eq!(st.last_committed, 0);
+    assert!(c.reps[3].stats().out_of_window > 0, "block 5 was dropped");
+    // The node fetched blocks 1..=4 and reports the state.
+    let (mut state_root, mut block_hash) = ([0; 32], [0; 32]);
+    for (_, d) in &c.commits[0][..4] {
+        (state_root, block_hash) = (h2(&state_root, d), h2(&block_hash, d));
+    }
+    c.input(
+        3,
+        Input::StateTransferred {
+            seq: 4,
+            state_root,
+            block_hash,
+        },
+    );
+    c.commits[3] = c.commits[0][..4].to_vec();
+    c.roots[3] = (state_root, block_hash);
+    c.run();
+    assert_eq!(c.reps[3].status().last_committed, 4);
+    // Its VIEW-CHANGE retransmission brings block 5.
+    c.fire(3, TimerId::ViewChange);
+    c.run();
+    let st = c.reps[3].status();
+    assert_eq!((st.stable_checkpoint, st.last_committed), (4, 5));
+    assert_eq!(c.commits[3], c.commits[0]);
+    assert!(st.view_change_in_progress, "nobody else wants view 1");
+}
+
+/// K = 2, L = 4. Replica 3 loses every CHECKPOINT, so its stable checkpoint
+/// stays 0 while it executes 1..=3; then it learns the certificate of 4 and
+/// fetches the state. While fetching, its window runs from 4 and it
+/// prepares 5..=7. A VIEW-CHANGE it signs now must be one its peers accept:
+/// it claims the checkpoint it is fetching (its certificates reach past
+/// 0 + L), not its old stable one.
+#[test]
+fn a_view_change_signed_while_fetching_state_is_valid() {
+    let mut c = Cluster::new(4, cfg(2, 4));
+    c.filter = Box::new(|_, to, m| !(to == 3 && matches!(m.message, Message::Checkpoint(_))));
+    for k in 0..3 {
+        c.propose(0, &format!("tx{k}"));
+        c.run();
+    }
+    c.filter = Box::new(|_, to, _| to != 3);
+    c.propose(0, "tx3");
+    c.run();
+    assert_eq!(c.reps[0].status().stable_checkpoint, 4);
+    let proof = c.reps[0].persistent().stable.proof.clone();
+    c.input(3, Input::StableCertificate(proof));
+    let st = c.reps[3].status();
+    assert_eq!((st.stable_checkpoint, st.last_committed), (0, 3));
+    assert_eq!(st.state_transfer_target, Some(4));
+    // The fetch is slow; blocks 5..=7 are ordered with replica 3.
+    c.filter = Box::new(|_, _, _| true);
+    for k in 4..7 {
+        c.propose(0, &format!("tx{k}"));
+    }
+    c.run();
+    let prepared = |c: &Cluster| {
+        c.reps[3]
+            .persistent()
+            .slots
+            .iter()
+            .filter(|(_, s)| s.prepared.is_some())
+            .map(|(s, _)| *s)
+            .collect::<Vec<_>>()
+    };
+    assert!(prepared(&c).contains(&7), "prepared past 0 + L");
+    // Replicas 1 and 2 time out; replica 3 joins their view change.
+    c.capture = Box::new(|from, _, m| from == 3 && matches!(m.message, Message::ViewChange(_)));
+    for i in 1..3 {
+        c.input(i, Input::RequestsPending(true));
+        c.fire(i, TimerId::Request);
+    }
+    c.run();
+    let (_, _, vc) = c.captured.first().cloned().expect("replica 3 joined");
+    let Message::ViewChange(body) = &vc.message else {
+        unreachable!()
+    };
+    for i in 0..3 {
+        let before = c.reps[i].stats().invalid_view_changes;
+        let _ = c.reps[i].step(Input::Message {
+            from: 3,
+            msg: vc.clone(),
+        });
+        assert_eq!(
+            c.reps[i].stats().invalid_view_changes,
+            before,
+            "replica {i}"
+        );
+    }
+    // The checkpoint being fetched (4, or 6 by the time 5..=7 committed).
+    assert!(body.stable_seq >= 4, "claims {}", body.stable_seq);
 }

@@ -42,8 +42,11 @@ fn parse_tx_id(bytes: &[u8]) -> Result<TxId, Status> {
     })
 }
 
-fn missing_tx() -> Status {
+/// A request without its transaction: refused as malformed and counted
+/// like every other refusal.
+fn missing_tx(metrics: &crate::metrics::NodeMetrics) -> Status {
     let r = Rejection::new(RejectReason::Malformed, "request carries no transaction");
+    metrics.rejected(r.label());
     r.to_status()
 }
 
@@ -55,7 +58,10 @@ impl LedgerApi for LedgerService {
         &self,
         request: Request<proto::SubmitRequest>,
     ) -> Result<Response<proto::SubmitResponse>, Status> {
-        let tx = request.into_inner().tx.ok_or_else(missing_tx)?;
+        let tx = request
+            .into_inner()
+            .tx
+            .ok_or_else(|| missing_tx(&self.state.metrics))?;
         let mut results = admission::admit(&self.state, vec![tx], admission::Origin::Client).await;
         match results.pop() {
             Some(Ok(id)) => Ok(Response::new(proto::SubmitResponse {
@@ -113,7 +119,7 @@ impl LedgerApi for LedgerService {
         request: Request<proto::SubmitAndWaitRequest>,
     ) -> Result<Response<proto::SubmitAndWaitResponse>, Status> {
         let request = request.into_inner();
-        let tx = request.tx.ok_or_else(missing_tx)?;
+        let tx = request.tx.ok_or_else(|| missing_tx(&self.state.metrics))?;
         let timeout = match request.timeout_ms {
             0 => DEFAULT_WAIT,
             ms => Duration::from_millis(u64::from(ms)).min(MAX_WAIT),

@@ -1,7 +1,6 @@
 //! The gRPC API: the `kubeledger.v1.Ledger` service, the standard health
 //! service and server reflection, each request in its own tracing span.
 
-pub mod bounded_codec;
 pub mod events;
 pub mod ledger_service;
 
@@ -109,10 +108,12 @@ pub async fn serve(
             .await;
     };
 
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = crate::runtime::connections::accept(listener);
     Server::builder()
-        .tcp_nodelay(true)
         .concurrency_limit_per_connection(crate::runtime::reads::MAX_REQUESTS_PER_CONNECTION)
+        .max_concurrent_streams(Some(
+            crate::runtime::connections::MAX_STREAMS_PER_CONNECTION,
+        ))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(health_service)

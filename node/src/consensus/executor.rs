@@ -38,6 +38,27 @@ pub enum Job {
     },
 }
 
+/// How much of a block's limits its payload used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockFill {
+    pub txs: usize,
+    pub bytes: usize,
+}
+
+impl BlockFill {
+    pub fn of(payload: &Payload) -> Self {
+        BlockFill {
+            txs: payload.txs.len(),
+            bytes: payload.txs.iter().map(Vec::len).sum(),
+        }
+    }
+
+    /// Whether one more transaction of `size` bytes fitted under the limits.
+    pub fn had_room_for(&self, size: usize, max_txs: usize, max_bytes: usize) -> bool {
+        self.txs < max_txs && self.bytes.saturating_add(size) <= max_bytes
+    }
+}
+
 /// What the executor reports back to the consensus task.
 #[derive(Debug)]
 pub enum Done {
@@ -45,6 +66,8 @@ pub enum Done {
         seq: Seq,
         state_root: Digest,
         block_hash: Digest,
+        /// What the ordered payload used of the block limits.
+        filled: BlockFill,
     },
     Transferred {
         seq: Seq,
@@ -85,7 +108,7 @@ impl Executor {
                     certificate,
                 } => {
                     let span = tracing::info_span!("execute", seq, view, txs = payload.txs.len());
-                    self.commit(seq, view, payload, certificate)
+                    self.commit(seq, payload, certificate)
                         .instrument(span)
                         .await;
                 }
@@ -119,7 +142,7 @@ impl Executor {
         }
     }
 
-    async fn commit(&self, seq: Seq, view: View, payload: Payload, certificate: CommitCertificate) {
+    async fn commit(&self, seq: Seq, payload: Payload, certificate: CommitCertificate) {
         loop {
             let tip = self.state.ledger.tip();
             if seq <= tip.height {
@@ -133,6 +156,7 @@ impl Executor {
                     seq,
                     state_root: root,
                     block_hash: hash,
+                    filled: BlockFill::of(&payload),
                 });
                 return;
             }
@@ -141,7 +165,7 @@ impl Executor {
             let payload_c = payload.clone();
             let cert = certificate.clone();
             let result = tokio::task::spawn_blocking(move || {
-                execute(&state, seq, view, &payload_c, cached, &cert)
+                execute(&state, seq, &payload_c, cached, &cert)
             })
             .await;
             match result {
@@ -161,6 +185,7 @@ impl Executor {
                         seq,
                         state_root: root,
                         block_hash: hash,
+                        filled: BlockFill::of(&payload),
                     });
                     return;
                 }
@@ -186,7 +211,6 @@ impl Executor {
 fn execute(
     state: &NodeState,
     seq: Seq,
-    view: View,
     payload: &Payload,
     cached: Option<Arc<Vec<Arc<VerifiedTx>>>>,
     certificate: &CommitCertificate,
@@ -214,14 +238,20 @@ fn execute(
         .map(|(t, _)| t)
         .collect();
     let tip = state.ledger.tip();
-    // The primary of the view, in the validator set that ordered this
+    // The replica the payload names, in the validator set that ordered this
     // height (a switch of sets must not change an older block's header).
+    // Not the primary of `view`: a payload can commit in different views
+    // at different replicas, and every replica must build the same block.
     let config = state.ledger.config();
     let validators = crate::governance::validators::epoch_at(&config, seq).validators;
-    let proposer = validators
-        .get((view % validators.len().max(1) as u64) as usize)
-        .and_then(|v| <[u8; 32]>::try_from(v.public_key.as_slice()).ok())
-        .unwrap_or_default();
+    let proposer = if payload.is_null() {
+        [0; 32]
+    } else {
+        validators
+            .get(payload.proposer as usize)
+            .and_then(|v| <[u8; 32]>::try_from(v.public_key.as_slice()).ok())
+            .unwrap_or_default()
+    };
     let proposal = Proposal {
         height: seq,
         timestamp_ms: payload.timestamp_ms.max(tip.timestamp_ms),

@@ -14,18 +14,19 @@
 //! ```
 
 pub mod catch_up;
-pub mod codec;
+pub mod cutter;
 pub mod epoch;
 pub mod executor;
 pub mod inbound;
 pub mod observer;
-pub mod payload_table;
 pub mod persist;
 pub mod replica_task;
 pub mod state_transfer;
 pub mod status;
 pub mod transport;
 pub mod validate;
+
+pub use kubeledger_protocol::wire::{codec, payload_table};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

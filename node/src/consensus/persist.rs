@@ -195,6 +195,7 @@ mod tests {
         let _ = replica.start();
         let payload = Payload {
             timestamp_ms: 5,
+            proposer: 0,
             txs: vec![vec![1; 100], vec![2; 50]].into(),
         };
         let _ = replica.step(Input::Propose {

@@ -18,14 +18,14 @@ use tokio::task::JoinHandle;
 
 use super::catch_up::CatchUp;
 use super::epoch::{self, EpochPlan};
-use super::executor::{Done, Executor, Job};
+use super::executor::{BlockFill, Done, Executor, Job};
 use super::inbound::Inbound;
 use super::persist::{PersistError, Persister};
 use super::status::{EpochView, Snapshot};
 use super::transport::{PeerLinks, PeerService, MAX_FRAME_BYTES};
 use super::{codec, observer, validate, PayloadCache};
-use crate::block::cutter::{BlockCutter, Decision};
 use crate::client::now_ms;
+use crate::consensus::cutter::{BlockCutter, Decision};
 use crate::proto::peer_server::PeerServer;
 use crate::runtime::cutter_limits;
 use crate::runtime::{Loop, NodeState};
@@ -136,10 +136,12 @@ pub async fn start(
         .max_encoding_message_size(MAX_FRAME_BYTES);
     let mut stopping = state.stopping();
     let peer_server = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+        let incoming = crate::runtime::connections::accept(peer_listener);
         let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .concurrency_limit_per_connection(crate::runtime::reads::MAX_REQUESTS_PER_CONNECTION)
+            .max_concurrent_streams(Some(
+                crate::runtime::connections::MAX_STREAMS_PER_CONNECTION,
+            ))
             .trace_fn(|req| tracing::debug_span!("peer", method = %req.uri().path()))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {
@@ -339,6 +341,7 @@ impl Supervisor {
             timers: HashMap::new(),
             my_proposals: HashMap::new(),
             held: Vec::new(),
+            overlooked: None,
             foreign_ids: HashMap::new(),
             unexecuted: BTreeMap::new(),
             last_pending: None,
@@ -421,6 +424,8 @@ struct ConsensusTask {
     /// Taken from the pool but held back because another in-flight payload
     /// already carries them.
     held: Vec<Arc<VerifiedTx>>,
+    /// The request reported as overlooked (arrival number, id), if any.
+    overlooked: Option<(u64, TxId)>,
     /// Transaction ids of in-flight payloads proposed by other primaries.
     foreign_ids: HashMap<Digest, HashSet<TxId>>,
     /// Committed by consensus, not yet written by the executor.
@@ -601,7 +606,12 @@ impl ConsensusTask {
     }
 
     fn step(&mut self, input: Input) {
+        let suspected = self.replica.stats().censorship_suspected;
         let actions = self.replica.step(input);
+        let newly = self.replica.stats().censorship_suspected - suspected;
+        if newly > 0 {
+            self.state.metrics.censorship_suspected.inc_by(newly);
+        }
         self.handle(actions);
     }
 
@@ -625,6 +635,7 @@ impl ConsensusTask {
                 seq,
                 state_root,
                 block_hash,
+                filled,
             } => {
                 // The block's transactions left the pool; what was held back
                 // behind it may be proposed again.
@@ -640,6 +651,7 @@ impl ConsensusTask {
                     state_root,
                     block_hash,
                 });
+                self.watch_overlooked(filled);
             }
             Done::Transferred {
                 seq,
@@ -696,6 +708,43 @@ impl ConsensusTask {
     fn epoch_end_ahead(&self) -> bool {
         let s = self.replica.status();
         s.epoch_end.is_some_and(|end| s.last_committed < end)
+    }
+
+    /// Tells the replica which client request, if any, a committed block
+    /// with room for it left out: the censorship watch of
+    /// `kubeledger_pbft::Input::Overlooked`. The request watched stays until
+    /// it leaves the pool (committed); then the next oldest is watched if
+    /// the block just committed had room for it. Full blocks accuse no one.
+    fn watch_overlooked(&mut self, filled: BlockFill) {
+        if let Some((_, id)) = &self.overlooked {
+            if self.state.mempool.is_pending(id) {
+                return;
+            }
+        }
+        let limits = cutter_limits(&self.state);
+        let next = self.state.mempool.oldest_queued().filter(|(_, tx)| {
+            filled.had_room_for(tx.encoded_len(), limits.max_txs, limits.max_bytes)
+        });
+        let report = next.as_ref().map(|(ticket, tx)| (*ticket, tx.id));
+        if report == self.overlooked {
+            return;
+        }
+        if let Some((ticket, tx)) = &next {
+            let status = self.replica.status();
+            tracing::debug!(
+                ticket,
+                tx = %tx.id,
+                height = status.last_committed,
+                "a block with room left out the oldest pending transaction"
+            );
+            // The primary may never have got it: send it once more.
+            if !status.is_primary {
+                self.links
+                    .forward_txs(status.primary, vec![tx.signed.clone()]);
+            }
+        }
+        self.overlooked = report;
+        self.step(Input::Overlooked(report.map(|(ticket, _)| ticket)));
     }
 
     fn update_pending(&mut self) {
@@ -806,6 +855,8 @@ impl ConsensusTask {
         self.last_ts = ts;
         let payload = Payload {
             timestamp_ms: ts,
+            // The replica names itself too; the digest must be the same.
+            proposer: self.replica.id(),
             txs: txs
                 .iter()
                 .map(|t| codec::tx_to_payload(t))

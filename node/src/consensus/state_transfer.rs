@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kubeledger_pbft::{Digest, ReplicaIndex, Seq, SignedMessage, ValidatorSet};
 
-use super::codec;
+use super::codec::verified_certificate;
 use crate::block::verify::verify_successor;
 use crate::block::Proposal;
 use crate::governance::validators::epoch_at;
@@ -173,23 +173,6 @@ pub(crate) async fn fetch_from(
         .map_err(|e| unreachable(format!("apply task failed: {e}")))?
 }
 
-/// A served commit certificate for block `height`, if it is one: it decodes,
-/// is for that sequence, and a quorum of `vset` signed matching COMMITs.
-/// (Its digest is the ordered payload's, which the block alone does not
-/// determine; the block is proven by the hash chain to a certified
-/// checkpoint.) Anything else is dropped rather than stored and served on.
-pub(crate) fn verified_certificate(
-    bytes: Vec<u8>,
-    height: u64,
-    vset: &ValidatorSet,
-) -> Option<Vec<u8>> {
-    if bytes.is_empty() {
-        return None;
-    }
-    let cert = codec::decode_certificate(&bytes).ok()?;
-    (cert.seq == height && cert.verify(vset)).then_some(bytes)
-}
-
 /// Re-executes verified blocks; each must reproduce the fetched hash.
 fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(), TransferError> {
     let chain_id = state.ledger.chain_id().to_owned();
@@ -264,6 +247,7 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consensus::codec;
     use ed25519_dalek::SigningKey;
     use kubeledger_pbft::{CommitCertificate, Message, Vote};
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use kubeledger_pbft::{Message, ReplicaIndex, SignedMessage, ValidatorSet};
+use kubeledger_pbft::{Message, ReplicaIndex, SignedMessage};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -30,6 +30,7 @@ use crate::proto::{
     SignedTransaction,
 };
 use crate::runtime::{admission, NodeState};
+use kubeledger_protocol::wire::authentic;
 
 /// Consensus messages queued per peer before new ones are dropped.
 const CONSENSUS_QUEUE: usize = 4096;
@@ -303,15 +304,6 @@ impl PeerService {
     }
 }
 
-/// Whether the network edge may pass `msg`, delivered by `from`, to the
-/// consensus task: its signer is a validator, it is signed by the peer that
-/// sent it (a NEW-VIEW, self-certifying, may be relayed), and its outer
-/// signature verifies. The check is remembered in the set, so the replica
-/// does not repeat it.
-pub(crate) fn authentic(vset: &ValidatorSet, from: ReplicaIndex, msg: &SignedMessage) -> bool {
-    vset.contains(msg.signer) && (msg.signer == from || msg.may_be_relayed()) && msg.verify(vset)
-}
-
 /// The height a consensus message shows its signer has reached.
 pub(crate) fn message_height(m: &SignedMessage) -> Option<u64> {
     match &m.message {
@@ -445,11 +437,16 @@ impl Peer for PeerService {
             .unwrap_or_default();
         if from > 0 {
             let ledger = self.state.ledger.clone();
-            answer.epoch_proofs =
-                tokio::task::spawn_blocking(move || super::epoch::proofs_from(&ledger, from))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(|e| Status::internal(e.to_string()))?;
+            // A storage read like any other: on the blocking pool, within
+            // the servers' shared bound on reads in progress.
+            answer.epoch_proofs = self
+                .state
+                .reads
+                .run("epoch proofs", move || {
+                    Ok(super::epoch::proofs_from(&ledger, from))
+                })
+                .await?
+                .map_err(|e| Status::internal(format!("epoch proofs from {from}: {e}")))?;
         }
         Ok(Response::new(answer))
     }

@@ -166,6 +166,7 @@ mod tests {
         use prost::Message;
         Payload {
             timestamp_ms: 10,
+            proposer: 0,
             txs: txs
                 .iter()
                 .map(|t| t.encode_to_vec())

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod commit_feed;
+pub mod connections;
 pub mod liveness;
 pub mod reads;
 
@@ -15,8 +16,8 @@ use std::time::{Duration, Instant};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use tokio::sync::watch;
 
-use crate::block::cutter::CutterLimits;
 use crate::config::{HealthConfig, NodeConfig};
+use crate::consensus::cutter::CutterLimits;
 use crate::consensus::status::ConsensusShared;
 use crate::crypto::keys;
 use crate::genesis::{ChainParams, Genesis};

@@ -65,6 +65,8 @@ impl SimConfig {
     /// 7-node run. Requests arrive before, during and after the changes.
     pub fn growth_and_shrink(seed: u64) -> Self {
         let mut cfg = SimConfig::random(7, seed);
+        // The sets shrink to 4 validators (f = 1): one byzantine node.
+        cfg.faults.byzantine.truncate(1);
         let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x00e9_0c45);
         let mut changes: Vec<Change> = (4..7).map(Change::Add).collect();
         let mut all: Vec<usize> = (0..7).collect();
@@ -81,6 +83,7 @@ impl SimConfig {
         let (k, l) = WINDOWS[r.gen_range(0..WINDOWS.len())];
         cfg.pbft.checkpoint_interval = k;
         cfg.pbft.window = l;
+        cfg.test = "epochs";
         cfg.epochs = Some(EpochPlan {
             genesis: 4,
             changes,
@@ -396,6 +399,9 @@ impl Sim {
         let seq = n.ledger.len() as u64 + 1;
         for tx in &block.payload.txs {
             n.mempool.remove(tx);
+            if let Some(ticket) = n.tickets.remove(tx) {
+                n.overlooked.remove(&ticket);
+            }
             if !n.committed.insert(tx.clone()) {
                 if count_dups {
                     self.duplicates_skipped += 1;
@@ -543,6 +549,10 @@ impl Sim {
         n.replica = None;
         n.timer_gen.clear();
         n.last_pending = None;
+        // The next set's primary has left nothing out yet: what the old
+        // set's blocks overlooked is no evidence against it.
+        n.overlooked.clear();
+        n.last_overlooked = None;
         if crash {
             // Crashed after storing the proof, before the new replica ever
             // persisted anything: the saved state is the old epoch's.

@@ -1,22 +1,34 @@
 //! Deterministic simulator: real replicas, a simulated network, clock,
 //! ledger and clients, all driven by one seeded PRNG. Same seed => same run.
+//!
+//! The node glue here models what a node does around its replica: the
+//! mempool (with arrival tickets, reporting the oldest request a committed
+//! block with room left out as `Input::Overlooked`), the block cutter,
+//! execution, timers (each node's clock at its own rate under clock skew).
+//! `byzantine.rs` holds the byzantine behaviours, `transfer.rs` the state
+//! transfer (checked against the certificate, byzantine sources lie) and
+//! `epochs.rs` validator-set changes.
 
 #![allow(dead_code)]
 
+pub mod byzantine;
 pub mod epochs;
+pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use ed25519_dalek::SigningKey;
 use kubeledger_pbft::{
-    Action, CommitCertificate, Config, Digest, Input, Message, Payload, PrePrepare, Replica,
-    ReplicaIndex, SignedMessage, TimerId, Vote,
+    Action, CommitCertificate, Config, Digest, Input, Message, Payload, Replica, ReplicaIndex,
+    SignedMessage, TimerId, ViewChange,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest as _, Sha256};
 
+use byzantine::{choose_censored, Attack, ByzStats, Byzantine, VcLie};
 use epochs::{Chain, EpochPlan, EpochStats, VsetCache};
+use transfer::Fetch;
 
 pub const INVALID_MARKER: &[u8] = b"invalid";
 
@@ -27,9 +39,22 @@ pub struct Faults {
     pub max_delay_ms: u64,
     pub partitions: usize,
     pub crashes: usize,
-    pub byzantine: Option<usize>,
+    /// At most f byzantine replicas, each with its own attack.
+    pub byzantine: Vec<Byzantine>,
     /// A replica that crashes at t=0 and never comes back.
     pub dead: Option<usize>,
+    /// Per-node clocks (None: all agree).
+    pub clocks: Option<Vec<Clock>>,
+    /// Requests (by index) that a censoring primary leaves out.
+    pub censored: Vec<usize>,
+}
+
+/// A node's clock: its timers run `rate` times as long as asked (a slow
+/// clock, > 1, waits longer), and its proposals' timestamps are offset.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    pub rate: f64,
+    pub offset_ms: u64,
 }
 
 impl Faults {
@@ -40,8 +65,10 @@ impl Faults {
             max_delay_ms: 5,
             partitions: 0,
             crashes: 0,
-            byzantine: None,
+            byzantine: Vec::new(),
             dead: None,
+            clocks: None,
+            censored: Vec::new(),
         }
     }
 }
@@ -64,6 +91,9 @@ pub struct SimConfig {
     pub exec_delay_ms: u64,
     /// Validator changes to make during the run (None: a fixed set of n).
     pub epochs: Option<EpochPlan>,
+    /// The test function that runs such configurations (the failure
+    /// message's reproduction filter; empty: the random mix of size n).
+    pub test: &'static str,
 }
 
 impl SimConfig {
@@ -71,14 +101,35 @@ impl SimConfig {
     pub fn random(n: usize, seed: u64) -> Self {
         let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_cafe);
         let f = (n - 1) / 3;
-        let byzantine = (f >= 1 && r.gen_bool(0.35)).then(|| r.gen_range(0..n));
-        let dead = (f >= 1 && byzantine.is_none() && r.gen_bool(0.2)).then(|| r.gen_range(0..n));
+        let mut byzantine: Vec<Byzantine> = Vec::new();
+        if f >= 1 && r.gen_bool(0.45) {
+            let count = if f >= 2 && r.gen_bool(0.4) { 2 } else { 1 };
+            while byzantine.len() < count {
+                let node = r.gen_range(0..n);
+                let attack = Attack::ALL[r.gen_range(0..Attack::ALL.len())];
+                if byzantine.iter().all(|b| b.node != node) {
+                    byzantine.push(Byzantine { node, attack });
+                }
+            }
+        }
+        let dead = (f >= 1 && byzantine.is_empty() && r.gen_bool(0.2)).then(|| r.gen_range(0..n));
         // Keep each seed short: crypto dominates and grows with n^2.
         let max_requests = if n >= 7 { 7 } else { 10 };
+        let requests = r.gen_range(3..=max_requests);
+        let censored_count = r.gen_range(1..=2);
+        let censored = choose_censored(&mut r, requests, censored_count);
+        let clocks = r.gen_bool(0.3).then(|| {
+            (0..n)
+                .map(|_| Clock {
+                    rate: r.gen_range(0.5..2.0),
+                    offset_ms: r.gen_range(0..10_000),
+                })
+                .collect()
+        });
         SimConfig {
             n,
             seed,
-            requests: r.gen_range(3..=max_requests),
+            requests,
             faults: Faults {
                 loss: if r.gen_bool(0.6) {
                     r.gen_range(0.0..0.15)
@@ -91,6 +142,8 @@ impl SimConfig {
                 crashes: r.gen_range(0..=2),
                 byzantine,
                 dead,
+                clocks,
+                censored,
             },
             heal_at: r.gen_range(300..=1500),
             liveness_bound_ms: 60_000,
@@ -104,6 +157,7 @@ impl SimConfig {
             max_batch: r.gen_range(1..=4),
             exec_delay_ms: 0,
             epochs: None,
+            test: "",
         }
     }
 
@@ -114,6 +168,54 @@ impl SimConfig {
         c.heal_at = 0;
         c
     }
+
+    /// A censoring primary in view 0 (node 0) on a network without other
+    /// faults: only the censorship timer can get its censored requests
+    /// committed.
+    pub fn censoring_primary(n: usize, seed: u64) -> Self {
+        let mut c = Self::random(n, seed);
+        let mut r = ChaCha8Rng::seed_from_u64(seed ^ 0x00ce_450e);
+        let censored_count = r.gen_range(1..=2);
+        c.faults = Faults {
+            byzantine: vec![Byzantine {
+                node: 0,
+                attack: Attack::Censor,
+            }],
+            censored: choose_censored(&mut r, c.requests, censored_count),
+            ..Faults::none()
+        };
+        // Requests arrive before the (fault-free) run "heals", so the
+        // liveness check sees them all.
+        c.heal_at = r.gen_range(200..=400);
+        c.test = "censoring_primary";
+        c
+    }
+
+    /// The fault classes of this configuration, for the per-run summary.
+    pub fn classes(&self) -> Vec<&'static str> {
+        let f = &self.faults;
+        let mut v: Vec<&'static str> = f.byzantine.iter().map(|b| b.attack.name()).collect();
+        v.sort_unstable();
+        v.dedup();
+        if f.byzantine.len() >= 2 {
+            v.push("two-byzantine");
+        }
+        if f.dead.is_some() {
+            v.push("dead");
+        }
+        if f.byzantine.is_empty() && f.dead.is_none() {
+            v.push("honest");
+        }
+        if f.clocks.is_some() {
+            v.push("clock-skew");
+        }
+        v
+    }
+}
+
+/// The client transaction of request `k` of a run.
+pub fn request_tx(seed: u64, k: usize) -> Vec<u8> {
+    format!("tx-{seed}-{k}").into_bytes()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,8 +249,11 @@ enum Ev {
     },
     Fetch {
         node: usize,
-        target: u64,
-        block_hash: Digest,
+        fetch: Fetch,
+    },
+    /// A periodic move of a byzantine node (see `byzantine.rs`).
+    Tick {
+        node: usize,
     },
     Submit {
         tx: Vec<u8>,
@@ -199,8 +304,19 @@ struct Node {
     given_certificate: Option<Vec<SignedMessage>>,
     committed: BTreeSet<Vec<u8>>,
     mempool: BTreeSet<Vec<u8>>,
+    /// Arrival number (ticket) of each request in the mempool.
+    tickets: BTreeMap<Vec<u8>, u64>,
+    next_ticket: u64,
+    /// Requests a committed block with room for them left out, by ticket.
+    overlooked: BTreeMap<u64, Vec<u8>>,
+    /// Generation of each armed timer; a fire of another generation (a
+    /// cancelled or replaced timer) is not delivered.
     timer_gen: BTreeMap<TimerId, u64>,
+    /// Generations are never reused (also not after a cancel or a crash).
+    timer_counter: u64,
     last_pending: Option<bool>,
+    /// The oldest overlooked ticket last reported (None: not yet).
+    last_overlooked: Option<Option<u64>>,
     /// The epochs its ledger implies.
     chain: Chain,
     /// Index in `chain` of the epoch it runs (its replica's set).
@@ -219,6 +335,8 @@ pub struct Outcome {
     pub stats_dropped: u64,
     pub duplicates_skipped: u64,
     pub epochs: EpochStats,
+    pub classes: Vec<&'static str>,
+    pub byz: ByzStats,
 }
 
 pub struct Sim {
@@ -244,6 +362,11 @@ pub struct Sim {
     last_config_tx: Option<(u64, Vec<u8>)>,
     config_nonce: u64,
     post_submitted: bool,
+    byz_stats: ByzStats,
+    /// Lying VIEW-CHANGEs sent, by signature.
+    vc_lies: BTreeMap<Vec<u8>, VcLie>,
+    /// Recent true VIEW-CHANGEs of each liar, with the epoch base.
+    byz_view_changes: BTreeMap<usize, Vec<(u64, ViewChange)>>,
 }
 
 fn hash_parts(parts: &[&[u8]]) -> Digest {
@@ -291,8 +414,13 @@ impl Sim {
                 given_certificate: None,
                 committed: BTreeSet::new(),
                 mempool: BTreeSet::new(),
+                tickets: BTreeMap::new(),
+                next_ticket: 0,
+                overlooked: BTreeMap::new(),
                 timer_gen: BTreeMap::new(),
+                timer_counter: 0,
                 last_pending: None,
+                last_overlooked: None,
                 chain: chain.clone(),
                 epoch: 0,
                 proofs: BTreeMap::new(),
@@ -321,9 +449,13 @@ impl Sim {
             last_config_tx: None,
             config_nonce: 0,
             post_submitted: false,
+            byz_stats: ByzStats::default(),
+            vc_lies: BTreeMap::new(),
+            byz_view_changes: BTreeMap::new(),
         };
         sim.plan();
         sim.plan_epochs();
+        sim.plan_byzantine();
         sim
     }
 
@@ -333,7 +465,26 @@ impl Sim {
     }
 
     fn honest(&self, i: usize) -> bool {
-        self.cfg.faults.byzantine != Some(i)
+        self.cfg.faults.byzantine.iter().all(|b| b.node != i)
+    }
+
+    /// The node's own clock (proposal timestamps).
+    fn node_time(&self, node: usize) -> u64 {
+        let offset = self
+            .cfg
+            .faults
+            .clocks
+            .as_ref()
+            .map_or(0, |c| c[node].offset_ms);
+        self.now + offset
+    }
+
+    /// How long a timer armed for `after_ms` takes on the node's clock.
+    fn timer_delay(&self, node: usize, after_ms: u64) -> u64 {
+        match &self.cfg.faults.clocks {
+            Some(c) => ((after_ms as f64) * c[node].rate).ceil().max(1.0) as u64,
+            None => after_ms,
+        }
     }
 
     /// Schedule clients, crashes and partitions for the whole run.
@@ -342,7 +493,7 @@ impl Sim {
         let window = heal.max(200);
         for k in 0..self.cfg.requests {
             let t = self.rng.gen_range(0..window);
-            let tx = format!("tx-{}-{k}", self.cfg.seed).into_bytes();
+            let tx = request_tx(self.cfg.seed, k);
             self.at(t, Ev::Submit { tx });
         }
         let dead = self.cfg.faults.dead;
@@ -461,17 +612,28 @@ impl Sim {
             stats_dropped,
             duplicates_skipped: self.duplicates_skipped,
             epochs: self.epoch_stats.clone(),
+            classes: self.cfg.classes(),
+            byz: self.byz_stats.clone(),
         })
     }
 
     fn fail(&self, why: &str) -> String {
-        let (plan, filter) = match &self.cfg.epochs {
-            Some(p) => (format!(", changes={:?}", p.changes), " epochs"),
-            None => (String::new(), ""),
+        let plan = match &self.cfg.epochs {
+            Some(p) => format!(", changes={:?}", p.changes),
+            None => String::new(),
+        };
+        let filter = match self.cfg.test {
+            "" => format!("n{}_seeds_part0", self.cfg.n),
+            t => t.to_string(),
         };
         format!(
-            "seed {} (n={}, faults={:?}{plan}, t={}ms): {why}\nreproduce: PBFT_SEED={} cargo test --release -p kubeledger-pbft --test simulation --{filter}",
-            self.cfg.seed, self.cfg.n, self.cfg.faults, self.now, self.cfg.seed
+            "seed {} (n={}, classes={:?}, faults={:?}{plan}, t={}ms): {why}\nreproduce: PBFT_SEED={} cargo test --release -p kubeledger-pbft --test simulation -- {filter} --nocapture",
+            self.cfg.seed,
+            self.cfg.n,
+            self.cfg.classes(),
+            self.cfg.faults,
+            self.now,
+            self.cfg.seed
         )
     }
 
@@ -543,8 +705,10 @@ impl Sim {
             Ev::Submit { tx } => {
                 self.submitted.insert(tx.clone());
                 for i in 0..self.cfg.n {
-                    if !self.nodes[i].committed.contains(&tx) {
-                        self.nodes[i].mempool.insert(tx.clone());
+                    let n = &mut self.nodes[i];
+                    if !n.committed.contains(&tx) && n.mempool.insert(tx.clone()) {
+                        n.next_ticket += 1;
+                        n.tickets.insert(tx.clone(), n.next_ticket);
                     }
                     self.after_event(i);
                 }
@@ -568,11 +732,8 @@ impl Sim {
                     self.schedule_execution(node);
                 }
             }
-            Ev::Fetch {
-                node,
-                target,
-                block_hash,
-            } => self.do_fetch(node, target, block_hash),
+            Ev::Fetch { node, fetch } => self.do_fetch(node, fetch),
+            Ev::Tick { node } => self.byzantine_tick(node),
             Ev::Crash { node } => {
                 if self.trace {
                     eprintln!("t={} node {node} CRASH", self.now);
@@ -588,6 +749,7 @@ impl Sim {
                 }
                 n.timer_gen.clear();
                 n.last_pending = None;
+                n.last_overlooked = None;
             }
             Ev::Restart { node } => self.restart(node),
             Ev::Partition { blocked } => {
@@ -645,7 +807,32 @@ impl Sim {
         if self.trace && !matches!(input, Input::Message { .. } | Input::RequestsPending(_)) {
             eprintln!("t={} node {node} input {input:?}", self.now);
         }
+        let checked = match &input {
+            Input::Message { msg, .. }
+                if matches!(msg.message, Message::ViewChange(_) | Message::NewView(_)) =>
+            {
+                Some(msg.clone())
+            }
+            _ => None,
+        };
+        let before = r.stats().clone();
         let actions = r.step(input);
+        let after = r.stats().clone();
+        if let Some(msg) = checked {
+            let vcs = after.invalid_view_changes - before.invalid_view_changes;
+            let nvs = after.invalid_new_views - before.invalid_new_views;
+            self.check_verdict(node, &msg, vcs, nvs);
+        }
+        if self.honest(node) {
+            let suspected = after.censorship_suspected - before.censorship_suspected;
+            self.byz_stats.censorship_suspected += suspected;
+            if self.healed {
+                self.byz_stats.censorship_after_heal += suspected;
+                if suspected > 0 && self.trace {
+                    eprintln!("t={} node {node} suspects censorship after heal", self.now);
+                }
+            }
+        }
         self.apply(node, actions);
         self.check_epoch_switch(node);
         self.after_event(node);
@@ -667,9 +854,24 @@ impl Sim {
             self.step(node, Input::RequestsPending(pending));
             return;
         }
+        let oldest = n.overlooked.keys().next().copied();
+        if n.last_overlooked != Some(oldest) {
+            n.last_overlooked = Some(oldest);
+            self.step(node, Input::Overlooked(oldest));
+            return;
+        }
         if !status.is_primary || status.view_change_in_progress || !pending {
             return;
         }
+        let censored = if self.attack(node) == Some(Attack::Censor) {
+            self.censored_txs()
+        } else {
+            Vec::new()
+        };
+        let n = &self.nodes[node];
+        let Some(r) = n.replica.as_ref() else {
+            return;
+        };
         let in_flight: BTreeSet<&Vec<u8>> = r
             .in_flight_payloads()
             .flat_map(|(_, _, p)| p.txs.iter())
@@ -677,15 +879,22 @@ impl Sim {
         let batch: Vec<Vec<u8>> = n
             .mempool
             .iter()
-            .filter(|tx| !in_flight.contains(tx))
+            .filter(|tx| !in_flight.contains(tx) && !censored.contains(tx))
             .take(self.cfg.max_batch)
             .cloned()
             .collect();
         if batch.is_empty() && !filling {
             return;
         }
+        if censored.iter().any(|tx| n.mempool.contains(tx)) {
+            self.byz_stats.censored_blocks += 1;
+        }
+        // The replica names itself as proposer; so does the payload here,
+        // so its digest is the one the replica orders.
+        let proposer = self.nodes[node].replica.as_ref().map_or(0, |r| r.id());
         let payload = Payload {
-            timestamp_ms: self.now + 1,
+            timestamp_ms: self.node_time(node) + 1,
+            proposer,
             txs: batch.into(),
         };
         self.proposed.insert(payload.digest());
@@ -778,9 +987,14 @@ impl Sim {
                     ..
                 } => self.commit(node, seq, payload, certificate),
                 Action::SetTimer { id, after_ms } => {
-                    let gen = self.nodes[node].timer_gen.get(&id).map_or(1, |g| g + 1);
-                    self.nodes[node].timer_gen.insert(id, gen);
-                    let t = self.now + after_ms;
+                    let n = &mut self.nodes[node];
+                    n.timer_counter += 1;
+                    let gen = n.timer_counter;
+                    n.timer_gen.insert(id, gen);
+                    let t = self.now + self.timer_delay(node, after_ms);
+                    if self.trace {
+                        eprintln!("t={} node {node} timer {id:?} at {t} (gen {gen})", self.now);
+                    }
                     self.at(t, Ev::Timer { node, id, gen });
                 }
                 Action::CancelTimer { id } => {
@@ -788,19 +1002,11 @@ impl Sim {
                 }
                 Action::FetchState {
                     target_seq,
+                    state_root,
                     block_hash,
+                    peers,
                     ..
-                } => {
-                    let t = self.now + self.rng.gen_range(5..30);
-                    self.at(
-                        t,
-                        Ev::Fetch {
-                            node,
-                            target: target_seq,
-                            block_hash,
-                        },
-                    );
-                }
+                } => self.start_fetch(node, target_seq, state_root, block_hash, &peers),
                 Action::ViewChanged { .. }
                 | Action::CheckpointStable { .. }
                 | Action::ProposalRejected { .. } => {}
@@ -868,6 +1074,8 @@ impl Sim {
         };
         let seq = n.ledger.len() as u64 + 1;
         let digest = payload.digest();
+        self.mark_overlooked(node, &payload);
+        let n = &self.nodes[node];
         let (prev_root, prev_hash) = n
             .ledger
             .last()
@@ -904,66 +1112,35 @@ impl Sim {
         self.check_epoch_switch(node);
     }
 
-    /// Model of the node's state transfer: copy blocks from an honest peer.
-    fn do_fetch(&mut self, node: usize, target: u64, block_hash: Digest) {
-        if self.nodes[node].replica.is_none() {
+    /// The node's mempool model, on executing a committed block: a block
+    /// with room (fewer txs than the block cutter's limit, and not the
+    /// null request that fills a view change's gaps) left out every
+    /// request the node holds that is not in another block (committed or in
+    /// flight); those are overlooked until they commit.
+    fn mark_overlooked(&mut self, node: usize, payload: &Payload) {
+        if payload.txs.len() >= self.cfg.max_batch || payload.is_null() {
             return;
-        }
-        // Blocks committed before the transfer began are executed first.
-        while !self.nodes[node].exec_queue.is_empty() {
-            self.execute_next(node);
-        }
-        let have = self.nodes[node].ledger.len() as u64;
-        let src = (0..self.cfg.n)
-            .filter(|i| *i != node && self.honest(*i))
-            .find(|i| self.nodes[*i].ledger.len() as u64 >= target);
-        let Some(src) = src else {
-            // Nobody honest has it yet; retry later.
-            let t = self.now + 50;
-            self.at(
-                t,
-                Ev::Fetch {
-                    node,
-                    target,
-                    block_hash,
-                },
-            );
-            return;
-        };
-        self.state_transfers += 1;
-        if have < target {
-            let blocks: Vec<Block> =
-                self.nodes[src].ledger[have as usize..target as usize].to_vec();
-            for b in blocks {
-                self.execute_block(node, b, false);
-            }
         }
         let n = &self.nodes[node];
-        if target > 0 && n.ledger[target as usize - 1].block_hash != block_hash {
-            self.violations.push(format!(
-                "node {node}: certified checkpoint {target} does not match the fetched chain"
-            ));
+        let mut elsewhere: BTreeSet<&Vec<u8>> = payload.txs.iter().collect();
+        elsewhere.extend(n.exec_queue.iter().flat_map(|(p, _)| p.txs.iter()));
+        if let Some(r) = n.replica.as_ref() {
+            elsewhere.extend(r.in_flight_payloads().flat_map(|(_, _, p)| p.txs.iter()));
         }
-        let top = n.ledger.len() as u64;
-        let (state_root, block_hash) = n
-            .ledger
-            .last()
-            .map_or(([0; 32], [0; 32]), |b| (b.state_root, b.block_hash));
-        self.step(
-            node,
-            Input::StateTransferred {
-                seq: top,
-                state_root,
-                block_hash,
-            },
-        );
+        let left_out: Vec<(u64, Vec<u8>)> = n
+            .tickets
+            .iter()
+            .filter(|(tx, _)| !elsewhere.contains(tx))
+            .map(|(tx, t)| (*t, tx.clone()))
+            .collect();
+        self.nodes[node].overlooked.extend(left_out);
     }
 
     fn send(&mut self, from: usize, to: usize, msg: SignedMessage) {
-        if self.cfg.faults.byzantine == Some(from) {
-            self.byzantine_send(from, to, msg);
-        } else {
-            self.transmit(from, to, msg);
+        match self.attack(from) {
+            Some(Attack::Classic) => self.byzantine_send(from, to, msg),
+            Some(Attack::ViewChange) => self.lying_view_change_send(from, to, msg),
+            Some(Attack::Censor) | None => self.transmit(from, to, msg),
         }
     }
 
@@ -1006,101 +1183,6 @@ impl Sim {
         let ep = &n.chain.epochs[n.epoch];
         let me = ep.index_of(from).unwrap_or(0);
         SignedMessage::sign(self.vsets.get(ep), me, &self.keys[from], m)
-    }
-
-    /// The byzantine replica's outgoing traffic is mutated here.
-    fn byzantine_send(&mut self, from: usize, to_node: usize, msg: SignedMessage) {
-        let roll: f64 = self.rng.gen();
-        // Replica index of the receiver and size of the sender's set.
-        let (to, n) = {
-            let ep = self.epoch(from);
-            let to = ep.index_of(to_node).map_or(0, |i| i as usize);
-            (to, ep.members.len())
-        };
-        let mutated = match &msg.message {
-            // Equivocate: the upper half of the replicas gets another payload.
-            Message::PrePrepare(pp) if to * 2 >= n => {
-                let mut payload = pp.payload.clone();
-                payload.timestamp_ms += 7;
-                if roll < 0.3 {
-                    payload
-                        .txs
-                        .make_mut()
-                        .push(format!("{}-{}", "invalid", pp.seq).into_bytes());
-                } else {
-                    payload.txs.make_mut().reverse();
-                }
-                let digest = payload.digest();
-                self.proposed.insert(digest);
-                self.resign(
-                    from,
-                    Message::PrePrepare(PrePrepare {
-                        view: pp.view,
-                        seq: pp.seq,
-                        digest,
-                        payload,
-                    }),
-                )
-            }
-            // A forged NEW-VIEW (O set altered) for the upper half.
-            Message::NewView(nv) if to * 2 >= n && roll < 0.5 => {
-                let mut nv = nv.clone();
-                let null = Payload::null();
-                let seq = nv.pre_prepares.len() as u64 + 1000;
-                nv.pre_prepares.push(self.resign(
-                    from,
-                    Message::PrePrepare(PrePrepare {
-                        view: nv.view,
-                        seq,
-                        digest: null.digest(),
-                        payload: null,
-                    }),
-                ));
-                self.resign(from, Message::NewView(nv))
-            }
-            // Votes for digests nobody proposed.
-            Message::Prepare(v) | Message::Commit(v) if roll < 0.3 => {
-                let mut digest = [0u8; 32];
-                self.rng.fill(&mut digest);
-                let vote = Vote { digest, ..*v };
-                let m = if matches!(msg.message, Message::Prepare(_)) {
-                    Message::Prepare(vote)
-                } else {
-                    Message::Commit(vote)
-                };
-                self.resign(from, m)
-            }
-            // In epoch runs, CHECKPOINTs for another state (epoch proofs
-            // are checkpoint certificates).
-            Message::Checkpoint(cp) if self.cfg.epochs.is_some() && roll < 0.5 => {
-                let mut lie = *cp;
-                self.rng.fill(&mut lie.state_root);
-                self.resign(from, Message::Checkpoint(lie))
-            }
-            _ => msg.clone(),
-        };
-        self.transmit(from, to_node, mutated);
-        // Garbage: broken signatures, forged signers, far-future seqs.
-        let g: f64 = self.rng.gen();
-        if g < 0.15 {
-            let mut bad = msg.clone();
-            bad.signature = (0..self.rng.gen_range(0..80))
-                .map(|_| self.rng.gen())
-                .collect();
-            self.transmit(from, to_node, bad);
-        } else if g < 0.25 {
-            let mut forged = msg.clone();
-            forged.signer = self.rng.gen_range(0..n) as ReplicaIndex;
-            self.transmit(from, to_node, forged);
-        } else if g < 0.35 {
-            let vote = Vote {
-                view: self.rng.gen_range(0..4),
-                seq: self.rng.gen_range(1..u64::MAX),
-                digest: [7; 32],
-            };
-            let far = self.resign(from, Message::Commit(vote));
-            self.transmit(from, to_node, far);
-        }
     }
 }
 

@@ -61,18 +61,31 @@ impl<U: Message + Default> Decoder for BoundedDecoder<U> {
         // A gRPC message arrives whole in one contiguous buffer; a partial
         // chunk would only make the count smaller than the truth, so count
         // what is there and let the size limit bound the rest.
-        let fields = top_level_fields(buf.chunk(), MAX_TOP_LEVEL_FIELDS);
-        if fields > MAX_TOP_LEVEL_FIELDS {
-            return Err(Status::resource_exhausted(format!(
-                "message has more than {MAX_TOP_LEVEL_FIELDS} fields (repeated entries count one each); refused undecoded"
-            )));
-        }
+        check_fields(buf.chunk())?;
         self.0.decode(buf)
     }
 
     fn buffer_settings(&self) -> tonic::codec::BufferSettings {
         self.0.buffer_settings()
     }
+}
+
+/// Refuses an encoded message with more than [`MAX_TOP_LEVEL_FIELDS`]
+/// top-level fields, before anything is decoded.
+pub fn check_fields(bytes: &[u8]) -> Result<(), Status> {
+    if top_level_fields(bytes, MAX_TOP_LEVEL_FIELDS) > MAX_TOP_LEVEL_FIELDS {
+        return Err(Status::resource_exhausted(format!(
+            "message has more than {MAX_TOP_LEVEL_FIELDS} fields (repeated entries count one each); refused undecoded"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes one whole message as the gRPC decoder does: the field bound
+/// first, then prost. (For callers holding the bytes, such as fuzz targets.)
+pub fn decode<U: Message + Default>(bytes: &[u8]) -> Result<U, Status> {
+    check_fields(bytes)?;
+    U::decode(bytes).map_err(|e| Status::invalid_argument(format!("cannot decode message: {e}")))
 }
 
 /// The number of top-level fields in an encoded protobuf message, counting

@@ -329,9 +329,10 @@ impl Genesis {
     }
 }
 
-/// A one-validator chain `"t"` with default parameters, for unit tests.
-#[cfg(test)]
-pub(crate) fn single_validator_for_tests(key: &ed25519_dalek::SigningKey) -> Genesis {
+/// A one-validator chain `"t"` with default parameters, for unit tests
+/// (here, and in the node's with the `test-support` feature).
+#[cfg(any(test, feature = "test-support"))]
+pub fn single_validator_for_tests(key: &ed25519_dalek::SigningKey) -> Genesis {
     Genesis {
         chain_id: "t".into(),
         created_at_ms: 1,

@@ -123,6 +123,23 @@ pub fn tx_from_payload(
     envelope::decode(signed, chain_id, limits)
 }
 
+/// A served commit certificate for block `height`, if it is one: it decodes,
+/// is for that sequence, and a quorum of `vset` signed matching COMMITs.
+/// (Its digest is the ordered payload's, which the block alone does not
+/// determine; the block is proven by the hash chain to a certified
+/// checkpoint.) Anything else is dropped rather than stored and served on.
+pub fn verified_certificate(
+    bytes: Vec<u8>,
+    height: u64,
+    vset: &kubeledger_pbft::ValidatorSet,
+) -> Option<Vec<u8>> {
+    if bytes.is_empty() {
+        return None;
+    }
+    let cert = decode_certificate(&bytes).ok()?;
+    (cert.seq == height && cert.verify(vset)).then_some(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +182,7 @@ mod tests {
     fn a_payload_repeated_in_a_new_view_travels_once() {
         let payload = Payload {
             timestamp_ms: 9,
+            proposer: 0,
             txs: vec![vec![0xab; 10_000]].into(),
         };
         let pp = pre_prepare(4, &payload);
@@ -216,6 +234,7 @@ mod tests {
     fn a_missing_payload_leaves_a_placeholder_the_replica_refuses() {
         let payload = Payload {
             timestamp_ms: 9,
+            proposer: 0,
             txs: vec![vec![1, 2, 3]].into(),
         };
         let back = decode_stripped(&pre_prepare(1, &payload), Vec::new());
@@ -229,10 +248,12 @@ mod tests {
     fn a_payload_under_a_false_digest_fails_the_replicas_check() {
         let honest = Payload {
             timestamp_ms: 9,
+            proposer: 0,
             txs: vec![vec![1, 2, 3]].into(),
         };
         let forged = Payload {
             timestamp_ms: 9,
+            proposer: 0,
             txs: vec![vec![6, 6, 6]].into(),
         };
         let back = decode_stripped(

@@ -1,7 +1,6 @@
 //! Blocks: what consensus orders ([`Proposal`]) and what the ledger stores
-//! ([`crate::proto::Block`]), plus the block cutter deciding when to propose.
+//! ([`crate::proto::Block`]), and the checks that a block extends a chain.
 
-pub mod cutter;
 pub mod verify;
 
 use std::sync::Arc;
