@@ -34,6 +34,8 @@ for rate in $rates; do
   "$bin" bench --endpoint "$first" --endpoints "$rest" --txs $((rate * rate_secs)) --value-size 100 --rate "$rate"
   echo
 done
+view_change_summary 4
+echo
 echo "== 3. 4 replicas, kill -9 of the primary under load (view-change timeout 2 s; the primary stays down)"
 start_consortium 4 --no-restart
 primary=$("$bin" status --endpoint "$first" -o json | field primary_index)
@@ -58,8 +60,10 @@ t1=$(date +%s%N)
 echo "killed primary replica $primary at height $at_kill; first block of view $v (height $h) after $(((t1 - t0) / 1000000)) ms"
 wait "$load_pid" || true
 grep -E "^(transactions|throughput|commit latency)" "$dir/kill-load.log"
+view_change_summary 4
 echo
 start_consortium 7
 echo "== 4. 7 replicas, saturation: $txs signed 100-byte puts over all replicas"
 "$bin" bench --endpoint "$first" --endpoints "$rest" --txs "$txs" --value-size 100
+view_change_summary 7
 "$bin" status --endpoint "$first"

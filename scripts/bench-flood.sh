@@ -62,4 +62,5 @@ base = (before + after) / 2
 print(f"forged votes refused at the edge during the flooded run: {r1 - r0:.0f}")
 print(f"honest throughput under the flood: {flooded:.0f} tx/s = {100 * flooded / base:.1f}% of the same run's {base:.0f} tx/s without it")
 PY
+view_change_summary 4
 "$bin" status --endpoint "$first" | head -n 5

@@ -30,3 +30,15 @@ start_consortium() {
 }
 
 field() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+
+# view_change_summary N: each replica's view changes and censorship
+# suspicions so far, from its /metrics (a dead replica shows "-").
+view_change_summary() {
+  local vc=() cs=() m i
+  for i in $(seq 0 $(($1 - 1))); do
+    m=$(curl -s --max-time 2 "http://127.0.0.1:$((port + 10 * i + 2))/metrics" || true)
+    vc+=("$(awk '/^kubeledger_view_changes_total /{v=$2} END {print (v == "" ? "-" : v)}' <<<"$m")")
+    cs+=("$(awk '/^kubeledger_censorship_suspected_total /{v=$2} END {print (v == "" ? "-" : v)}' <<<"$m")")
+  done
+  echo "view changes per replica: ${vc[*]}; censorship suspected per replica: ${cs[*]}"
+}

@@ -45,16 +45,19 @@ flags=(-s none -a --release)
 echo "== fuzz: building the targets"
 (cd fuzz && "${cargo[@]}" fuzz build "${flags[@]}")
 
-work=fuzz/target/corpus
-logs=fuzz/target/logs
+# Scratch corpus and logs (KUBELEDGER_FUZZ_WORK moves them, so two runs
+# can go side by side).
+scratch=${KUBELEDGER_FUZZ_WORK:-$PWD/fuzz/target}
+work=$scratch/corpus
+logs=$scratch/logs
 mkdir -p "$logs"
 run_one() {
   local t=$1
   mkdir -p "$work/$t" "fuzz/artifacts/$t"
   # libFuzzer adds what it finds to the first directory only.
-  (cd fuzz && "${cargo[@]}" fuzz run "${flags[@]}" "$t" "../$work/$t" "corpus/$t" -- \
+  (cd fuzz && "${cargo[@]}" fuzz run "${flags[@]}" "$t" "$work/$t" "corpus/$t" -- \
       "${limit[@]}" -max_len=65536 -rss_limit_mb=4096 -timeout=30 -print_final_stats=1 \
-      >"../$logs/$t.log" 2>&1)
+      >"$logs/$t.log" 2>&1)
 }
 
 failed=()
