@@ -8,7 +8,6 @@
 //! it (`ConfigOutcome`) is stored under [`outcome_key`] of its id (SHA-256 of
 //! the body bytes).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -19,9 +18,8 @@ use kubeledger_protocol::tx::envelope;
 
 use crate::proto::ledger_client::LedgerClient;
 use crate::proto::{
-    config_change::Change, tx_body::Payload, Ballot, ConfigChange, ConfigOutcome, ConsortiumConfig,
-    GetConfigRequest, GetConfigResponse, GetRequest, ListProposalsRequest, Proposal, ProposalState,
-    SignedTransaction, SubmitAndWaitRequest, TxBody,
+    config_change::Change, ConfigOutcome, GetConfigRequest, GetConfigResponse, GetRequest,
+    ListProposalsRequest, Proposal, ProposalState, SignedTransaction, SubmitAndWaitRequest,
 };
 
 /// Why a chain call failed.
@@ -214,233 +212,10 @@ impl ChainAdmin for GrpcChain {
     }
 }
 
-/// One configuration transaction a [`RecordingChain`] received.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Submitted {
-    pub host: String,
-    pub chain_id: String,
-    /// Hex public key of the signer (the body's sender, signature verified).
-    pub signer: String,
-    pub change: Change,
-}
-
-/// A chain in memory (tests, dry runs): answers `GetConfig` and
-/// `ListProposals` from its state, records every submission after checking
-/// its signature, and applies it the way the node's Automatic and Vote
-/// policies do in the simple cases (a proposal opens with the proposer's
-/// approval; votes are added as ballots; nothing is ever decided).
-#[derive(Debug, Default)]
-pub struct RecordingChain {
-    state: Mutex<RecordingState>,
-}
-
-#[derive(Debug, Default)]
-struct RecordingState {
-    config: GetConfigResponse,
-    proposals: Vec<Proposal>,
-    submitted: Vec<Submitted>,
-    unreachable: bool,
-    refusal: Option<String>,
-}
-
-impl RecordingChain {
-    pub fn new(config: GetConfigResponse, proposals: Vec<Proposal>) -> Self {
-        Self {
-            state: Mutex::new(RecordingState {
-                config,
-                proposals,
-                ..Default::default()
-            }),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, RecordingState> {
-        match self.state.lock() {
-            Ok(s) => s,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// Every submission so far, in order.
-    pub fn submitted(&self) -> Vec<Submitted> {
-        self.lock().submitted.clone()
-    }
-
-    /// The proposals as they stand.
-    pub fn proposal_list(&self) -> Vec<Proposal> {
-        self.lock().proposals.clone()
-    }
-
-    /// Changes the configuration `GetConfig` answers.
-    pub fn update_config(&self, f: impl FnOnce(&mut GetConfigResponse)) {
-        f(&mut self.lock().config);
-    }
-
-    /// Replaces the stored proposals.
-    pub fn set_proposals(&self, proposals: Vec<Proposal>) {
-        self.lock().proposals = proposals;
-    }
-
-    /// Makes every later submission come back not applied, with `message`.
-    pub fn refuse_with(&self, message: Option<String>) {
-        self.lock().refusal = message;
-    }
-
-    /// Makes every call fail as if no node answered.
-    pub fn set_unreachable(&self, unreachable: bool) {
-        self.lock().unreachable = unreachable;
-    }
-}
-
-fn member_of(config: &ConsortiumConfig, key: &[u8]) -> Option<String> {
-    config
-        .members
-        .iter()
-        .find(|m| m.admin_key == key)
-        .map(|m| m.name.clone())
-}
-
-impl ChainAdmin for RecordingChain {
-    fn config<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<GetConfigResponse, ChainError>> {
-        Box::pin(async move {
-            let s = self.lock();
-            if s.unreachable {
-                return Err(ChainError::Unreachable {
-                    host: host.into(),
-                    reason: "test".into(),
-                });
-            }
-            Ok(s.config.clone())
-        })
-    }
-
-    fn proposals<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<Proposal>, ChainError>> {
-        Box::pin(async move {
-            let s = self.lock();
-            if s.unreachable {
-                return Err(ChainError::Unreachable {
-                    host: host.into(),
-                    reason: "test".into(),
-                });
-            }
-            let mut out = s.proposals.clone();
-            out.sort_by_key(|p| std::cmp::Reverse(p.id));
-            Ok(out)
-        })
-    }
-
-    fn submit_config<'a>(
-        &'a self,
-        host: &'a str,
-        key: &'a SigningKey,
-        chain_id: &'a str,
-        change: Change,
-    ) -> BoxFuture<'a, Result<ConfigOutcome, ChainError>> {
-        Box::pin(async move {
-            let unexpected = |reason: String| ChainError::Unexpected {
-                host: host.to_string(),
-                reason,
-            };
-            let tx = sign_config(key, chain_id, 1, 1, change);
-            // What a node checks first: the body decodes and the signature verifies.
-            let body = TxBody::decode(&tx.body[..]).map_err(|e| unexpected(e.to_string()))?;
-            let sender: [u8; 32] = body
-                .sender
-                .as_slice()
-                .try_into()
-                .map_err(|_| unexpected("short sender".into()))?;
-            let signature = ed25519_dalek::Signature::from_slice(&tx.signature)
-                .map_err(|e| unexpected(e.to_string()))?;
-            ed25519_dalek::VerifyingKey::from_bytes(&sender)
-                .and_then(|k| k.verify_strict(&tx.body, &signature))
-                .map_err(|e| unexpected(e.to_string()))?;
-            let Some(Payload::Config(ConfigChange {
-                change: Some(change),
-            })) = body.payload
-            else {
-                return Err(unexpected("not a configuration change".into()));
-            };
-            let mut s = self.lock();
-            if s.unreachable {
-                return Err(ChainError::Unreachable {
-                    host: host.into(),
-                    reason: "test".into(),
-                });
-            }
-            s.submitted.push(Submitted {
-                host: host.to_string(),
-                chain_id: body.chain_id.clone(),
-                signer: hex::encode(sender),
-                change: change.clone(),
-            });
-            if let Some(message) = s.refusal.clone() {
-                return Ok(ConfigOutcome {
-                    applied: false,
-                    proposal_id: 0,
-                    message,
-                });
-            }
-            let config = s.config.config.clone().unwrap_or_default();
-            let Some(member) = member_of(&config, &sender) else {
-                return Ok(ConfigOutcome {
-                    applied: false,
-                    proposal_id: 0,
-                    message: "the signer is not a member".into(),
-                });
-            };
-            let height = s.config.height + 1;
-            match change {
-                Change::Vote(v) => {
-                    let Some(p) = s.proposals.iter_mut().find(|p| p.id == v.proposal_id) else {
-                        return Ok(ConfigOutcome {
-                            applied: false,
-                            proposal_id: v.proposal_id,
-                            message: "unknown proposal".into(),
-                        });
-                    };
-                    p.ballots.push(Ballot {
-                        member,
-                        approve: v.approve,
-                        height,
-                    });
-                    Ok(ConfigOutcome {
-                        applied: true,
-                        proposal_id: v.proposal_id,
-                        message: "vote recorded".into(),
-                    })
-                }
-                change => {
-                    let id = s.proposals.iter().map(|p| p.id).max().unwrap_or(0) + 1;
-                    s.proposals.push(Proposal {
-                        id,
-                        change: Some(ConfigChange {
-                            change: Some(change),
-                        }),
-                        proposer: member.clone(),
-                        created_height: height,
-                        ballots: vec![Ballot {
-                            member,
-                            approve: true,
-                            height,
-                        }],
-                        state: ProposalState::Open as i32,
-                        ..Default::default()
-                    });
-                    Ok(ConfigOutcome {
-                        applied: true,
-                        proposal_id: id,
-                        message: "proposal opened".into(),
-                    })
-                }
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::{UpdateParams, Vote};
+    use crate::proto::{TxBody, Vote};
 
     #[test]
     fn signs_exactly_the_encoded_body() {
@@ -485,61 +260,6 @@ mod tests {
         assert_eq!(host_of("localhost"), "localhost");
         assert!(signing_key("zz").is_err());
         assert!(signing_key(&"03".repeat(32)).is_ok());
-    }
-
-    #[tokio::test]
-    async fn recording_chain_opens_proposals_and_counts_votes() {
-        let admin = SigningKey::from_bytes(&[3; 32]);
-        let other = SigningKey::from_bytes(&[7; 32]);
-        let member = |name: &str, k: &SigningKey| crate::proto::MemberInfo {
-            name: name.into(),
-            admin_key: k.verifying_key().to_bytes().to_vec(),
-            ..Default::default()
-        };
-        let chain = RecordingChain::new(
-            GetConfigResponse {
-                config: Some(ConsortiumConfig {
-                    members: vec![member("org1", &admin), member("org2", &other)],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            Vec::new(),
-        );
-        let out = chain
-            .submit_config(
-                "h",
-                &admin,
-                "c",
-                Change::UpdateParams(UpdateParams {
-                    block_interval_ms: Some(500),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .expect("submit");
-        assert_eq!((out.applied, out.proposal_id), (true, 1));
-        chain
-            .submit_config(
-                "h",
-                &other,
-                "c",
-                Change::Vote(Vote {
-                    proposal_id: 1,
-                    approve: false,
-                }),
-            )
-            .await
-            .expect("vote");
-        let p = chain.proposals("h").await.expect("list");
-        assert_eq!(p[0].proposer, "org1");
-        assert_eq!(p[0].ballots.len(), 2);
-        assert_eq!(
-            chain.submitted()[1].signer,
-            hex::encode(other.verifying_key().to_bytes())
-        );
-        chain.set_unreachable(true);
-        assert!(chain.config("h").await.is_err());
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! Small resources shared by the unit and reconcile tests.
 
+pub mod recording_chain;
+
 use std::collections::BTreeMap;
 
 use crate::build::Settings;

@@ -4,7 +4,6 @@
 //! changed afterwards: the operator keeps the exact JSON text in the Consortium
 //! status and copies that text, byte for byte, into every member namespace.
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::build::names;
@@ -14,62 +13,15 @@ use crate::crd::{
 };
 use crate::{Error, Result};
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Genesis {
-    pub chain_id: String,
-    pub created_at_ms: u64,
-    pub params: GenesisParams,
-    pub validators: Vec<GenesisValidator>,
-    /// The founding members and their admin keys (the node's `members`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<GenesisMember>,
-    /// How configuration proposals are decided (the node's `admission`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub admission: Option<GenesisAdmission>,
-}
-
-/// Chain parameters, field for field the node's `ChainParams` (same names,
-/// types and order), so the node's `deny_unknown_fields` parser accepts them.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct GenesisParams {
-    pub block_interval_ms: u32,
-    pub max_block_txs: u32,
-    pub max_block_bytes: u64,
-    pub max_tx_bytes: u64,
-    pub max_key_bytes: u32,
-    pub max_value_bytes: u64,
-    pub checkpoint_interval: u32,
-    pub view_change_timeout_ms: u32,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct GenesisValidator {
-    pub name: String,
-    pub public_key: String,
-    pub peer_address: String,
-    pub member: String,
-}
-
-/// A founding member, field for field the node's genesis `Member`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct GenesisMember {
-    pub name: String,
-    pub organization: String,
-    /// Hex ed25519 public key of the member's admin key.
-    pub admin_key: String,
-}
-
-/// The admission policy, field for field the node's genesis `Admission`
-/// (the enums serialize as the node's variant names).
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct GenesisAdmission {
-    pub mode: AdmissionMode,
-    pub threshold_percent: u32,
-    pub comparator: VoteComparator,
-    pub expiry_ms: u64,
-    /// The member whose admin key is the consortium admin.
-    pub consortium_admin: String,
-}
+/// The node's own genesis types: the operator writes exactly what the node
+/// parses, by construction.
+pub use kubeledger_protocol::genesis::{
+    Admission as GenesisAdmission, ChainParams as GenesisParams, Genesis, Member as GenesisMember,
+    Validator as GenesisValidator,
+};
+use kubeledger_protocol::genesis::{
+    AdmissionMode as ChainAdmissionMode, VoteComparator as ChainVoteComparator,
+};
 
 /// Threshold, comparator and expiry the node uses when no vote is configured.
 const DEFAULT_THRESHOLD_PERCENT: u32 = 67;
@@ -109,21 +61,29 @@ pub fn admission(policy: &AdmissionPolicy, admin: &str) -> Result<GenesisAdmissi
         ));
     }
     Ok(GenesisAdmission {
-        mode: policy.mode,
+        mode: match policy.mode {
+            AdmissionMode::Automatic => ChainAdmissionMode::Automatic,
+            AdmissionMode::Vote => ChainAdmissionMode::Vote,
+        },
         threshold_percent,
-        comparator,
+        comparator: match comparator {
+            VoteComparator::GreaterThan => ChainVoteComparator::GreaterThan,
+            VoteComparator::AtLeast => ChainVoteComparator::AtLeast,
+        },
         expiry_ms,
         consortium_admin: admin.to_string(),
     })
 }
 
-impl Genesis {
-    /// The canonical text stored and distributed.
-    pub fn to_json(&self) -> Result<String> {
-        Ok(serde_json::to_string_pretty(self)?)
-    }
+/// A genesis as the Consortium status shows it. (Its canonical text, stored
+/// and distributed, is the node's `Genesis::to_json`.)
+pub trait GenesisText {
+    /// The parameters as the Consortium status shows them.
+    fn effective_config(&self) -> EffectiveConfig;
+}
 
-    pub fn effective_config(&self) -> EffectiveConfig {
+impl GenesisText for Genesis {
+    fn effective_config(&self) -> EffectiveConfig {
         EffectiveConfig {
             chain_id: self.chain_id.clone(),
             block_interval_ms: self.params.block_interval_ms,
@@ -322,8 +282,7 @@ mod tests {
             "org1-0.org1-nodes.org1.svc.cluster.local:7051"
         );
         assert_eq!(g.params.block_interval_ms, 200);
-        let json: serde_json::Value =
-            serde_json::from_str(&g.to_json().expect("json")).expect("parse");
+        let json: serde_json::Value = serde_json::from_str(&g.to_json()).expect("parse");
         assert_eq!(json["params"]["view_change_timeout_ms"], 2000);
         // The node's `members` and `admission`, in its field order.
         assert_eq!(
@@ -364,9 +323,9 @@ mod tests {
         assert_eq!(
             g.admission,
             Some(GenesisAdmission {
-                mode: AdmissionMode::Vote,
+                mode: ChainAdmissionMode::Vote,
                 threshold_percent: 50,
-                comparator: VoteComparator::GreaterThan,
+                comparator: ChainVoteComparator::GreaterThan,
                 expiry_ms: 3_600_000,
                 consortium_admin: "org1".into(),
             })

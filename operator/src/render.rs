@@ -113,7 +113,7 @@ pub fn render_objects(
             .collect();
         match build_genesis(c, &own, created_at_ms, &settings.cluster_domain)? {
             Ok(g) => {
-                let text = g.to_json()?;
+                let text = g.to_json();
                 let namespaces: BTreeSet<String> = own
                     .iter()
                     .filter_map(|m| m.metadata.namespace.clone())

@@ -29,7 +29,7 @@ use super::{
 };
 use crate::build::{config_map, names};
 use crate::crd::{Consortium, ConsortiumStatus, Member, ValidatorStatus};
-use crate::genesis::{build_genesis, chain_params, genesis_hash, Genesis};
+use crate::genesis::{build_genesis, chain_params, genesis_hash, Genesis, GenesisText};
 use crate::health::HealthClass;
 use crate::probe::rfc3339_ms;
 use crate::{Error, Result, FIELD_MANAGER};
@@ -135,7 +135,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
             &ctx.settings.cluster_domain,
         ) {
             Ok(Ok(g)) => {
-                let text = g.to_json()?;
+                let text = g.to_json();
                 base.genesis_hash = Some(genesis_hash(&text));
                 base.genesis = Some(text);
                 base.config = Some(g.effective_config());
