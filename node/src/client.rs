@@ -1,7 +1,7 @@
 //! A thin client over the gRPC API, used by the CLI, the benchmark and
 //! tests: connects, learns the chain id, signs and submits.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use prost::Message;
@@ -227,9 +227,5 @@ impl Client {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+/// The wall clock, re-exported for the CLI and clients.
+pub use crate::clock::now_ms;

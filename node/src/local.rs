@@ -173,7 +173,7 @@ pub fn prepare(
     } else {
         let genesis = Genesis {
             chain_id: options.chain_id.clone(),
-            created_at_ms: crate::client::now_ms(),
+            created_at_ms: crate::clock::now_ms(),
             params: options.params.clone(),
             validators,
             members,

@@ -24,7 +24,7 @@ use super::persist::{PersistError, Persister};
 use super::status::{EpochView, Snapshot};
 use super::transport::{PeerLinks, PeerService, MAX_FRAME_BYTES};
 use super::{codec, observer, validate, PayloadCache};
-use crate::client::now_ms;
+use crate::clock::now_ms;
 use crate::consensus::cutter::{BlockCutter, Decision};
 use crate::proto::peer_server::PeerServer;
 use crate::runtime::cutter_limits;

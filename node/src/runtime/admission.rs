@@ -49,7 +49,7 @@ fn config_precheck(state: &NodeState, tx: &VerifiedTx) -> Result<(), Rejection> 
     let tip = state.ledger.tip();
     let ctx = governance::Context {
         height: tip.height + 1,
-        block_ms: crate::client::now_ms().max(tip.timestamp_ms),
+        block_ms: crate::clock::now_ms().max(tip.timestamp_ms),
         tx_id: tx.id.0,
     };
     let config = state.ledger.config();
