@@ -2,7 +2,7 @@
 //! for (signed with its own admin key) and, for a Member joining a running
 //! consortium, the proposal to admit it (signed with the consortium admin's
 //! key). Both are decided afresh from the chain on every reconcile
-//! ([`governance::plan_votes`], [`governance::admission_proposal`]), so each
+//! ([`planning::plan_votes`], [`planning::admission_proposal`]), so each
 //! transaction is submitted once.
 
 use kube::runtime::events::EventType;
@@ -14,7 +14,7 @@ use super::Context;
 use crate::build::names;
 use crate::chain::{host_of, signing_key, ChainError};
 use crate::crd::{Consortium, Member, MemberStatus, ProposalStatus, VoteStatus};
-use crate::governance::{self, VotePlan, VOTE_REFUSED};
+use crate::planning::{self, VotePlan, VOTE_REFUSED};
 use crate::keys::{KeyMaterial, ADMIN_KEY};
 use crate::proto::{
     config_change::Change, GetConfigResponse, Proposal, ProposalState, RemoveMember,
@@ -129,7 +129,7 @@ pub async fn cast_votes(
     keys: &KeyMaterial,
 ) -> Result<Vec<VoteStatus>> {
     let name = member.name_any();
-    let plans = governance::plan_votes(
+    let plans = planning::plan_votes(
         &name,
         view.is_member(&name),
         &member.spec.approvals,
@@ -168,14 +168,14 @@ pub async fn cast_votes(
                     // cast vote is the same whether cast now or found on chain.
                     Ok(outcome) if outcome.applied => {
                         info!(message = %outcome.message, "vote accepted");
-                        (governance::VOTE_CAST, None)
+                        (planning::VOTE_CAST, None)
                     }
                     Ok(outcome) => (VOTE_REFUSED, Some(outcome.message)),
                     Err(e) if is_refusal(&e) => (VOTE_REFUSED, Some(e.to_string())),
                     Err(e) => return Err(e.into()),
                 };
                 let verb = if v.approve { "for" } else { "against" };
-                if state == governance::VOTE_CAST {
+                if state == planning::VOTE_CAST {
                     info!(proposal = v.proposal_id, approve = v.approve, "vote cast");
                     ctx.event(
                         member,
@@ -209,7 +209,7 @@ pub async fn cast_votes(
         };
         // A vote that is not cast is said once, when its status first says so.
         let known = old.votes.contains(&status);
-        let skipped = status.state != governance::VOTE_CAST && status.state != VOTE_REFUSED;
+        let skipped = status.state != planning::VOTE_CAST && status.state != VOTE_REFUSED;
         if skipped && !known {
             ctx.event(
                 member,
@@ -247,7 +247,7 @@ pub const ADMISSION_REFUSED: &str = "AdmissionRefused";
 
 /// Where the admission of `name` stands on chain, once it was proposed.
 pub fn standing(name: &str, view: &ChainView) -> Option<Admission> {
-    let existing = governance::admission_proposal(name, &view.proposals);
+    let existing = planning::admission_proposal(name, &view.proposals);
     if view.is_member(name) {
         let (validating, reason, message) = match view.validator_standing(name) {
             ValidatorStanding::Validating { since } => (
@@ -272,7 +272,7 @@ pub fn standing(name: &str, view: &ChainView) -> Option<Admission> {
             ),
         };
         return Some(Admission {
-            proposal: existing.map(governance::proposal_status),
+            proposal: existing.map(planning::proposal_status),
             admitted: true,
             validating,
             reason,
@@ -280,7 +280,7 @@ pub fn standing(name: &str, view: &ChainView) -> Option<Admission> {
         });
     }
     let p = existing?;
-    let status = governance::proposal_status(p);
+    let status = planning::proposal_status(p);
     let open = p.state == ProposalState::Open as i32;
     let message = if open {
         format!(
@@ -360,7 +360,7 @@ pub async fn admit(
             })
         })
         .collect();
-    let change = governance::admit_change(
+    let change = planning::admit_change(
         &name,
         &member.spec.organization,
         &keys.admin_public_key()?,

@@ -5,7 +5,7 @@
 //! signed with the consortium admin's key.
 //!
 //! Level-triggered and idempotent: what to do is decided afresh from the
-//! chain on every reconcile ([`governance::plan_params`]); a proposal the
+//! chain on every reconcile ([`planning::plan_params`]); a proposal the
 //! chain refused is not repeated for the same values.
 
 use k8s_openapi::api::core::v1::Secret;
@@ -18,7 +18,7 @@ use super::Context;
 use crate::build::names;
 use crate::chain::{host_of, signing_key, ChainError};
 use crate::crd::{ChainConfigStatus, Consortium, ConsortiumStatus};
-use crate::governance::{self, ParamsPlan};
+use crate::planning::{self, ParamsPlan};
 use crate::keys::ADMIN_KEY;
 use crate::proto::{config_change::Change, GetConfigResponse};
 use crate::{Error, Result};
@@ -93,8 +93,8 @@ pub async fn reconcile_params(
             return Ok(previous);
         }
     };
-    let desired = governance::desired_params(&c.spec)?;
-    let plan = governance::plan_params(desired, &config, &proposals);
+    let desired = planning::desired_params(&c.spec)?;
+    let plan = planning::plan_params(desired, &config, &proposals);
     let refused_before = previous.as_ref().and_then(|p| p.refused_params.as_deref())
         == Some(desired.to_string().as_str());
     let mut submitted = false;
@@ -151,7 +151,7 @@ pub async fn reconcile_params(
     } else {
         (config, proposals)
     };
-    let mut status = governance::chain_config_status(&config, &proposals, message);
+    let mut status = planning::chain_config_status(&config, &proposals, message);
     status.refused_params = refused;
     Ok(Some(status))
 }

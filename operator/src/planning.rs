@@ -1,7 +1,9 @@
-//! What the operator asks of the chain's configuration, decided by pure
-//! functions from the resources and what the chain reports (`GetConfig`,
-//! `ListProposals`): which parameter change to propose, which votes to cast,
-//! which admission to propose, and how proposals are shown in status.
+//! Planning what the operator asks of the chain's configuration (the chain's
+//! own governance rules, in `kubeledger_protocol::governance`, execute it).
+//! Pure functions decide, from the resources and what the chain reports
+//! (`GetConfig`, `ListProposals`), which parameter change to propose, which
+//! votes to cast, which admission to propose, and how proposals are shown in
+//! status.
 
 use crate::crd::{
     ChainConfigStatus, ConsortiumSpec, ProposalStatus, ScheduledParamsStatus, VoteStatus,
