@@ -8,16 +8,15 @@ use sha2::{Digest, Sha256};
 
 use crate::build::names;
 use crate::crd::{
-    parse_duration, AdmissionMode, AdmissionPolicy, Consortium, ConsortiumSpec, EffectiveConfig,
-    Member, VoteComparator,
+    parse_duration, AdmissionMode, AdmissionPolicy, Consortium, EffectiveConfig, Member,
+    VoteComparator,
 };
 use crate::{Error, Result};
 
 /// The node's own genesis types: the operator writes exactly what the node
 /// parses, by construction.
 pub use kubeledger_protocol::genesis::{
-    Admission as GenesisAdmission, ChainParams as GenesisParams, Genesis, Member as GenesisMember,
-    Validator as GenesisValidator,
+    Admission as GenesisAdmission, Genesis, Member as GenesisMember, Validator as GenesisValidator,
 };
 use kubeledger_protocol::genesis::{
     AdmissionMode as ChainAdmissionMode, VoteComparator as ChainVoteComparator,
@@ -84,69 +83,13 @@ pub trait GenesisText {
 
 impl GenesisText for Genesis {
     fn effective_config(&self) -> EffectiveConfig {
-        EffectiveConfig {
-            chain_id: self.chain_id.clone(),
-            block_interval_ms: self.params.block_interval_ms,
-            max_block_txs: self.params.max_block_txs,
-            max_block_bytes: self.params.max_block_bytes,
-            max_tx_bytes: self.params.max_tx_bytes,
-            max_key_bytes: self.params.max_key_bytes,
-            max_value_bytes: self.params.max_value_bytes,
-            checkpoint_interval: self.params.checkpoint_interval,
-            view_change_timeout_ms: self.params.view_change_timeout_ms,
-        }
+        EffectiveConfig::new(&self.chain_id, &self.params)
     }
 }
 
 /// Hex SHA-256 of a genesis text.
 pub fn genesis_hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
-}
-
-fn millis(field: &str, s: &str) -> Result<u32> {
-    let d = parse_duration(s)?;
-    u32::try_from(d.as_millis())
-        .map_err(|_| Error::InvalidSpec(format!("{field} {s:?} is too long")))
-}
-
-/// Chain parameters from the spec. The CRD's schema and CEL rules say the same;
-/// repeating the node's own genesis checks here keeps `render` (which has no API
-/// server to enforce them) from producing a genesis the node would refuse.
-pub fn chain_params(spec: &ConsortiumSpec) -> Result<GenesisParams> {
-    let invalid = |m: &str| Err(Error::InvalidSpec(m.to_string()));
-    let block_interval_ms = millis("blockInterval", &spec.block_interval)?;
-    let view_change_timeout_ms = millis("viewChangeTimeout", &spec.view_change_timeout)?;
-    if !(10..=60_000).contains(&block_interval_ms) {
-        return invalid("blockInterval must be between 10ms and 1m");
-    }
-    if view_change_timeout_ms <= block_interval_ms {
-        return invalid("viewChangeTimeout must be longer than blockInterval");
-    }
-    if !(1..=100_000).contains(&spec.max_block_txs) {
-        return invalid("maxBlockTxs must be between 1 and 100000");
-    }
-    if !(256..=16 * 1024 * 1024).contains(&spec.max_tx_bytes) {
-        return invalid("maxTxBytes must be between 256 bytes and 16 MiB");
-    }
-    if spec.max_tx_bytes > spec.max_block_bytes || spec.max_block_bytes > 64 * 1024 * 1024 {
-        return invalid("maxBlockBytes must be at least maxTxBytes and at most 64 MiB");
-    }
-    if spec.max_key_bytes == 0 || spec.max_value_bytes == 0 {
-        return invalid("maxKeyBytes and maxValueBytes must be positive");
-    }
-    if spec.checkpoint_interval == 0 {
-        return invalid("checkpointInterval must be positive");
-    }
-    Ok(GenesisParams {
-        block_interval_ms,
-        max_block_txs: spec.max_block_txs,
-        max_block_bytes: spec.max_block_bytes,
-        max_tx_bytes: spec.max_tx_bytes,
-        max_key_bytes: spec.max_key_bytes,
-        max_value_bytes: spec.max_value_bytes,
-        checkpoint_interval: spec.checkpoint_interval,
-        view_change_timeout_ms,
-    })
 }
 
 /// Why genesis cannot be built yet (not an error: the founders are still starting).
@@ -181,7 +124,7 @@ pub fn build_genesis(
     created_at_ms: u64,
     cluster_domain: &str,
 ) -> Result<std::result::Result<Genesis, NotReady>> {
-    let params = chain_params(&consortium.spec)?;
+    let params = consortium.spec.chain_params()?;
     let first = consortium
         .spec
         .founders

@@ -8,67 +8,16 @@
 use crate::crd::{
     ChainConfigStatus, ConsortiumSpec, ProposalStatus, ScheduledParamsStatus, VoteStatus,
 };
-use crate::genesis::chain_params;
 use crate::proto::{
-    config_change::Change, AdmitMember, ChainParameters, GetConfigResponse, NodeInfo, Proposal,
-    ProposalState, UpdateParams, Vote, VoteComparator,
+    config_change::Change, AdmitMember, GetConfigResponse, NodeInfo, Proposal, ProposalState,
+    UpdateParams, Vote, VoteComparator,
 };
 use crate::Result;
-
-/// The chain parameters a running consortium may change.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LiveParams {
-    pub block_interval_ms: u32,
-    pub max_block_txs: u32,
-    pub max_block_bytes: u64,
-    pub view_change_timeout_ms: u32,
-}
-
-impl LiveParams {
-    pub fn of(p: &ChainParameters) -> Self {
-        Self {
-            block_interval_ms: p.block_interval_ms,
-            max_block_txs: p.max_block_txs,
-            max_block_bytes: p.max_block_bytes,
-            view_change_timeout_ms: p.view_change_timeout_ms,
-        }
-    }
-
-    /// What `update` makes of `self` (unset fields keep their value).
-    pub fn updated(self, update: &UpdateParams) -> Self {
-        Self {
-            block_interval_ms: update.block_interval_ms.unwrap_or(self.block_interval_ms),
-            max_block_txs: update.max_block_txs.unwrap_or(self.max_block_txs),
-            max_block_bytes: update.max_block_bytes.unwrap_or(self.max_block_bytes),
-            view_change_timeout_ms: update
-                .view_change_timeout_ms
-                .unwrap_or(self.view_change_timeout_ms),
-        }
-    }
-}
-
-impl std::fmt::Display for LiveParams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "blockInterval {}ms, maxBlockTxs {}, maxBlockBytes {}, viewChangeTimeout {}ms",
-            self.block_interval_ms,
-            self.max_block_txs,
-            self.max_block_bytes,
-            self.view_change_timeout_ms
-        )
-    }
-}
+use kubeledger_protocol::chain_params::LiveParams;
 
 /// The live parameters a Consortium spec asks for.
 pub fn desired_params(spec: &ConsortiumSpec) -> Result<LiveParams> {
-    let p = chain_params(spec)?;
-    Ok(LiveParams {
-        block_interval_ms: p.block_interval_ms,
-        max_block_txs: p.max_block_txs,
-        max_block_bytes: p.max_block_bytes,
-        view_change_timeout_ms: p.view_change_timeout_ms,
-    })
+    Ok(spec.chain_params()?.live())
 }
 
 /// The parameters the chain is heading for: the decided ones not yet in
@@ -144,19 +93,7 @@ pub fn plan_params(
             "parameters decided by proposal {id} take effect at height {from}; the spec's ({desired}) are proposed from then on"
         ));
     }
-    ParamsPlan::Propose(UpdateParams {
-        block_interval_ms: differs(desired.block_interval_ms, target.block_interval_ms),
-        max_block_txs: differs(desired.max_block_txs, target.max_block_txs),
-        max_block_bytes: differs(desired.max_block_bytes, target.max_block_bytes),
-        view_change_timeout_ms: differs(
-            desired.view_change_timeout_ms,
-            target.view_change_timeout_ms,
-        ),
-    })
-}
-
-fn differs<T: PartialEq>(wanted: T, current: T) -> Option<T> {
-    (wanted != current).then_some(wanted)
+    ParamsPlan::Propose(target.update_to(desired))
 }
 
 fn kind(p: &Proposal) -> &'static str {
@@ -223,14 +160,10 @@ pub fn chain_config_status(
     ChainConfigStatus {
         version: config.version,
         height: resp.height,
-        block_interval_ms: in_force.block_interval_ms,
-        max_block_txs: in_force.max_block_txs,
-        max_block_bytes: in_force.max_block_bytes,
+        params: in_force,
         from_height,
         scheduled: scheduled(resp).map(|(p, from_height, proposal_id)| ScheduledParamsStatus {
-            block_interval_ms: p.block_interval_ms,
-            max_block_txs: p.max_block_txs,
-            max_block_bytes: p.max_block_bytes,
+            params: p,
             from_height,
             proposal_id,
         }),
@@ -365,6 +298,7 @@ pub fn admit_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto::ChainParameters;
     use crate::proto::{Ballot, ConfigChange, ConsortiumConfig, ScheduledParams};
 
     fn params(interval: u32) -> ChainParameters {
@@ -470,7 +404,7 @@ mod tests {
             ParamsPlan::Wait(_)
         ));
         let s = chain_config_status(&c, &[], None);
-        assert_eq!(s.block_interval_ms, 200);
+        assert_eq!(s.params.block_interval_ms, 200);
         assert_eq!(
             s.scheduled.map(|s| (s.from_height, s.proposal_id)),
             Some((30, 2))
@@ -479,7 +413,7 @@ mod tests {
         c.height = 40;
         c.effective_params = Some(params(500));
         let s = chain_config_status(&c, &[], None);
-        assert_eq!((s.block_interval_ms, s.from_height), (500, 30));
+        assert_eq!((s.params.block_interval_ms, s.from_height), (500, 30));
         assert_eq!(s.scheduled, None);
     }
 

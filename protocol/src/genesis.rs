@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::chain_params::{
+    view_change_bytes, ChainParams, MAX_CONSENSUS_MESSAGE_BYTES, VIEW_CHANGE_SLOT_OVERHEAD,
+};
 use crate::crypto::{keys, Hash32};
-use crate::tx::envelope::TxLimits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {
@@ -27,99 +29,6 @@ pub enum GenesisError {
     },
     #[error("invalid genesis: {0}")]
     Invalid(String),
-}
-
-/// Chain parameters, agreed by all replicas. Later changed only by ordered
-/// configuration transactions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ChainParams {
-    /// A block is cut when this long has passed since the last one and
-    /// transactions are pending.
-    pub block_interval_ms: u32,
-    /// A block is cut early once this many transactions are pending.
-    pub max_block_txs: u32,
-    /// ...or once pending transactions add up to this many bytes.
-    pub max_block_bytes: u64,
-    pub max_tx_bytes: u64,
-    pub max_key_bytes: u32,
-    pub max_value_bytes: u64,
-    /// Blocks between PBFT checkpoints.
-    pub checkpoint_interval: u32,
-    /// Base request timeout before a backup starts a view change.
-    pub view_change_timeout_ms: u32,
-}
-
-impl Default for ChainParams {
-    fn default() -> Self {
-        Self {
-            block_interval_ms: 200,
-            max_block_txs: 10_000,
-            max_block_bytes: 4 * 1024 * 1024,
-            max_tx_bytes: 256 * 1024,
-            max_key_bytes: 1024,
-            max_value_bytes: 128 * 1024,
-            checkpoint_interval: 10,
-            view_change_timeout_ms: 2_000,
-        }
-    }
-}
-
-impl ChainParams {
-    pub fn tx_limits(&self) -> TxLimits {
-        TxLimits {
-            max_tx_bytes: usize::try_from(self.max_tx_bytes).unwrap_or(usize::MAX),
-            max_key_bytes: self.max_key_bytes as usize,
-            max_value_bytes: usize::try_from(self.max_value_bytes).unwrap_or(usize::MAX),
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), GenesisError> {
-        let bad = |m: &str| Err(GenesisError::Invalid(m.to_owned()));
-        if !(10..=60_000).contains(&self.block_interval_ms) {
-            return bad("params.block_interval_ms must be between 10 and 60000");
-        }
-        if !(1..=100_000).contains(&self.max_block_txs) {
-            return bad("params.max_block_txs must be between 1 and 100000");
-        }
-        if self.max_tx_bytes < 256 || self.max_tx_bytes > 16 * 1024 * 1024 {
-            return bad("params.max_tx_bytes must be between 256 bytes and 16 MiB");
-        }
-        if self.max_block_bytes < self.max_tx_bytes || self.max_block_bytes > 256 * 1024 * 1024 {
-            return bad("params.max_block_bytes must be at least max_tx_bytes and at most 256 MiB");
-        }
-        if self.max_key_bytes == 0 || self.max_value_bytes == 0 {
-            return bad("params.max_key_bytes and max_value_bytes must be positive");
-        }
-        if self.checkpoint_interval == 0 || self.view_change_timeout_ms == 0 {
-            return bad("params.checkpoint_interval and view_change_timeout_ms must be positive");
-        }
-        let view_change = view_change_bytes(self.checkpoint_interval, self.max_block_bytes);
-        if view_change > MAX_CONSENSUS_MESSAGE_BYTES as u64 {
-            return Err(GenesisError::Invalid(format!(
-                "params.checkpoint_interval {} with max_block_bytes {}: a VIEW-CHANGE carries every block of the {}-block window, up to {view_change} bytes, over the {MAX_CONSENSUS_MESSAGE_BYTES}-byte limit of a consensus message, so losing the primary would halt the chain; lower either",
-                self.checkpoint_interval,
-                self.max_block_bytes,
-                crate::governance::params::pbft_window(self.checkpoint_interval),
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Largest consensus message a replica sends or accepts.
-pub const MAX_CONSENSUS_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
-
-/// Room for the certificate and encoding of each prepared block in a
-/// VIEW-CHANGE, on top of the block itself (a quorum of PREPAREs of up to 64
-/// validators, about 110 bytes each, with slack).
-pub const VIEW_CHANGE_SLOT_OVERHEAD: u64 = 64 * 1024;
-
-/// The most a VIEW-CHANGE can hold under these parameters: every block of
-/// the PBFT window, each with its certificate.
-pub fn view_change_bytes(checkpoint_interval: u32, max_block_bytes: u64) -> u64 {
-    crate::governance::params::pbft_window(checkpoint_interval)
-        .saturating_mul(max_block_bytes.saturating_add(VIEW_CHANGE_SLOT_OVERHEAD))
 }
 
 /// One validator node of the consortium.

@@ -8,8 +8,10 @@
 //!   and the reasons a transaction is refused.
 //! - [`block`]: blocks, their hashes and merkle roots, and the checks that
 //!   a block extends a chain.
+//! - [`chain_params`]: the one table of chain parameters, and the types
+//!   made from it (genesis, protobuf, live/fixed halves for status).
 //! - [`genesis`] and [`governance`]: the chain's configuration at height 0,
-//!   chain parameters, and the deterministic rules that change them.
+//!   and the deterministic rules that change it.
 //! - [`crypto`]: hashing, merkle trees and key files.
 //! - [`wire`]: how consensus messages, certificates and the replica's
 //!   durable state are encoded, with the bounds that keep a peer's bytes
@@ -20,6 +22,7 @@
 
 pub mod block;
 pub mod bounded_codec;
+pub mod chain_params;
 pub mod crypto;
 pub mod genesis;
 pub mod governance;

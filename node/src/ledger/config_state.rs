@@ -50,7 +50,7 @@ impl Ledger {
     /// Chain parameters in force for the block at `height` (at or after
     /// the tip's next block; earlier heights may have had others).
     pub fn params_at(&self, height: u64) -> ChainParams {
-        governance::params::from_proto(&governance::params_at(&self.config(), height))
+        ChainParams::from_proto(&governance::params_at(&self.config(), height))
     }
 
     /// Hash of the validator set that orders the block at `height` (past

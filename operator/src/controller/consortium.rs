@@ -29,7 +29,7 @@ use super::{
 };
 use crate::build::{config_map, names};
 use crate::crd::{Consortium, ConsortiumStatus, Member, ValidatorStatus};
-use crate::genesis::{build_genesis, chain_params, genesis_hash, Genesis, GenesisText};
+use crate::genesis::{build_genesis, genesis_hash, Genesis, GenesisText};
 use crate::health::HealthClass;
 use crate::probe::rfc3339_ms;
 use crate::{Error, Result, FIELD_MANAGER};
@@ -104,7 +104,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     let members = members_of(ctx, &name).await?;
 
     // 2. validate what the schema cannot (or what an API server without CEL let through)
-    let valid = chain_params(&c.spec).map(|_| ()).and_then(|()| {
+    let valid = c.spec.chain_params().map(|_| ()).and_then(|()| {
         crate::health::settings(&c.spec.healing)
             .map(|_| ())
             .map_err(|e| Error::InvalidSpec(format!("spec.healing: {e}")))

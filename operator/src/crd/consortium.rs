@@ -1,8 +1,11 @@
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
+use kubeledger_protocol::chain_params::ChainParams;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::{ChainConfigStatus, EffectiveConfig};
 
 /// A consortium: one chain shared by several organisations ([`Member`](super::Member)s),
 /// each running validator nodes in its own namespace.
@@ -382,65 +385,6 @@ pub struct ValidatorStatus {
     pub last_restart_reason: Option<String>,
 }
 
-/// Chain parameters as fixed by genesis.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EffectiveConfig {
-    pub chain_id: String,
-    pub block_interval_ms: u32,
-    pub max_block_txs: u32,
-    pub max_block_bytes: u64,
-    pub max_tx_bytes: u64,
-    pub max_key_bytes: u32,
-    pub max_value_bytes: u64,
-    pub checkpoint_interval: u32,
-    pub view_change_timeout_ms: u32,
-}
-
-/// The on-chain configuration, as last read from a validator.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ChainConfigStatus {
-    /// Configuration version: 0 at genesis, +1 with every applied change.
-    pub version: u64,
-    /// Height the configuration was read at.
-    pub height: u64,
-    /// Parameters in force for the next block.
-    pub block_interval_ms: u32,
-    pub max_block_txs: u32,
-    pub max_block_bytes: u64,
-    /// First height at which these parameters applied (0: since genesis).
-    pub from_height: u64,
-    /// Parameters decided but not yet in force.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scheduled: Option<ScheduledParamsStatus>,
-    /// The open proposal to change parameters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pending_proposal: Option<ProposalStatus>,
-    /// Members of the consortium on chain.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub members: Vec<String>,
-    /// Why the spec's parameters are not (yet) proposed, or what the chain
-    /// answered the last proposal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Parameters the chain refused to take; not proposed again until the
-    /// spec asks for others.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refused_params: Option<String>,
-}
-
-/// Parameters decided on chain, in force from `fromHeight`.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ScheduledParamsStatus {
-    pub block_interval_ms: u32,
-    pub max_block_txs: u32,
-    pub max_block_bytes: u64,
-    pub from_height: u64,
-    pub proposal_id: u64,
-}
-
 /// A configuration proposal on chain.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -472,22 +416,24 @@ fn default_block_interval() -> String {
     "200ms".into()
 }
 fn default_max_block_txs() -> u32 {
-    10_000
+    ChainParams::default().max_block_txs
 }
 fn default_max_block_bytes() -> u64 {
-    4 * 1024 * 1024
+    ChainParams::default().max_block_bytes
 }
+/// Smaller than the chain's own default: a Consortium's transactions are
+/// expected to be records, not documents.
 fn default_max_tx_bytes() -> u64 {
     64 * 1024
 }
 fn default_max_key_bytes() -> u32 {
-    1024
+    ChainParams::default().max_key_bytes
 }
 fn default_max_value_bytes() -> u64 {
-    128 * 1024
+    ChainParams::default().max_value_bytes
 }
 fn default_checkpoint_interval() -> u32 {
-    10
+    ChainParams::default().checkpoint_interval
 }
 fn default_view_change_timeout() -> String {
     "2s".into()

@@ -4,10 +4,12 @@
 //! The CRD YAML in `crds/` is generated from these types (`kubeledger-operator crd`)
 //! and a test fails when the checked-in files drift from the types.
 
+mod chain_params;
 mod consortium;
 mod duration;
 mod member;
 
+pub use chain_params::{ChainConfigStatus, EffectiveConfig, ScheduledParamsStatus};
 pub use consortium::*;
 pub use duration::{parse_duration, DurationError};
 pub use member::*;

@@ -2,7 +2,6 @@
 //! written to state: state holds a configuration only once a change has
 //! been applied, and until then the genesis file is the configuration.
 
-use super::params::to_proto;
 use crate::crypto::keys;
 use crate::genesis::{self, Genesis};
 use crate::proto::{
@@ -43,7 +42,7 @@ pub fn from_genesis(genesis: &Genesis) -> ConsortiumConfig {
     };
     ConsortiumConfig {
         version: 0,
-        params: Some(to_proto(&genesis.params)),
+        params: Some(genesis.params.to_proto()),
         scheduled: None,
         members,
         admission: Some(AdmissionPolicy {

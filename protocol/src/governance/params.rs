@@ -1,14 +1,9 @@
 //! Chain parameters in configuration state, and when a change applies.
 
-use crate::genesis::ChainParams;
+use crate::chain_params::{is_empty_update, with_update, ChainParams};
 use crate::proto::{ChainParameters, ConsortiumConfig, UpdateParams};
 
-/// The PBFT window (sequence numbers a primary may run ahead of the stable
-/// checkpoint) for a checkpoint interval: shared with the replica's
-/// configuration so parameter activation can rely on it.
-pub fn pbft_window(checkpoint_interval: u32) -> u64 {
-    (2 * u64::from(checkpoint_interval.max(1))).max(16)
-}
+pub use crate::chain_params::pbft_window;
 
 /// Blocks between the block that decides a parameter change and the first
 /// block under the new parameters. A primary proposes at most one window
@@ -17,32 +12,6 @@ pub fn pbft_window(checkpoint_interval: u32) -> u64 {
 /// deciding block.
 pub fn activation_delay(checkpoint_interval: u32) -> u64 {
     pbft_window(checkpoint_interval) + 1
-}
-
-pub fn to_proto(p: &ChainParams) -> ChainParameters {
-    ChainParameters {
-        block_interval_ms: p.block_interval_ms,
-        max_block_txs: p.max_block_txs,
-        max_block_bytes: p.max_block_bytes,
-        max_tx_bytes: p.max_tx_bytes,
-        max_key_bytes: p.max_key_bytes,
-        max_value_bytes: p.max_value_bytes,
-        checkpoint_interval: p.checkpoint_interval,
-        view_change_timeout_ms: p.view_change_timeout_ms,
-    }
-}
-
-pub fn from_proto(p: &ChainParameters) -> ChainParams {
-    ChainParams {
-        block_interval_ms: p.block_interval_ms,
-        max_block_txs: p.max_block_txs,
-        max_block_bytes: p.max_block_bytes,
-        max_tx_bytes: p.max_tx_bytes,
-        max_key_bytes: p.max_key_bytes,
-        max_value_bytes: p.max_value_bytes,
-        checkpoint_interval: p.checkpoint_interval,
-        view_change_timeout_ms: p.view_change_timeout_ms,
-    }
 }
 
 /// Parameters in force for the block at `height`.
@@ -65,22 +34,8 @@ pub fn settle(config: &mut ConsortiumConfig, height: u64) {
 
 /// `base` with the fields `update` sets; checked like a genesis file's.
 pub fn updated(base: &ChainParameters, update: &UpdateParams) -> Result<ChainParameters, String> {
-    if update.block_interval_ms.is_none()
-        && update.max_block_txs.is_none()
-        && update.max_block_bytes.is_none()
-        && update.view_change_timeout_ms.is_none()
-    {
+    if is_empty_update(update) {
         return Err("a parameter update must change at least one parameter".into());
-    }
-    let mut next = *base;
-    if let Some(v) = update.block_interval_ms {
-        next.block_interval_ms = v;
-    }
-    if let Some(v) = update.max_block_txs {
-        next.max_block_txs = v;
-    }
-    if let Some(v) = update.max_block_bytes {
-        next.max_block_bytes = v;
     }
     if let Some(v) = update.view_change_timeout_ms {
         if !(100..=600_000).contains(&v) {
@@ -88,9 +43,11 @@ pub fn updated(base: &ChainParameters, update: &UpdateParams) -> Result<ChainPar
                 "view_change_timeout_ms {v} must be between 100 and 600000"
             ));
         }
-        next.view_change_timeout_ms = v;
     }
-    from_proto(&next).validate().map_err(|e| e.to_string())?;
+    let next = with_update(base, update);
+    ChainParams::from_proto(&next)
+        .validate()
+        .map_err(|e| e.to_string())?;
     // Backups start a view change when no block arrives for a timeout
     // while requests wait; a block interval near it would depose healthy
     // primaries.
@@ -110,7 +67,7 @@ mod tests {
 
     #[test]
     fn schedule_applies_from_its_height_and_settles() {
-        let base = to_proto(&ChainParams::default());
+        let base = ChainParams::default().to_proto();
         let mut config = ConsortiumConfig {
             params: Some(base),
             ..Default::default()
@@ -141,7 +98,7 @@ mod tests {
 
     #[test]
     fn invalid_updates_are_refused_with_the_rule() {
-        let base = to_proto(&ChainParams::default());
+        let base = ChainParams::default().to_proto();
         let update = |interval, bytes, timeout| UpdateParams {
             block_interval_ms: interval,
             max_block_txs: None,
