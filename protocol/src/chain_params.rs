@@ -318,10 +318,9 @@ mod tests {
         assert_eq!(
             update,
             UpdateParams {
-                block_interval_ms: None,
                 max_block_txs: Some(7),
-                max_block_bytes: None,
                 view_change_timeout_ms: Some(9_000),
+                ..Default::default()
             }
         );
         assert_eq!(base.updated(&update), want);

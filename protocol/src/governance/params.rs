@@ -101,9 +101,9 @@ mod tests {
         let base = ChainParams::default().to_proto();
         let update = |interval, bytes, timeout| UpdateParams {
             block_interval_ms: interval,
-            max_block_txs: None,
             max_block_bytes: bytes,
             view_change_timeout_ms: timeout,
+            ..Default::default()
         };
         let refused = [
             (update(None, None, None), "at least one"),
