@@ -7,6 +7,8 @@
 #      of the new view, and the load's outcome (the primary stays down)
 #   4. 7 replicas, saturation
 # Usage: scripts/bench-consensus.sh [--quick]   (--quick: smaller runs)
+# KUBELEDGER_BIN=path runs that binary instead of building this checkout's,
+# so two builds can be compared side by side in one session.
 # Blocks hold at most 2,000 transactions here (MAX_BLOCK_TXS to change it).
 # Four replicas run the default 10,000 without view changes, at about the
 # same throughput; but seven replicas sharing two cores take longer than the
@@ -15,8 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -p kubeledger-node --bin kubeledger
-bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
+if [ -n "${KUBELEDGER_BIN:-}" ]; then
+  bin=$KUBELEDGER_BIN
+  echo "== binary: $bin"
+else
+  cargo build --release --locked -p kubeledger-node --bin kubeledger
+  bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
+fi
 
 txs=200000; rates="5000 8000"; rate_secs=10
 if [ "${1:-}" = "--quick" ]; then txs=30000; rates="3000"; rate_secs=5; fi
