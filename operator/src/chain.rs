@@ -53,12 +53,7 @@ pub fn sign_config(
 
 /// The signing key of a hex seed (as the key Secrets hold them).
 pub fn signing_key(seed_hex: &str) -> std::result::Result<SigningKey, String> {
-    let bytes = hex::decode(seed_hex.trim()).map_err(|e| format!("not hex: {e}"))?;
-    let seed: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("expected 32 bytes, got {}", bytes.len()))?;
-    Ok(SigningKey::from_bytes(&seed))
+    kubeledger_protocol::crypto::keys::parse_seed(seed_hex).map_err(|e| e.to_string())
 }
 
 /// The host part of a peer address (`host:port`).

@@ -72,14 +72,8 @@ pub fn generate_seed<R: RngCore + CryptoRng>(rng: &mut R) -> String {
 
 /// Public key (hex of the 32-byte verifying key) of a hex seed.
 pub fn public_key_hex(seed_hex: &str) -> std::result::Result<String, String> {
-    let bytes = hex::decode(seed_hex.trim()).map_err(|e| format!("not hex: {e}"))?;
-    let seed: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("expected 32 bytes, got {}", bytes.len()))?;
-    Ok(hex::encode(
-        SigningKey::from_bytes(&seed).verifying_key().to_bytes(),
-    ))
+    let key = crate::chain::signing_key(seed_hex)?;
+    Ok(hex::encode(key.verifying_key().to_bytes()))
 }
 
 /// Reads the keys already in `existing` (if any) and generates the missing ones

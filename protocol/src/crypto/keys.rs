@@ -22,6 +22,20 @@ pub enum KeyError {
     Format { path: PathBuf },
     #[error("{0:?} is not a 32-byte ed25519 public key in hex")]
     PublicKey(String),
+    #[error("a signing key seed must be 64 hex characters (32 bytes): {0}")]
+    Seed(String),
+}
+
+/// The signing key of a hex seed (64 hex characters; surrounding whitespace
+/// ignored), as key files and the operator's key Secrets hold it.
+pub fn parse_seed(seed_hex: &str) -> Result<SigningKey, KeyError> {
+    let bytes =
+        hex::decode(seed_hex.trim()).map_err(|e| KeyError::Seed(format!("not hex: {e}")))?;
+    let seed: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| KeyError::Seed(format!("expected 32 bytes, got {}", bytes.len())))?;
+    Ok(SigningKey::from_bytes(&seed))
 }
 
 /// Generates a fresh signing key from the operating system's RNG.
@@ -35,13 +49,9 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyError> {
         path: path.to_owned(),
         source,
     })?;
-    let seed: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| KeyError::Format {
-            path: path.to_owned(),
-        })?;
-    Ok(SigningKey::from_bytes(&seed))
+    parse_seed(&text).map_err(|_| KeyError::Format {
+        path: path.to_owned(),
+    })
 }
 
 /// Writes a signing key to `path` (mode 0600 on Unix), creating parent
