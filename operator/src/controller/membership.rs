@@ -14,8 +14,8 @@ use super::Context;
 use crate::build::names;
 use crate::chain::{host_of, signing_key, ChainError};
 use crate::crd::{Consortium, Member, MemberStatus, ProposalStatus, VoteStatus};
-use crate::planning::{self, VotePlan, VOTE_REFUSED};
 use crate::keys::{KeyMaterial, ADMIN_KEY};
+use crate::planning::{self, VotePlan, VOTE_REFUSED};
 use crate::proto::{
     config_change::Change, GetConfigResponse, Proposal, ProposalState, RemoveMember,
 };

@@ -18,8 +18,8 @@ use super::Context;
 use crate::build::names;
 use crate::chain::{host_of, signing_key, ChainError};
 use crate::crd::{ChainConfigStatus, Consortium, ConsortiumStatus};
-use crate::planning::{self, ParamsPlan};
 use crate::keys::ADMIN_KEY;
+use crate::planning::{self, ParamsPlan};
 use crate::proto::{config_change::Change, GetConfigResponse};
 use crate::{Error, Result};
 
