@@ -246,7 +246,8 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
     }))
 }
 
-fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
+/// The status entries of `g`'s validators, before any poll.
+pub(crate) fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
     g.validators
         .iter()
         .map(|v| ValidatorStatus {
