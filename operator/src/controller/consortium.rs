@@ -88,7 +88,12 @@ async fn members_of(ctx: &Context, name: &str) -> Result<Vec<Member>> {
     let api: Api<Member> = Api::all(ctx.client.clone());
     Ok(api
         .list(&ListParams::default())
-        .await?
+        .await
+        .map_err(Error::kube(
+            "list",
+            "Member",
+            format!("(all, for Consortium {name})"),
+        ))?
         .items
         .into_iter()
         .filter(|m| m.spec.consortium == name)
@@ -464,12 +469,14 @@ async fn patch_status(
         "kind": "Consortium",
         "status": new,
     });
+    let name = c.name_any();
     api.patch_status(
-        &c.name_any(),
+        &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(patch),
     )
-    .await?;
+    .await
+    .map_err(Error::kube("apply the status of", "Consortium", name))?;
     ctx.metrics.status_write(CONTROLLER);
     Ok(())
 }

@@ -51,11 +51,28 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         .ok_or(Error::MissingField("metadata.namespace"))?;
     Span::current().record("namespace", field::display(&ns));
     let key = format!("member/{ns}/{}", member.name_any());
+    // The finalizer's cleanup runs exactly when the Member is deleted and
+    // holds the finalizer; whether it may run yet is decided first.
+    let deleting = member.metadata.deletion_timestamp.is_some()
+        && member.finalizers().iter().any(|f| f == FINALIZER);
+    let teardown = if deleting {
+        match prepare_teardown(&member, &ctx).await? {
+            Teardown::Proceed(consortium) => Some(consortium),
+            Teardown::Waits(why) => {
+                info!(%why, "teardown waits");
+                ctx.backoff.reset(&key);
+                return Ok(Action::requeue(REMOVAL_WAIT));
+            }
+        }
+    } else {
+        None
+    };
+    let consortium = teardown.flatten().map(|c| *c);
     let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, member, |event| async {
         match event {
             Finalizer::Apply(m) => apply_member(&m, &ctx).await,
-            Finalizer::Cleanup(m) => cleanup_member(&m, &ctx).await,
+            Finalizer::Cleanup(m) => cleanup_member(&m, &ctx, consortium).await,
         }
     })
     .await
@@ -68,10 +85,6 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
 
 /// Retries failed reconciles with exponential back-off (5 s … 5 min).
 pub fn error_policy(member: Arc<Member>, error: &Error, ctx: Arc<Context>) -> Action {
-    if error.is_waiting() {
-        info!(member = %member.name_any(), %error, "teardown waits");
-        return Action::requeue(REMOVAL_WAIT);
-    }
     warn!(member = %member.name_any(), %error, "reconcile failed");
     ctx.metrics.reconcile_failure(CONTROLLER, error);
     let key = format!(
@@ -145,11 +158,18 @@ struct Found {
 /// and its existing key Secret.
 async fn dereference(ctx: &Context, member: &Member, ns: &str) -> Result<Option<Found>> {
     let consortia: Api<Consortium> = Api::all(ctx.client.clone());
-    let Some(consortium) = consortia.get_opt(&member.spec.consortium).await? else {
+    let name = &member.spec.consortium;
+    let found = consortia.get_opt(name).await;
+    let Some(consortium) = found.map_err(Error::kube("read", "Consortium", name))? else {
         return Ok(None);
     };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let existing_secret = secrets.get_opt(&names::secret(&member.name_any())).await?;
+    let secret = names::secret(&member.name_any());
+    let existing_secret = secrets.get_opt(&secret).await.map_err(Error::kube(
+        "read",
+        "Secret",
+        format!("{ns}/{secret}"),
+    ))?;
     Ok(Some(Found {
         consortium,
         existing_secret,
@@ -511,7 +531,10 @@ async fn observe_nodes(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let selector =
         format!("app.kubernetes.io/name=kubeledger-node,app.kubernetes.io/instance={name}");
-    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list", "Pod", format!("{ns}/{selector}")))?;
     let mut out = Vec::new();
     for node in node_names {
         let pod = pods
@@ -574,50 +597,74 @@ async fn patch_status(
         "kind": "Member",
         "status": new,
     });
+    let name = member.name_any();
     api.patch_status(
-        &member.name_any(),
+        &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(patch),
     )
-    .await?;
+    .await
+    .map_err(Error::kube(
+        "apply the status of",
+        "Member",
+        format!("{ns}/{name}"),
+    ))?;
     ctx.metrics.status_write(CONTROLLER);
     Ok(())
+}
+
+/// Where a deleted Member's teardown stands before anything is deleted.
+enum Teardown {
+    /// Tear down now, with the Member's Consortium if it was read (its node
+    /// defaults say whether volumes go).
+    Proceed(Option<Box<Consortium>>),
+    /// Not yet, for this reason: the Member's removal from the chain's
+    /// configuration is pending, or its nodes still validate.
+    Waits(String),
+}
+
+/// Teardown step 1: reads the Consortium where needed and, for a Member that
+/// joined after genesis (it has an admission proposal), proposes its removal
+/// from the chain's configuration first. Its nodes keep running until they
+/// left the validator set (demoted to observers at the switch), so the old
+/// set keeps its members until its epoch ends.
+async fn prepare_teardown(member: &Member, ctx: &Context) -> Result<Teardown> {
+    let joined = member
+        .status
+        .as_ref()
+        .is_some_and(|s| s.admission.is_some());
+    let consortium = if member.spec.storage.is_none() || joined {
+        Api::<Consortium>::all(ctx.client.clone())
+            .get_opt(&member.spec.consortium)
+            .await
+            .map_err(Error::kube("read", "Consortium", &member.spec.consortium))?
+    } else {
+        None
+    };
+    if let (true, Some(c)) = (joined, &consortium) {
+        if let membership::Removal::Pending(why) =
+            membership::propose_removal(ctx, member, c).await?
+        {
+            return Ok(Teardown::Waits(why));
+        }
+    }
+    Ok(Teardown::Proceed(consortium.map(Box::new)))
 }
 
 /// Tears down in order: nodes first, then what they used. The node keys follow
 /// the data: with `storage.deleteOnTeardown` the volumes go and then the key
 /// Secret; otherwise both stay for a Member re-created under the same name.
 /// The genesis ConfigMap belongs to the Consortium.
-async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
+async fn cleanup_member(
+    member: &Member,
+    ctx: &Context,
+    consortium: Option<Consortium>,
+) -> Result<Action> {
     let name = member.name_any();
     let ns = member
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let client = &ctx.client;
-    // A Member that joined after genesis (it has an admission proposal).
-    let joined = member
-        .status
-        .as_ref()
-        .is_some_and(|s| s.admission.is_some());
-    let consortium = if member.spec.storage.is_none() || joined {
-        Api::<Consortium>::all(client.clone())
-            .get_opt(&member.spec.consortium)
-            .await?
-    } else {
-        None
-    };
-    // It leaves the chain's configuration too: its removal is proposed first.
-    // Its nodes keep running until they left the validator set (demoted
-    // to observers at the switch), so the old set keeps its members until
-    // its epoch ends.
-    if let (true, Some(c)) = (joined, &consortium) {
-        if let membership::Removal::Pending(why) =
-            membership::propose_removal(ctx, member, c).await?
-        {
-            // An error keeps the finalizer; error_policy requeues it.
-            return Err(Error::Waiting(why));
-        }
-    }
     // The Member's storage, or else the Consortium's node defaults (if it still exists).
     let delete_volumes = match &member.spec.storage {
         Some(storage) => storage.delete_on_teardown,
@@ -654,7 +701,12 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
             &DeleteParams::default(),
             &ListParams::default().labels(&selector),
         )
-        .await?;
+        .await
+        .map_err(Error::kube(
+            "delete",
+            "PersistentVolumeClaim",
+            format!("{ns}/{selector}"),
+        ))?;
         // Keys last: if the volume deletion failed, the retry still finds them.
         delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
     }

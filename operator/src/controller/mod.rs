@@ -168,13 +168,17 @@ where
         .clone()
         .ok_or(crate::Error::MissingField("metadata.name"))?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    Ok(api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await?)
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(crate::Error::kube(
+        "apply",
+        K::kind(&()),
+        format!("{namespace}/{name}"),
+    ))
 }
 
 /// Deletes a namespaced object; absent is fine.
@@ -189,7 +193,11 @@ where
     match api.delete(name, &Default::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(crate::Error::kube(
+            "delete",
+            K::kind(&()),
+            format!("{namespace}/{name}"),
+        )(e)),
     }
 }
 

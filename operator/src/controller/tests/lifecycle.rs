@@ -371,6 +371,12 @@ async fn api_errors_fail_the_reconcile_and_back_off() {
     let (result, _) = reconcile_member(ctx.clone(), handle, m.clone(), calls).await;
     let err = result.expect_err("a failed apply fails the reconcile");
     assert!(err.to_string().contains("etcd unavailable"), "{err}");
+    // The error says what was done to which object.
+    assert!(
+        err.to_string()
+            .contains("apply ServiceAccount org1/org1-node: "),
+        "{err}"
+    );
 
     // Retries back off exponentially per object, capped at five minutes.
     let delays: Vec<Action> = (0..8)
