@@ -1,8 +1,9 @@
 //! Member controller: runs a member's nodes.
 //!
 //! dereference (Consortium, existing key Secret) → validate → build (pure
-//! builders) → apply (SSA, one field manager) → update status (pods + node
-//! Status RPC), patched only on change.
+//! builders) → apply (SSA, one field manager; then the Member's part on
+//! chain, [`super::on_chain`]) → update status (pods + node Status RPC),
+//! patched only on change.
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{field, info, instrument, warn, Span};
 
-use super::membership::{self, Admission};
+use super::on_chain::{self, Admission};
 use super::{
     apply, condition, delete_if_exists, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
     WATCH_TIMEOUT_SECS,
@@ -325,21 +326,21 @@ async fn on_chain_part(
     let running = checked.genesis.is_some();
     let joining = running && !checked.founder && !checked.admitted;
     let view = if running && (votes_wanted || joining) {
-        membership::read_chain(ctx, consortium).await
+        on_chain::read_chain(ctx, consortium).await
     } else {
         None
     };
     let votes = match (&view, votes_wanted) {
         (_, false) => Vec::new(),
         (Some(view), true) => {
-            membership::cast_votes(ctx, member, consortium, old, view, &checked.keys).await?
+            on_chain::cast_votes(ctx, member, consortium, old, view, &checked.keys).await?
         }
         (None, true) => old.votes.clone(),
     };
     let admission = match (&view, joining) {
         (_, false) => None,
         (Some(view), true) => Some(
-            membership::admit(
+            on_chain::admit(
                 ctx,
                 member,
                 consortium,
@@ -642,9 +643,7 @@ async fn prepare_teardown(member: &Member, ctx: &Context) -> Result<Teardown> {
         None
     };
     if let (true, Some(c)) = (joined, &consortium) {
-        if let membership::Removal::Pending(why) =
-            membership::propose_removal(ctx, member, c).await?
-        {
+        if let on_chain::Removal::Pending(why) = on_chain::propose_removal(ctx, member, c).await? {
             return Ok(Teardown::Waits(why));
         }
     }

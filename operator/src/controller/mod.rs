@@ -2,11 +2,18 @@
 //!
 //! Each reconcile follows the pipeline documented at the crate root:
 //! dereference → validate → build → apply → update status.
+//!
+//! - [`member`]: the Member controller, which runs a member's nodes;
+//! - [`on_chain`]: a Member's part in the on-chain configuration (its votes,
+//!   its admission and removal proposals), called by the Member controller;
+//! - [`consortium`]: the Consortium controller (genesis, its copies, status);
+//! - [`healing`]: the Consortium's health monitor restarting stuck nodes;
+//! - [`params`]: the chain parameters the Consortium's spec asks for.
 
 pub mod consortium;
 pub mod healing;
 pub mod member;
-pub mod membership;
+pub mod on_chain;
 pub mod params;
 
 use std::fmt::Debug;

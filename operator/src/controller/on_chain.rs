@@ -1,9 +1,11 @@
 //! A Member's part in the on-chain configuration: the votes its spec asks
 //! for (signed with its own admin key) and, for a Member joining a running
 //! consortium, the proposal to admit it (signed with the consortium admin's
-//! key). Both are decided afresh from the chain on every reconcile
+//! key), and, when such a Member is deleted, the proposal to remove it. Each
+//! is decided afresh from the chain on every reconcile
 //! ([`planning::plan_votes`], [`planning::admission_proposal`]), so each
-//! transaction is submitted once.
+//! transaction is submitted once. The Member controller ([`super::member`])
+//! calls these; it runs the member's nodes.
 
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
