@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::chain::ChainAdmin as _;
 use crate::controller::Context;
-use crate::crd::{Member, MemberStatus, ProposalStatus};
+use crate::crd::{Consortium, Member, MemberStatus, ProposalStatus};
 use crate::fixtures::api_server::{Call, Handle};
 use crate::fixtures::calls::{
     all_pods_ready, escrow_status_patch, event_call, genesis_copies, get_consortium,
@@ -28,59 +28,26 @@ use crate::fixtures::recording_chain::RecordingChain;
 use crate::fixtures::{self};
 use crate::probe::{NodeReport, StaticProber};
 use crate::proto::{self, config_change::Change};
+use kubeledger_protocol::governance::genesis_config::from_genesis;
 
 /// The chain of [`consortium_with_genesis`] at `height`, as its genesis made
-/// it: org1 (consortium admin) and org2, Automatic admission.
+/// it (org1 the consortium admin, and org2), whose proposals are voted on:
+/// 67 % of the two members, so a proposal stays open until both approve.
 fn genesis_chain(height: u64) -> RecordingChain {
-    let g = genesis_of(&consortium_with_genesis());
-    let params = proto::ChainParameters {
-        block_interval_ms: g.params.block_interval_ms,
-        max_block_txs: g.params.max_block_txs,
-        max_block_bytes: g.params.max_block_bytes,
-        max_tx_bytes: g.params.max_tx_bytes,
-        max_key_bytes: g.params.max_key_bytes,
-        max_value_bytes: g.params.max_value_bytes,
-        checkpoint_interval: g.params.checkpoint_interval,
-        view_change_timeout_ms: g.params.view_change_timeout_ms,
-    };
-    let members = g
-        .members
-        .iter()
-        .map(|m| proto::MemberInfo {
-            name: m.name.clone(),
-            organization: m.organization.clone(),
-            admin_key: hex::decode(&m.admin_key).expect("hex"),
-            nodes: g
-                .validators
-                .iter()
-                .filter(|v| v.member == m.name)
-                .map(|v| proto::NodeInfo {
-                    name: v.name.clone(),
-                    public_key: hex::decode(&v.public_key).expect("hex"),
-                    peer_address: v.peer_address.clone(),
-                })
-                .collect(),
-            admitted_at: 0,
-        })
-        .collect();
+    let mut config = from_genesis(&genesis_of(&consortium_with_genesis()));
+    config.admission = Some(proto::AdmissionPolicy {
+        mode: proto::AdmissionMode::Vote as i32,
+        threshold_percent: 67,
+        comparator: proto::VoteComparator::AtLeast as i32,
+        expiry_ms: 86_400_000,
+        consortium_admin: "org1".into(),
+    });
+    let params = config.params;
     RecordingChain::new(
         proto::GetConfigResponse {
-            config: Some(proto::ConsortiumConfig {
-                version: 0,
-                params: Some(params),
-                members,
-                admission: Some(proto::AdmissionPolicy {
-                    mode: proto::AdmissionMode::Automatic as i32,
-                    threshold_percent: 67,
-                    comparator: proto::VoteComparator::AtLeast as i32,
-                    expiry_ms: 86_400_000,
-                    consortium_admin: "org1".into(),
-                }),
-                next_proposal_id: 1,
-                ..Default::default()
-            }),
+            config: Some(config),
             height,
-            effective_params: Some(params),
+            effective_params: params,
         },
         Vec::new(),
     )
@@ -95,6 +62,19 @@ fn all_nodes_answer(height: u64) -> StaticProber {
             ..Default::default()
         },
     )
+}
+
+/// A context for a Member's reconcile on `chain` (no node answers Status).
+fn member_context(chain: &Arc<RecordingChain>) -> (Arc<Context>, Handle) {
+    context_with_chain(StaticProber::default(), chain.clone())
+}
+
+/// A one-node Member's reconcile up to its (empty) pod list, with the key
+/// Secret `secret`, when nothing happens on chain.
+fn quiet_member_calls(c: &Consortium, name: &str, secret: Option<Value>) -> Vec<Call> {
+    let mut calls = member_calls(c, name, secret, Some(1));
+    calls.push(member_pods_call(name, json!([])));
+    calls
 }
 
 /// A member's reconcile that waits (teardown held back): it keeps the
@@ -303,7 +283,7 @@ async fn a_listed_approval_is_cast_once_with_the_members_own_key() {
     let mut m = with_finalizer(fixtures::member_named("org2", 1));
     m.spec.approvals = vec![1];
     m.spec.rejections = vec![7];
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let (ctx, handle) = member_context(&chain);
     let mut calls = member_calls(&c, "org2", Some(org2_secret()), Some(1));
     calls.extend([
         event_call("org2", "VoteCast"),
@@ -337,9 +317,8 @@ async fn a_listed_approval_is_cast_once_with_the_members_own_key() {
     // status being the same, nothing is written.
     let mut m2 = m;
     m2.status = Some(last_status(&bodies));
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
-    let mut calls = member_calls(&c, "org2", Some(org2_secret()), Some(1));
-    calls.push(member_pods_call("org2", json!([])));
+    let (ctx, handle) = member_context(&chain);
+    let calls = quiet_member_calls(&c, "org2", Some(org2_secret()));
     run_member_in(ctx, handle, m2, calls).await;
     assert_eq!(chain.submitted().len(), 2);
 }
@@ -354,7 +333,7 @@ async fn votes_on_decided_proposals_are_skipped() {
     chain.set_proposals(proposals);
     let mut m = with_finalizer(fixtures::member_named("org2", 1));
     m.spec.rejections = vec![1];
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let (ctx, handle) = member_context(&chain);
     let mut calls = member_calls(&c, "org2", Some(org2_secret()), Some(1));
     calls.extend([
         event_call("org2", "VoteSkipped").check(|b| {
@@ -376,7 +355,7 @@ async fn a_member_joining_a_running_consortium_is_proposed_once_and_its_nodes_ob
     let c = consortium_on_chain();
     let chain = Arc::new(genesis_chain(42));
     let m = with_finalizer(fixtures::member_named("org3", 1));
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let (ctx, handle) = member_context(&chain);
     // Its nodes start at once: outside the validator set, they observe.
     let mut calls = member_calls(&c, "org3", None, Some(1));
     calls.extend([
@@ -428,18 +407,16 @@ async fn a_member_joining_a_running_consortium_is_proposed_once_and_its_nodes_ob
     });
     let mut m2 = m;
     m2.status = Some(serde_json::from_value(status.clone()).expect("status"));
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
-    let mut calls = member_calls(&c, "org3", Some(secret.clone()), Some(1));
-    calls.push(member_pods_call("org3", json!([])));
+    let (ctx, handle) = member_context(&chain);
+    let calls = quiet_member_calls(&c, "org3", Some(secret.clone()));
     run_member_in(ctx, handle, m2.clone(), calls).await;
     assert_eq!(chain.submitted().len(), 1);
 
     // Admitted on chain: the nodes keep observing, and the condition says
     // they wait for the validator-set switch.
     with_member(&chain, "org3");
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
-    let mut calls = member_calls(&c, "org3", Some(secret), Some(1));
-    calls.push(member_pods_call("org3", json!([])));
+    let (ctx, handle) = member_context(&chain);
+    let mut calls = quiet_member_calls(&c, "org3", Some(secret));
     calls.push(member_status_patch("org3", &m2, |b| {
         let s = &b["status"];
         assert_eq!(s["phase"], "Admitted");
@@ -470,7 +447,7 @@ async fn deleting_a_member_that_joined_proposes_its_removal_first() {
         get_key_secret("org1", admin_secret("org1")),
         event_call("org3", "RemovalProposed"),
     ];
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let (ctx, handle) = member_context(&chain);
     run_member_waiting(ctx, handle, m.clone(), calls).await;
     let submitted = chain.submitted();
     assert_eq!(submitted.len(), 1);
@@ -494,7 +471,7 @@ async fn deleting_a_member_that_joined_proposes_its_removal_first() {
             });
         }
     });
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let (ctx, handle) = member_context(&chain);
     run_member_waiting(ctx, handle, m.clone(), vec![get_consortium(&c)]).await;
     assert_eq!(chain.submitted().len(), 1);
 
@@ -509,7 +486,7 @@ async fn deleting_a_member_that_joined_proposes_its_removal_first() {
     let mut calls = vec![get_consortium(&c), event_call("org3", "TearingDown")];
     calls.extend(member_teardown_deletes("org3"));
     calls.push(member_finalizer_patch("org3", &m));
-    let (ctx, handle) = context_with_chain(StaticProber::default(), chain.clone());
+    let (ctx, handle) = member_context(&chain);
     run_member_in(ctx, handle, m, calls).await;
     assert_eq!(chain.submitted().len(), 1);
 }
