@@ -70,15 +70,27 @@ pub trait ChainAdmin: Send + Sync {
     fn config<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<GetConfigResponse, ChainError>>;
     /// Every configuration proposal (up to the node's limit), newest first.
     fn proposals<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<Proposal>, ChainError>>;
-    /// Signs `change` with `key`, submits it, waits for its block and returns
-    /// its outcome.
+    /// Submits a signed configuration transaction, waits for its block and
+    /// returns its outcome.
+    fn submit_signed<'a>(
+        &'a self,
+        host: &'a str,
+        tx: SignedTransaction,
+    ) -> BoxFuture<'a, Result<ConfigOutcome, ChainError>>;
+
+    /// Signs `change` with `key` (a fresh nonce, the time now), submits it,
+    /// waits for its block and returns its outcome.
     fn submit_config<'a>(
         &'a self,
         host: &'a str,
         key: &'a SigningKey,
         chain_id: &'a str,
         change: Change,
-    ) -> BoxFuture<'a, Result<ConfigOutcome, ChainError>>;
+    ) -> BoxFuture<'a, Result<ConfigOutcome, ChainError>> {
+        let nonce = rand::random();
+        let tx = sign_config(key, chain_id, nonce, crate::controller::now_ms(), change);
+        self.submit_signed(host, tx)
+    }
 }
 
 /// The real client: a short-lived gRPC connection per call.
@@ -156,22 +168,13 @@ impl ChainAdmin for GrpcChain {
         })
     }
 
-    fn submit_config<'a>(
+    fn submit_signed<'a>(
         &'a self,
         host: &'a str,
-        key: &'a SigningKey,
-        chain_id: &'a str,
-        change: Change,
+        tx: SignedTransaction,
     ) -> BoxFuture<'a, Result<ConfigOutcome, ChainError>> {
         Box::pin(async move {
             let mut client = self.connect(host).await?;
-            let tx = sign_config(
-                key,
-                chain_id,
-                rand::random(),
-                crate::controller::now_ms(),
-                change,
-            );
             let id = tx_id(&tx);
             client
                 .submit_and_wait(SubmitAndWaitRequest {

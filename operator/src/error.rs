@@ -3,8 +3,16 @@
 /// Everything that can fail in reconcile, build or render.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API error: {0}")]
-    Kube(#[from] kube::Error),
+    /// A Kubernetes API call failed: `step` (such as "apply" or "read") of
+    /// the object `kind` `object` (namespace/name, or name if cluster-wide).
+    #[error("{step} {kind} {object}: {source}")]
+    Kube {
+        step: &'static str,
+        kind: String,
+        object: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
 
     #[error("finalizer error: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -29,27 +37,26 @@ pub enum Error {
 
     #[error("chain: {0}")]
     Chain(#[from] crate::chain::ChainError),
-
-    /// Not a failure: teardown waits for something on chain (the finalizer
-    /// stays until cleanup succeeds, so cleanup reports waiting this way).
-    #[error("waiting: {0}")]
-    Waiting(String),
 }
 
 impl Error {
-    /// A short label for metrics: the cause, looking through the finalizer wrapper.
-    /// Reconcile is waiting, not failing (see [`Error::Waiting`]).
-    pub fn is_waiting(&self) -> bool {
-        use kube::runtime::finalizer::Error as F;
-        match self {
-            Error::Waiting(_) => true,
-            Error::Finalizer(e) => {
-                matches!(e.as_ref(), F::CleanupFailed(inner) if inner.is_waiting())
-            }
-            _ => false,
+    /// Wraps a failed API call on `kind` `object` during `step`, for
+    /// `map_err`: `api.get(name).await.map_err(Error::kube("read", "Consortium", name))`.
+    pub fn kube(
+        step: &'static str,
+        kind: impl Into<String>,
+        object: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let (kind, object) = (kind.into(), object.into());
+        move |source| Error::Kube {
+            step,
+            kind,
+            object,
+            source: Box::new(source),
         }
     }
 
+    /// A short label for metrics: the cause, looking through the finalizer wrapper.
     pub fn metric_label(&self) -> String {
         use kube::runtime::finalizer::Error as F;
         match self {
@@ -57,13 +64,12 @@ impl Error {
                 F::ApplyFailed(inner) | F::CleanupFailed(inner) => return inner.metric_label(),
                 _ => "finalizer",
             },
-            Error::Kube(_) => "kube",
+            Error::Kube { .. } => "kube",
             Error::Json(_) | Error::Yaml(_) => "serialization",
             Error::InvalidSpec(_) | Error::Duration(_) => "invalid_spec",
             Error::InvalidKey { .. } => "invalid_key",
             Error::MissingField(_) => "missing_field",
             Error::Chain(_) => "chain",
-            Error::Waiting(_) => "waiting",
         }
         .to_string()
     }

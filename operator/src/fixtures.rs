@@ -1,5 +1,9 @@
 //! Small resources shared by the unit and reconcile tests.
 
+pub mod api_server;
+pub mod calls;
+pub mod objects;
+pub mod reconcile;
 pub mod recording_chain;
 
 use std::collections::BTreeMap;

@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -53,7 +53,9 @@ pub fn can_acquire(lease: &Lease, identity: &str, now: jiff::Timestamp) -> bool 
 /// Tries once to acquire or renew the lease; `Ok(true)` when held afterwards.
 pub async fn try_acquire(client: &Client, cfg: &LeaseConfig) -> Result<bool> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &cfg.namespace);
-    match api.get_opt(&cfg.name).await? {
+    let object = format!("{}/{}", cfg.namespace, cfg.name);
+    let found = api.get_opt(&cfg.name).await;
+    match found.map_err(Error::kube("read", "Lease", object.clone()))? {
         None => {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -66,7 +68,7 @@ pub async fn try_acquire(client: &Client, cfg: &LeaseConfig) -> Result<bool> {
             match api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(Error::kube("create", "Lease", object)(e)),
             }
         }
         Some(mut lease) => {
@@ -81,7 +83,7 @@ pub async fn try_acquire(client: &Client, cfg: &LeaseConfig) -> Result<bool> {
             match api.replace(&cfg.name, &PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(Error::kube("renew", "Lease", object)(e)),
             }
         }
     }

@@ -13,11 +13,16 @@ pub mod statefulset;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ResourceRequirements, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{Consortium, Member, StorageSpec};
+use crate::crd::{Consortium, Member, NodeKey, StorageSpec};
+use crate::keys::KeyMaterial;
 use crate::{Error, Result};
 
 /// Operator-wide settings the builders need.
@@ -129,18 +134,58 @@ impl MemberInputs<'_> {
     }
 }
 
-/// Every object of a member, in apply order (also the render order).
-pub fn member_objects(
-    inputs: &MemberInputs<'_>,
-    keys: &crate::keys::KeyMaterial,
-) -> Result<Vec<serde_json::Value>> {
-    Ok(vec![
-        serde_json::to_value(service_account::build(inputs)?)?,
-        serde_json::to_value(secret::build(inputs, keys)?)?,
-        serde_json::to_value(config_map::build_node_config(inputs)?)?,
-        serde_json::to_value(service::build_headless(inputs)?)?,
-        serde_json::to_value(service::build_client(inputs)?)?,
-        serde_json::to_value(pdb::build(inputs)?)?,
-        serde_json::to_value(statefulset::build(inputs)?)?,
-    ])
+/// Every object of a member, built together by the controller and by
+/// `kubeledger-operator render`.
+#[derive(Clone, Debug)]
+pub struct MemberObjects {
+    pub service_account: ServiceAccount,
+    pub secret: Secret,
+    pub node_config: ConfigMap,
+    pub headless_service: Service,
+    pub client_service: Service,
+    pub pdb: PodDisruptionBudget,
+    pub statefulset: StatefulSet,
+}
+
+impl MemberObjects {
+    /// Builds every object of the member from its inputs and key material.
+    pub fn build(inputs: &MemberInputs<'_>, keys: &KeyMaterial) -> Result<Self> {
+        Ok(Self {
+            service_account: service_account::build(inputs)?,
+            secret: secret::build(inputs, keys)?,
+            node_config: config_map::build_node_config(inputs)?,
+            headless_service: service::build_headless(inputs)?,
+            client_service: service::build_client(inputs)?,
+            pdb: pdb::build(inputs)?,
+            statefulset: statefulset::build(inputs)?,
+        })
+    }
+
+    /// The objects as JSON, in apply order (also the render order).
+    pub fn to_values(&self) -> Result<Vec<serde_json::Value>> {
+        Ok(vec![
+            serde_json::to_value(&self.service_account)?,
+            serde_json::to_value(&self.secret)?,
+            serde_json::to_value(&self.node_config)?,
+            serde_json::to_value(&self.headless_service)?,
+            serde_json::to_value(&self.client_service)?,
+            serde_json::to_value(&self.pdb)?,
+            serde_json::to_value(&self.statefulset)?,
+        ])
+    }
+}
+
+/// What a member publishes in its status for genesis and admission: each
+/// node's public key and the admin public key.
+pub fn published_keys(node_names: &[String], keys: &KeyMaterial) -> Result<(Vec<NodeKey>, String)> {
+    let nodes = node_names
+        .iter()
+        .filter_map(|n| {
+            keys.node_public_key(n).map(|k| NodeKey {
+                name: n.clone(),
+                public_key: k,
+            })
+        })
+        .collect();
+    Ok((nodes, keys.admin_public_key()?))
 }

@@ -88,120 +88,55 @@ async fn members_of(ctx: &Context, name: &str) -> Result<Vec<Member>> {
     let api: Api<Member> = Api::all(ctx.client.clone());
     Ok(api
         .list(&ListParams::default())
-        .await?
+        .await
+        .map_err(Error::kube(
+            "list",
+            "Member",
+            format!("(all, for Consortium {name})"),
+        ))?
         .items
         .into_iter()
         .filter(|m| m.spec.consortium == name)
         .collect())
 }
 
+/// The Consortium's pipeline: dereference → validate → build genesis (once)
+/// → apply (genesis copies) → status (health, healing, live parameters).
 async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
-    let name = c.name_any();
     let old = c.status.clone().unwrap_or_default();
-    let generation = c.metadata.generation;
-
-    // 1. dereference
-    let members = members_of(ctx, &name).await?;
-
-    // 2. validate what the schema cannot (or what an API server without CEL let through)
-    let valid = c.spec.chain_params().map(|_| ()).and_then(|()| {
-        crate::health::settings(&c.spec.healing)
-            .map(|_| ())
-            .map_err(|e| Error::InvalidSpec(format!("spec.healing: {e}")))
-    });
-    if let Err(e) = valid {
-        let msg = e.to_string();
-        ctx.event(
+    let members = members_of(ctx, &c.name_any()).await?;
+    if let Err(e) = validate(c) {
+        return refuse_spec(
+            ctx,
             c,
-            EventType::Warning,
-            "InvalidSpec",
+            &old,
+            e.to_string(),
             "Validate",
-            msg.clone(),
+            Action::await_change(),
         )
         .await;
-        let status = invalid_spec_status(&old, msg, generation);
-        patch_status(ctx, c, &old, status).await?;
-        return Ok(Action::await_change());
     }
-
-    // 3. build genesis, once
     let mut base = old.clone();
-    let mut pending_reason = None;
-    if base.genesis.is_none() {
-        match build_genesis(
-            c,
-            &members,
-            ctx.clock.now_ms(),
-            &ctx.settings.cluster_domain,
-        ) {
-            Ok(Ok(g)) => {
-                let text = g.to_json();
-                base.genesis_hash = Some(genesis_hash(&text));
-                base.genesis = Some(text);
-                base.config = Some(g.effective_config());
-                base.validators = validators_of(&g);
-                base.phase = Some(PHASE_BOOTSTRAPPING.into());
-                // Persist genesis before anyone sees it, so it can never differ.
-                patch_status(ctx, c, &old, base.clone()).await?;
-                info!(validators = g.validators.len(), "genesis created");
-                ctx.event(
-                    c,
-                    EventType::Normal,
-                    "GenesisCreated",
-                    "CreateGenesis",
-                    format!("Genesis with {} validators created", g.validators.len()),
-                )
-                .await;
-            }
-            Ok(Err(not_ready)) => pending_reason = Some(not_ready.to_string()),
-            Err(Error::InvalidSpec(msg)) => {
-                ctx.event(
-                    c,
-                    EventType::Warning,
-                    "InvalidSpec",
-                    "CreateGenesis",
-                    msg.clone(),
-                )
-                .await;
-                let status = invalid_spec_status(&old, msg, generation);
-                patch_status(ctx, c, &old, status).await?;
-                return Ok(Action::requeue(POLL_INTERVAL));
-            }
-            Err(e) => return Err(e),
+    let pending_reason = match create_genesis(ctx, c, &old, &members, &mut base).await? {
+        GenesisStep::Fixed => None,
+        GenesisStep::NotReady(reason) => Some(reason),
+        GenesisStep::Refused(msg) => {
+            let retry = Action::requeue(POLL_INTERVAL);
+            return refuse_spec(ctx, c, &old, msg, "CreateGenesis", retry).await;
         }
-    }
-
-    // 4. apply: the same genesis text in every member namespace; copies in
-    // namespaces without Members any more are removed.
+    };
     let genesis: Option<Genesis> = base
         .genesis
         .as_deref()
         .map(serde_json::from_str)
         .transpose()?;
-    if let Some(text) = &base.genesis {
-        let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
-        for ns in &namespaces {
-            apply(&ctx.client, ns, &config_map::build_genesis(c, ns, text)?).await?;
-        }
-        for ns in old
-            .genesis_namespaces
-            .iter()
-            .filter(|ns| !namespaces.contains(*ns))
-        {
-            delete_if_exists::<ConfigMap>(&ctx.client, ns, &names::genesis_config_map(&name))
-                .await?;
-        }
-        base.genesis_namespaces = namespaces.into_iter().collect();
-    }
-
-    // 5. health of every validator (healing them where needed), then status
-    // from the nodes and the Members
+    distribute_genesis(ctx, c, &old, &members, &mut base).await?;
     let observations = match &genesis {
         Some(g) => healing::monitor_and_heal(ctx, c, &old, g, &members).await?,
         None => Vec::new(),
     };
-    // 6. live parameters: the chain's configuration, and a proposal where
-    // the spec asks for other parameters
+    // Live parameters: the chain's configuration, and a proposal where the
+    // spec asks for other parameters.
     if genesis.is_some() {
         base.chain_config = params::reconcile_params(ctx, c, &old, &observations).await?;
     }
@@ -215,8 +150,128 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         pending_reason,
         ctx.clock.now_ms(),
     );
-    let running = status.phase.as_deref() == Some(PHASE_RUNNING);
-    if running && old.phase.as_deref() != Some(PHASE_RUNNING) {
+    announce_phase(ctx, c, &old, &status).await;
+    patch_status(ctx, c, &old, status).await?;
+    Ok(Action::requeue(if genesis.is_some() {
+        POLL_INTERVAL
+    } else {
+        WAIT_INTERVAL
+    }))
+}
+
+/// Step 2, validate what the schema cannot (or what an API server without
+/// CEL let through).
+fn validate(c: &Consortium) -> Result<()> {
+    c.spec.chain_params().map(|_| ()).and_then(|()| {
+        crate::health::settings(&c.spec.healing)
+            .map(|_| ())
+            .map_err(|e| Error::InvalidSpec(format!("spec.healing: {e}")))
+    })
+}
+
+/// Refuses a spec: a Warning Event from `action`, a Degraded status, and
+/// `then` as the next reconcile.
+async fn refuse_spec(
+    ctx: &Context,
+    c: &Consortium,
+    old: &ConsortiumStatus,
+    msg: String,
+    action: &str,
+    then: Action,
+) -> Result<Action> {
+    ctx.event(c, EventType::Warning, "InvalidSpec", action, msg.clone())
+        .await;
+    let status = invalid_spec_status(old, msg, c.metadata.generation);
+    patch_status(ctx, c, old, status).await?;
+    Ok(then)
+}
+
+/// What [`create_genesis`] did.
+enum GenesisStep {
+    /// Genesis exists (created now or before).
+    Fixed,
+    /// Not yet: the founders are not ready, for this reason.
+    NotReady(String),
+    /// The spec cannot make a genesis, for this reason.
+    Refused(String),
+}
+
+/// Step 3, build genesis, once: written to the status (`base`) before any
+/// copy of it is distributed.
+async fn create_genesis(
+    ctx: &Context,
+    c: &Consortium,
+    old: &ConsortiumStatus,
+    members: &[Member],
+    base: &mut ConsortiumStatus,
+) -> Result<GenesisStep> {
+    if base.genesis.is_none() {
+        match build_genesis(c, members, ctx.clock.now_ms(), &ctx.settings.cluster_domain) {
+            Ok(Ok(g)) => {
+                let text = g.to_json();
+                base.genesis_hash = Some(genesis_hash(&text));
+                base.genesis = Some(text);
+                base.config = Some(g.effective_config());
+                base.validators = validators_of(&g);
+                base.phase = Some(PHASE_BOOTSTRAPPING.into());
+                // Persist genesis before anyone sees it, so it can never differ.
+                patch_status(ctx, c, old, base.clone()).await?;
+                info!(validators = g.validators.len(), "genesis created");
+                ctx.event(
+                    c,
+                    EventType::Normal,
+                    "GenesisCreated",
+                    "CreateGenesis",
+                    format!("Genesis with {} validators created", g.validators.len()),
+                )
+                .await;
+            }
+            Ok(Err(not_ready)) => return Ok(GenesisStep::NotReady(not_ready.to_string())),
+            Err(Error::InvalidSpec(msg)) => return Ok(GenesisStep::Refused(msg)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(GenesisStep::Fixed)
+}
+
+/// Step 4, apply: the same genesis text in every member namespace; copies
+/// in namespaces without Members any more are removed.
+async fn distribute_genesis(
+    ctx: &Context,
+    c: &Consortium,
+    old: &ConsortiumStatus,
+    members: &[Member],
+    base: &mut ConsortiumStatus,
+) -> Result<()> {
+    let Some(text) = &base.genesis else {
+        return Ok(());
+    };
+    let namespaces: BTreeSet<String> = members.iter().filter_map(|m| m.namespace()).collect();
+    for ns in &namespaces {
+        apply(&ctx.client, ns, &config_map::build_genesis(c, ns, text)?).await?;
+    }
+    let copy = names::genesis_config_map(&c.name_any());
+    for ns in old
+        .genesis_namespaces
+        .iter()
+        .filter(|ns| !namespaces.contains(*ns))
+    {
+        delete_if_exists::<ConfigMap>(&ctx.client, ns, &copy).await?;
+    }
+    base.genesis_namespaces = namespaces.into_iter().collect();
+    Ok(())
+}
+
+/// Events for a phase entered: Running, or Degraded (quorum lost).
+async fn announce_phase(
+    ctx: &Context,
+    c: &Consortium,
+    old: &ConsortiumStatus,
+    new: &ConsortiumStatus,
+) {
+    let entered =
+        |phase: &str| new.phase.as_deref() == Some(phase) && old.phase.as_deref() != Some(phase);
+    if entered(PHASE_RUNNING) {
         ctx.event(
             c,
             EventType::Normal,
@@ -226,9 +281,7 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    if status.phase.as_deref() == Some(PHASE_DEGRADED)
-        && old.phase.as_deref() != Some(PHASE_DEGRADED)
-    {
+    if entered(PHASE_DEGRADED) {
         ctx.event(
             c,
             EventType::Warning,
@@ -238,15 +291,10 @@ async fn apply_consortium(c: &Consortium, ctx: &Context) -> Result<Action> {
         )
         .await;
     }
-    patch_status(ctx, c, &old, status).await?;
-    Ok(Action::requeue(if genesis.is_some() {
-        POLL_INTERVAL
-    } else {
-        WAIT_INTERVAL
-    }))
 }
 
-fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
+/// The status entries of `g`'s validators, before any poll.
+pub(crate) fn validators_of(g: &Genesis) -> Vec<ValidatorStatus> {
     g.validators
         .iter()
         .map(|v| ValidatorStatus {
@@ -421,12 +469,14 @@ async fn patch_status(
         "kind": "Consortium",
         "status": new,
     });
+    let name = c.name_any();
     api.patch_status(
-        &c.name_any(),
+        &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(patch),
     )
-    .await?;
+    .await
+    .map_err(Error::kube("apply the status of", "Consortium", name))?;
     ctx.metrics.status_write(CONTROLLER);
     Ok(())
 }

@@ -24,7 +24,7 @@ use crate::health::plan as planner;
 use crate::health::plan::HOUR_MS;
 use crate::health::{self, classify, plan, Decision, HealthClass, Hold, NodeState, Sample};
 use crate::probe::{rfc3339_ms, NodeReport};
-use crate::Result;
+use crate::{Error, Result};
 
 /// `validators[].healing` of a node restarted and not yet seen healthy again.
 pub const RESTARTING: &str = "Restarting";
@@ -106,7 +106,8 @@ pub async fn monitor_and_heal(
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         for pod in api
             .list(&ListParams::default().labels(&selector))
-            .await?
+            .await
+            .map_err(Error::kube("list", "Pod", format!("{ns}/{selector}")))?
             .items
         {
             pods.insert((ns.to_string(), pod.name_any()), pod);

@@ -1,8 +1,9 @@
 //! Member controller: runs a member's nodes.
 //!
 //! dereference (Consortium, existing key Secret) → validate → build (pure
-//! builders) → apply (SSA, one field manager) → update status (pods + node
-//! Status RPC), patched only on change.
+//! builders) → apply (SSA, one field manager; then the Member's part on
+//! chain, [`super::on_chain`]) → update status (pods + node Status RPC),
+//! patched only on change.
 
 use std::sync::Arc;
 
@@ -22,16 +23,16 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{field, info, instrument, warn, Span};
 
-use super::membership::{self, Admission};
+use super::on_chain::{self, Admission};
 use super::{
     apply, condition, delete_if_exists, Context, FINALIZER, POLL_INTERVAL, WAIT_INTERVAL,
     WATCH_TIMEOUT_SECS,
 };
-use crate::build::{self, names, MemberInputs};
-use crate::crd::{Consortium, Member, MemberStatus, NodeKey, NodeStatus, ValidatorStatus};
+use crate::build::{self, names, MemberInputs, MemberObjects};
+use crate::crd::{Consortium, Member, MemberStatus, NodeStatus, ValidatorStatus, VoteStatus};
 use crate::genesis::Genesis;
 use crate::health::Hold;
-use crate::keys::ensure_keys;
+use crate::keys::{ensure_keys, KeyMaterial};
 use crate::{Error, Result, FIELD_MANAGER};
 
 const CONTROLLER: &str = "member";
@@ -51,11 +52,28 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
         .ok_or(Error::MissingField("metadata.namespace"))?;
     Span::current().record("namespace", field::display(&ns));
     let key = format!("member/{ns}/{}", member.name_any());
+    // The finalizer's cleanup runs exactly when the Member is deleted and
+    // holds the finalizer; whether it may run yet is decided first.
+    let deleting = member.metadata.deletion_timestamp.is_some()
+        && member.finalizers().iter().any(|f| f == FINALIZER);
+    let teardown = if deleting {
+        match prepare_teardown(&member, &ctx).await? {
+            Teardown::Proceed(consortium) => Some(consortium),
+            Teardown::Waits(why) => {
+                info!(%why, "teardown waits");
+                ctx.backoff.reset(&key);
+                return Ok(Action::requeue(REMOVAL_WAIT));
+            }
+        }
+    } else {
+        None
+    };
+    let consortium = teardown.flatten().map(|c| *c);
     let api: Api<Member> = Api::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, member, |event| async {
         match event {
             Finalizer::Apply(m) => apply_member(&m, &ctx).await,
-            Finalizer::Cleanup(m) => cleanup_member(&m, &ctx).await,
+            Finalizer::Cleanup(m) => cleanup_member(&m, &ctx, consortium).await,
         }
     })
     .await
@@ -68,10 +86,6 @@ pub async fn reconcile(member: Arc<Member>, ctx: Arc<Context>) -> Result<Action>
 
 /// Retries failed reconciles with exponential back-off (5 s … 5 min).
 pub fn error_policy(member: Arc<Member>, error: &Error, ctx: Arc<Context>) -> Action {
-    if error.is_waiting() {
-        info!(member = %member.name_any(), %error, "teardown waits");
-        return Action::requeue(REMOVAL_WAIT);
-    }
     warn!(member = %member.name_any(), %error, "reconcile failed");
     ctx.metrics.reconcile_failure(CONTROLLER, error);
     let key = format!(
@@ -82,285 +96,41 @@ pub fn error_policy(member: Arc<Member>, error: &Error, ctx: Arc<Context>) -> Ac
     Action::requeue(ctx.backoff.next(&key))
 }
 
+/// The Member's pipeline: dereference → validate → build → apply (objects,
+/// then its part on chain) → status.
 async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
-    let name = member.name_any();
     let ns = member
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let client = &ctx.client;
     let old_status = member.status.clone().unwrap_or_default();
-    let generation = member.metadata.generation;
-
-    // 1. dereference
-    let consortia: Api<Consortium> = Api::all(client.clone());
-    let Some(consortium) = consortia.get_opt(&member.spec.consortium).await? else {
-        let status = MemberStatus {
-            phase: Some(PHASE_PENDING.into()),
-            conditions: vec![
-                condition(
-                    &old_status.conditions,
-                    "Ready",
-                    false,
-                    "ConsortiumNotFound",
-                    format!("Consortium {} does not exist", member.spec.consortium),
-                    generation,
-                ),
-                condition(
-                    &old_status.conditions,
-                    "Progressing",
-                    false,
-                    "ConsortiumNotFound",
-                    "waiting for the Consortium",
-                    generation,
-                ),
-                condition(
-                    &old_status.conditions,
-                    "Degraded",
-                    false,
-                    "ConsortiumNotFound",
-                    "",
-                    generation,
-                ),
-            ],
-            observed_generation: generation,
-            ..old_status.clone()
-        };
+    let Some(found) = dereference(ctx, member, &ns).await? else {
+        let status = consortium_not_found_status(member, &old_status);
         patch_status(ctx, member, &old_status, status).await?;
         return Ok(Action::requeue(WAIT_INTERVAL));
     };
     let inputs = MemberInputs {
         member,
-        consortium: &consortium,
+        consortium: &found.consortium,
         settings: &ctx.settings,
     };
-    let node_names = inputs.node_names()?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let existing = secrets.get_opt(&names::secret(&name)).await?;
-
-    // 2. validate: keys already issued must parse and belong to this consortium;
-    // they are never regenerated.
-    if let Err(e) = retained_keys_match(existing.as_ref(), &member.spec.consortium) {
-        ctx.event(
-            member,
-            EventType::Warning,
-            "RetainedKeysMismatch",
-            "Validate",
-            e.to_string(),
-        )
-        .await;
-        return Err(e);
-    }
-    let keys = ensure_keys(existing.as_ref(), &node_names, &mut rand::rngs::OsRng)?;
-    let genesis: Option<Genesis> = consortium
-        .status
-        .as_ref()
-        .and_then(|s| s.genesis.as_deref())
-        .map(serde_json::from_str)
-        .transpose()?;
-    let admitted = genesis.as_ref().is_some_and(|g| {
-        g.validators
-            .iter()
-            .any(|v| v.member == name && node_names.contains(&v.name))
-    });
-    let founder = consortium
-        .spec
-        .founders
-        .iter()
-        .any(|f| f.name == name && f.namespace == ns);
-
-    // 3. build + 4. apply
-    apply(client, &ns, &build::service_account::build(&inputs)?).await?;
-    apply(client, &ns, &build::secret::build(&inputs, &keys)?).await?;
-    if keys.generated {
-        info!(nodes = node_names.len(), "generated node keys");
-        ctx.event(
-            member,
-            EventType::Normal,
-            "KeysGenerated",
-            "GenerateKeys",
-            format!(
-                "Generated keys for {} node(s) and the member admin",
-                node_names.len()
-            ),
-        )
-        .await;
-    }
-    apply(client, &ns, &build::config_map::build_node_config(&inputs)?).await?;
-    apply(client, &ns, &build::service::build_headless(&inputs)?).await?;
-    apply(client, &ns, &build::service::build_client(&inputs)?).await?;
-    apply(client, &ns, &build::pdb::build(&inputs)?).await?;
-    // Nodes run once genesis exists: a founder's as validators; those of a
-    // member joining a running consortium as observers, which follow the
-    // chain without voting (a node outside the validator set does so).
-    let statefulset = if genesis.is_some() {
-        Some(apply(client, &ns, &build::statefulset::build(&inputs)?).await?)
-    } else {
-        None
-    };
-
-    // 4b. on chain: this member's votes, and the admission of a member
-    // joining a running consortium
-    let votes_wanted = !member.spec.approvals.is_empty() || !member.spec.rejections.is_empty();
-    let joining = genesis.is_some() && !founder && !admitted;
-    let view = if genesis.is_some() && (votes_wanted || joining) {
-        membership::read_chain(ctx, &consortium).await
-    } else {
-        None
-    };
-    let votes = match (&view, votes_wanted) {
-        (_, false) => Vec::new(),
-        (Some(view), true) => {
-            membership::cast_votes(ctx, member, &consortium, &old_status, view, &keys).await?
-        }
-        (None, true) => old_status.votes.clone(),
-    };
-    let admission: Option<Admission> = match (&view, joining) {
-        (_, false) => None,
-        (Some(view), true) => Some(
-            membership::admit(
-                ctx,
-                member,
-                &consortium,
-                &old_status,
-                view,
-                &keys,
-                &node_names,
-            )
-            .await?,
-        ),
-        (None, true) => Some(Admission {
-            proposal: old_status.admission.clone(),
-            admitted: false,
-            validating: false,
-            reason: "WaitingForChain",
-            message: "no validator of the consortium answers; admission waits for the chain".into(),
-        }),
-    };
-
-    // 5. status
-    let nodes = if statefulset.is_some() {
-        observe_nodes(ctx, member, &ns, &node_names, &consortium).await?
+    let checked = validate(ctx, member, &inputs, &found).await?;
+    let objects = MemberObjects::build(&inputs, &checked.keys)?;
+    let nodes_run = apply_objects(ctx, member, &ns, objects, &checked).await?;
+    let on_chain = on_chain_part(ctx, member, &found.consortium, &old_status, &checked).await?;
+    let nodes = if nodes_run {
+        observe_nodes(ctx, member, &ns, &checked.node_names, &found.consortium).await?
     } else {
         Vec::new()
     };
-    // The Consortium's health monitor gave up restarting some node: Degraded.
-    let capped: Vec<&str> = nodes
-        .iter()
-        .filter(|n| {
-            validator_of(&consortium, &n.name).and_then(|v| v.healing.as_deref())
-                == Some(Hold::CapReached.as_str())
-        })
-        .map(|n| n.name.as_str())
-        .collect();
-    let ready_nodes = i32::try_from(nodes.iter().filter(|n| n.ready).count()).unwrap_or(i32::MAX);
-    // A joining member whose nodes entered the validator set counts as a
-    // founder's does.
-    let validating = admission.as_ref().is_some_and(|a| a.validating);
-    let all_ready = (admitted || validating) && ready_nodes == member.spec.replicas;
-    let (phase, reason, message) = if genesis.is_none() {
-        (
-            PHASE_PENDING,
-            "WaitingForGenesis",
-            "waiting for the consortium genesis".to_string(),
-        )
-    } else if let Some(a) = admission.as_ref().filter(|a| !a.validating) {
-        (
-            if a.admitted {
-                PHASE_ADMITTED
-            } else {
-                PHASE_PENDING
-            },
-            a.reason,
-            a.message.clone(),
-        )
-    } else if !admitted && !validating {
-        (
-            PHASE_PENDING,
-            "NotAdmitted",
-            "the member is not in the consortium's validator set".to_string(),
-        )
-    } else if all_ready {
-        (
-            PHASE_ACTIVE,
-            "NodesReady",
-            format!("{ready_nodes}/{} nodes ready", member.spec.replicas),
-        )
-    } else {
-        (
-            PHASE_ADMITTED,
-            "NodesStarting",
-            format!("{ready_nodes}/{} nodes ready", member.spec.replicas),
-        )
-    };
-    let unreachable = nodes.iter().filter(|n| n.ready && !n.reachable).count();
-    let status = MemberStatus {
-        phase: Some(phase.into()),
-        conditions: vec![
-            condition(
-                &old_status.conditions,
-                "Ready",
-                all_ready,
-                reason,
-                message.clone(),
-                generation,
-            ),
-            condition(
-                &old_status.conditions,
-                "Progressing",
-                !all_ready,
-                reason,
-                message,
-                generation,
-            ),
-            if !capped.is_empty() {
-                condition(
-                    &old_status.conditions,
-                    "Degraded",
-                    true,
-                    "RestartCapReached",
-                    format!(
-                        "healing stopped restarting {}: maxRestartsPerHour reached",
-                        capped.join(", ")
-                    ),
-                    generation,
-                )
-            } else {
-                condition(
-                    &old_status.conditions,
-                    "Degraded",
-                    unreachable > 0,
-                    if unreachable > 0 {
-                        "NodeUnreachable"
-                    } else {
-                        "AsExpected"
-                    },
-                    if unreachable > 0 {
-                        format!("{unreachable} ready node(s) did not answer Status")
-                    } else {
-                        String::new()
-                    },
-                    generation,
-                )
-            },
-        ],
-        observed_generation: generation,
-        node_public_keys: node_names
-            .iter()
-            .filter_map(|n| {
-                keys.node_public_key(n).map(|k| NodeKey {
-                    name: n.clone(),
-                    public_key: k,
-                })
-            })
-            .collect(),
-        admin_public_key: Some(keys.admin_public_key()?),
-        ready_nodes,
-        height: nodes.iter().filter_map(|n| n.height).max(),
-        view: nodes.iter().filter_map(|n| n.view).max(),
+    let status = member_status(
+        member,
+        &old_status,
+        &found.consortium,
+        &checked,
         nodes,
-        admission: admission.and_then(|a| a.proposal),
-        votes,
-    };
+        on_chain,
+    )?;
+    let all_ready = status.phase.as_deref() == Some(PHASE_ACTIVE);
     if all_ready && old_status.phase.as_deref() != Some(PHASE_ACTIVE) {
         ctx.event(
             member,
@@ -377,6 +147,347 @@ async fn apply_member(member: &Member, ctx: &Context) -> Result<Action> {
     } else {
         WAIT_INTERVAL
     }))
+}
+
+/// What a Member points at: its Consortium and the key Secret kept for it.
+struct Found {
+    consortium: Consortium,
+    existing_secret: Option<Secret>,
+}
+
+/// Step 1, dereference: the Member's Consortium (None if it does not exist)
+/// and its existing key Secret.
+async fn dereference(ctx: &Context, member: &Member, ns: &str) -> Result<Option<Found>> {
+    let consortia: Api<Consortium> = Api::all(ctx.client.clone());
+    let name = &member.spec.consortium;
+    let found = consortia.get_opt(name).await;
+    let Some(consortium) = found.map_err(Error::kube("read", "Consortium", name))? else {
+        return Ok(None);
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let secret = names::secret(&member.name_any());
+    let existing_secret = secrets.get_opt(&secret).await.map_err(Error::kube(
+        "read",
+        "Secret",
+        format!("{ns}/{secret}"),
+    ))?;
+    Ok(Some(Found {
+        consortium,
+        existing_secret,
+    }))
+}
+
+/// The status of a Member whose Consortium does not exist (yet).
+fn consortium_not_found_status(member: &Member, old: &MemberStatus) -> MemberStatus {
+    let generation = member.metadata.generation;
+    let flag = |type_: &str, message: String| {
+        condition(
+            &old.conditions,
+            type_,
+            false,
+            "ConsortiumNotFound",
+            message,
+            generation,
+        )
+    };
+    MemberStatus {
+        phase: Some(PHASE_PENDING.into()),
+        conditions: vec![
+            flag(
+                "Ready",
+                format!("Consortium {} does not exist", member.spec.consortium),
+            ),
+            flag("Progressing", "waiting for the Consortium".into()),
+            flag("Degraded", String::new()),
+        ],
+        observed_generation: generation,
+        ..old.clone()
+    }
+}
+
+/// What validation established about a Member in its Consortium.
+struct Checked {
+    node_names: Vec<String>,
+    /// The member's keys: those already issued, and new ones for new nodes.
+    keys: KeyMaterial,
+    /// The consortium's genesis, once it exists.
+    genesis: Option<Genesis>,
+    /// Its nodes are validators in genesis.
+    admitted: bool,
+    /// It is one of the Consortium's founders.
+    founder: bool,
+}
+
+/// Step 2, validate: keys already issued must parse and belong to this
+/// consortium (they are never regenerated); the genesis must parse.
+async fn validate(
+    ctx: &Context,
+    member: &Member,
+    inputs: &MemberInputs<'_>,
+    found: &Found,
+) -> Result<Checked> {
+    let name = inputs.name()?;
+    let ns = inputs.namespace()?;
+    let node_names = inputs.node_names()?;
+    let existing = found.existing_secret.as_ref();
+    if let Err(e) = retained_keys_match(existing, &member.spec.consortium) {
+        ctx.event(
+            member,
+            EventType::Warning,
+            "RetainedKeysMismatch",
+            "Validate",
+            e.to_string(),
+        )
+        .await;
+        return Err(e);
+    }
+    let keys = ensure_keys(existing, &node_names, &mut rand::rngs::OsRng)?;
+    let consortium = &found.consortium;
+    let genesis: Option<Genesis> = consortium
+        .status
+        .as_ref()
+        .and_then(|s| s.genesis.as_deref())
+        .map(serde_json::from_str)
+        .transpose()?;
+    let admitted = genesis.as_ref().is_some_and(|g| {
+        g.validators
+            .iter()
+            .any(|v| v.member == name && node_names.contains(&v.name))
+    });
+    let founder = consortium
+        .spec
+        .founders
+        .iter()
+        .any(|f| f.name == name && f.namespace == ns);
+    Ok(Checked {
+        node_names,
+        keys,
+        genesis,
+        admitted,
+        founder,
+    })
+}
+
+/// Step 4, apply the built objects; says whether the nodes run.
+///
+/// Nodes run once genesis exists: a founder's as validators; those of a
+/// member joining a running consortium as observers, which follow the chain
+/// without voting (a node outside the validator set does so).
+async fn apply_objects(
+    ctx: &Context,
+    member: &Member,
+    ns: &str,
+    objects: MemberObjects,
+    checked: &Checked,
+) -> Result<bool> {
+    let client = &ctx.client;
+    apply(client, ns, &objects.service_account).await?;
+    apply(client, ns, &objects.secret).await?;
+    if checked.keys.generated {
+        let nodes = checked.node_names.len();
+        info!(nodes, "generated node keys");
+        ctx.event(
+            member,
+            EventType::Normal,
+            "KeysGenerated",
+            "GenerateKeys",
+            format!("Generated keys for {nodes} node(s) and the member admin"),
+        )
+        .await;
+    }
+    apply(client, ns, &objects.node_config).await?;
+    apply(client, ns, &objects.headless_service).await?;
+    apply(client, ns, &objects.client_service).await?;
+    apply(client, ns, &objects.pdb).await?;
+    if checked.genesis.is_none() {
+        return Ok(false);
+    }
+    apply(client, ns, &objects.statefulset).await?;
+    Ok(true)
+}
+
+/// The Member's part on chain, as this reconcile left it.
+struct OnChain {
+    votes: Vec<VoteStatus>,
+    /// For a member joining a running consortium: where its admission stands.
+    admission: Option<Admission>,
+}
+
+/// Step 4b, apply on chain: this member's votes, and the admission of a
+/// member joining a running consortium.
+async fn on_chain_part(
+    ctx: &Context,
+    member: &Member,
+    consortium: &Consortium,
+    old: &MemberStatus,
+    checked: &Checked,
+) -> Result<OnChain> {
+    let votes_wanted = !member.spec.approvals.is_empty() || !member.spec.rejections.is_empty();
+    let running = checked.genesis.is_some();
+    let joining = running && !checked.founder && !checked.admitted;
+    let view = if running && (votes_wanted || joining) {
+        on_chain::read_chain(ctx, consortium).await
+    } else {
+        None
+    };
+    let votes = match (&view, votes_wanted) {
+        (_, false) => Vec::new(),
+        (Some(view), true) => {
+            on_chain::cast_votes(ctx, member, consortium, old, view, &checked.keys).await?
+        }
+        (None, true) => old.votes.clone(),
+    };
+    let admission = match (&view, joining) {
+        (_, false) => None,
+        (Some(view), true) => Some(
+            on_chain::admit(
+                ctx,
+                member,
+                consortium,
+                old,
+                view,
+                &checked.keys,
+                &checked.node_names,
+            )
+            .await?,
+        ),
+        (None, true) => Some(Admission {
+            proposal: old.admission.clone(),
+            admitted: false,
+            validating: false,
+            reason: "WaitingForChain",
+            message: "no validator of the consortium answers; admission waits for the chain".into(),
+        }),
+    };
+    Ok(OnChain { votes, admission })
+}
+
+/// Step 5, status: from the nodes observed and the member's part on chain.
+fn member_status(
+    member: &Member,
+    old: &MemberStatus,
+    consortium: &Consortium,
+    checked: &Checked,
+    nodes: Vec<NodeStatus>,
+    on_chain: OnChain,
+) -> Result<MemberStatus> {
+    let generation = member.metadata.generation;
+    let replicas = member.spec.replicas;
+    // The Consortium's health monitor gave up restarting some node: Degraded.
+    let capped: Vec<&str> = nodes
+        .iter()
+        .filter(|n| {
+            validator_of(consortium, &n.name).and_then(|v| v.healing.as_deref())
+                == Some(Hold::CapReached.as_str())
+        })
+        .map(|n| n.name.as_str())
+        .collect();
+    let ready_nodes = i32::try_from(nodes.iter().filter(|n| n.ready).count()).unwrap_or(i32::MAX);
+    let admission = on_chain.admission;
+    // A joining member whose nodes entered the validator set counts as a
+    // founder's does.
+    let validating = admission.as_ref().is_some_and(|a| a.validating);
+    let all_ready = (checked.admitted || validating) && ready_nodes == replicas;
+    let (phase, reason, message) = if checked.genesis.is_none() {
+        (
+            PHASE_PENDING,
+            "WaitingForGenesis",
+            "waiting for the consortium genesis".to_string(),
+        )
+    } else if let Some(a) = admission.as_ref().filter(|a| !a.validating) {
+        (
+            if a.admitted {
+                PHASE_ADMITTED
+            } else {
+                PHASE_PENDING
+            },
+            a.reason,
+            a.message.clone(),
+        )
+    } else if !checked.admitted && !validating {
+        (
+            PHASE_PENDING,
+            "NotAdmitted",
+            "the member is not in the consortium's validator set".to_string(),
+        )
+    } else if all_ready {
+        (
+            PHASE_ACTIVE,
+            "NodesReady",
+            format!("{ready_nodes}/{replicas} nodes ready"),
+        )
+    } else {
+        (
+            PHASE_ADMITTED,
+            "NodesStarting",
+            format!("{ready_nodes}/{replicas} nodes ready"),
+        )
+    };
+    let unreachable = nodes.iter().filter(|n| n.ready && !n.reachable).count();
+    let degraded = if !capped.is_empty() {
+        condition(
+            &old.conditions,
+            "Degraded",
+            true,
+            "RestartCapReached",
+            format!(
+                "healing stopped restarting {}: maxRestartsPerHour reached",
+                capped.join(", ")
+            ),
+            generation,
+        )
+    } else if unreachable > 0 {
+        condition(
+            &old.conditions,
+            "Degraded",
+            true,
+            "NodeUnreachable",
+            format!("{unreachable} ready node(s) did not answer Status"),
+            generation,
+        )
+    } else {
+        condition(
+            &old.conditions,
+            "Degraded",
+            false,
+            "AsExpected",
+            String::new(),
+            generation,
+        )
+    };
+    let (node_public_keys, admin_public_key) =
+        build::published_keys(&checked.node_names, &checked.keys)?;
+    Ok(MemberStatus {
+        phase: Some(phase.into()),
+        conditions: vec![
+            condition(
+                &old.conditions,
+                "Ready",
+                all_ready,
+                reason,
+                message.clone(),
+                generation,
+            ),
+            condition(
+                &old.conditions,
+                "Progressing",
+                !all_ready,
+                reason,
+                message,
+                generation,
+            ),
+            degraded,
+        ],
+        observed_generation: generation,
+        node_public_keys,
+        admin_public_key: Some(admin_public_key),
+        ready_nodes,
+        height: nodes.iter().filter_map(|n| n.height).max(),
+        view: nodes.iter().filter_map(|n| n.view).max(),
+        nodes,
+        admission: admission.and_then(|a| a.proposal),
+        votes: on_chain.votes,
+    })
 }
 
 /// A key Secret kept from an earlier Member of the same name must belong to the
@@ -421,7 +532,10 @@ async fn observe_nodes(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let selector =
         format!("app.kubernetes.io/name=kubeledger-node,app.kubernetes.io/instance={name}");
-    let pods = pods.list(&ListParams::default().labels(&selector)).await?;
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list", "Pod", format!("{ns}/{selector}")))?;
     let mut out = Vec::new();
     for node in node_names {
         let pod = pods
@@ -484,50 +598,72 @@ async fn patch_status(
         "kind": "Member",
         "status": new,
     });
+    let name = member.name_any();
     api.patch_status(
-        &member.name_any(),
+        &name,
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(patch),
     )
-    .await?;
+    .await
+    .map_err(Error::kube(
+        "apply the status of",
+        "Member",
+        format!("{ns}/{name}"),
+    ))?;
     ctx.metrics.status_write(CONTROLLER);
     Ok(())
+}
+
+/// Where a deleted Member's teardown stands before anything is deleted.
+enum Teardown {
+    /// Tear down now, with the Member's Consortium if it was read (its node
+    /// defaults say whether volumes go).
+    Proceed(Option<Box<Consortium>>),
+    /// Not yet, for this reason: the Member's removal from the chain's
+    /// configuration is pending, or its nodes still validate.
+    Waits(String),
+}
+
+/// Teardown step 1: reads the Consortium where needed and, for a Member that
+/// joined after genesis (it has an admission proposal), proposes its removal
+/// from the chain's configuration first. Its nodes keep running until they
+/// left the validator set (demoted to observers at the switch), so the old
+/// set keeps its members until its epoch ends.
+async fn prepare_teardown(member: &Member, ctx: &Context) -> Result<Teardown> {
+    let joined = member
+        .status
+        .as_ref()
+        .is_some_and(|s| s.admission.is_some());
+    let consortium = if member.spec.storage.is_none() || joined {
+        Api::<Consortium>::all(ctx.client.clone())
+            .get_opt(&member.spec.consortium)
+            .await
+            .map_err(Error::kube("read", "Consortium", &member.spec.consortium))?
+    } else {
+        None
+    };
+    if let (true, Some(c)) = (joined, &consortium) {
+        if let on_chain::Removal::Pending(why) = on_chain::propose_removal(ctx, member, c).await? {
+            return Ok(Teardown::Waits(why));
+        }
+    }
+    Ok(Teardown::Proceed(consortium.map(Box::new)))
 }
 
 /// Tears down in order: nodes first, then what they used. The node keys follow
 /// the data: with `storage.deleteOnTeardown` the volumes go and then the key
 /// Secret; otherwise both stay for a Member re-created under the same name.
 /// The genesis ConfigMap belongs to the Consortium.
-async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
+async fn cleanup_member(
+    member: &Member,
+    ctx: &Context,
+    consortium: Option<Consortium>,
+) -> Result<Action> {
     let name = member.name_any();
     let ns = member
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let client = &ctx.client;
-    // A Member that joined after genesis (it has an admission proposal).
-    let joined = member
-        .status
-        .as_ref()
-        .is_some_and(|s| s.admission.is_some());
-    let consortium = if member.spec.storage.is_none() || joined {
-        Api::<Consortium>::all(client.clone())
-            .get_opt(&member.spec.consortium)
-            .await?
-    } else {
-        None
-    };
-    // It leaves the chain's configuration too: its removal is proposed first.
-    // Its nodes keep running until they left the validator set (demoted
-    // to observers at the switch), so the old set keeps its members until
-    // its epoch ends.
-    if let (true, Some(c)) = (joined, &consortium) {
-        if let membership::Removal::Pending(why) =
-            membership::propose_removal(ctx, member, c).await?
-        {
-            // An error keeps the finalizer; error_policy requeues it.
-            return Err(Error::Waiting(why));
-        }
-    }
     // The Member's storage, or else the Consortium's node defaults (if it still exists).
     let delete_volumes = match &member.spec.storage {
         Some(storage) => storage.delete_on_teardown,
@@ -564,7 +700,12 @@ async fn cleanup_member(member: &Member, ctx: &Context) -> Result<Action> {
             &DeleteParams::default(),
             &ListParams::default().labels(&selector),
         )
-        .await?;
+        .await
+        .map_err(Error::kube(
+            "delete",
+            "PersistentVolumeClaim",
+            format!("{ns}/{selector}"),
+        ))?;
         // Keys last: if the volume deletion failed, the retry still finds them.
         delete_if_exists::<Secret>(client, &ns, &names::secret(&name)).await?;
     }

@@ -2,11 +2,18 @@
 //!
 //! Each reconcile follows the pipeline documented at the crate root:
 //! dereference → validate → build → apply → update status.
+//!
+//! - [`member`]: the Member controller, which runs a member's nodes;
+//! - [`on_chain`]: a Member's part in the on-chain configuration (its votes,
+//!   its admission and removal proposals), called by the Member controller;
+//! - [`consortium`]: the Consortium controller (genesis, its copies, status);
+//! - [`healing`]: the Consortium's health monitor restarting stuck nodes;
+//! - [`params`]: the chain parameters the Consortium's spec asks for.
 
 pub mod consortium;
 pub mod healing;
 pub mod member;
-pub mod membership;
+pub mod on_chain;
 pub mod params;
 
 use std::fmt::Debug;
@@ -168,13 +175,17 @@ where
         .clone()
         .ok_or(crate::Error::MissingField("metadata.name"))?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    Ok(api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
-        .await?)
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map_err(crate::Error::kube(
+        "apply",
+        K::kind(&()),
+        format!("{namespace}/{name}"),
+    ))
 }
 
 /// Deletes a namespaced object; absent is fine.
@@ -189,7 +200,11 @@ where
     match api.delete(name, &Default::default()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
+        Err(e) => Err(crate::Error::kube(
+            "delete",
+            K::kind(&()),
+            format!("{namespace}/{name}"),
+        )(e)),
     }
 }
 

@@ -48,7 +48,9 @@ pub async fn admin_key(
 ) -> Result<Option<ed25519_dalek::SigningKey>> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret_name = names::secret(member);
-    let Some(secret) = secrets.get_opt(&secret_name).await? else {
+    let found = secrets.get_opt(&secret_name).await;
+    let object = format!("{namespace}/{secret_name}");
+    let Some(secret) = found.map_err(Error::kube("read", "Secret", object))? else {
         return Ok(None);
     };
     let Some(seed) = secret.data.as_ref().and_then(|d| d.get(ADMIN_KEY)) else {

@@ -1,9 +1,11 @@
 //! A Member's part in the on-chain configuration: the votes its spec asks
 //! for (signed with its own admin key) and, for a Member joining a running
 //! consortium, the proposal to admit it (signed with the consortium admin's
-//! key). Both are decided afresh from the chain on every reconcile
+//! key), and, when such a Member is deleted, the proposal to remove it. Each
+//! is decided afresh from the chain on every reconcile
 //! ([`planning::plan_votes`], [`planning::admission_proposal`]), so each
-//! transaction is submitted once.
+//! transaction is submitted once. The Member controller ([`super::member`])
+//! calls these; it runs the member's nodes.
 
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
@@ -154,58 +156,7 @@ pub async fn cast_votes(
                     .cloned()
                     .unwrap_or_default()
             }
-            VotePlan::Cast(v) => {
-                let key = signing_key(&keys.admin).map_err(|reason| Error::InvalidKey {
-                    secret: names::secret(&name),
-                    reason: format!("{ADMIN_KEY}: {reason}"),
-                })?;
-                let (state, message) = match ctx
-                    .chain
-                    .submit_config(&view.host, &key, &consortium.spec.chain_id, Change::Vote(v))
-                    .await
-                {
-                    // The chain's answer goes into the Event; the status of a
-                    // cast vote is the same whether cast now or found on chain.
-                    Ok(outcome) if outcome.applied => {
-                        info!(message = %outcome.message, "vote accepted");
-                        (planning::VOTE_CAST, None)
-                    }
-                    Ok(outcome) => (VOTE_REFUSED, Some(outcome.message)),
-                    Err(e) if is_refusal(&e) => (VOTE_REFUSED, Some(e.to_string())),
-                    Err(e) => return Err(e.into()),
-                };
-                let verb = if v.approve { "for" } else { "against" };
-                if state == planning::VOTE_CAST {
-                    info!(proposal = v.proposal_id, approve = v.approve, "vote cast");
-                    ctx.event(
-                        member,
-                        EventType::Normal,
-                        "VoteCast",
-                        "Vote",
-                        format!("Voted {verb} proposal {}", v.proposal_id),
-                    )
-                    .await;
-                } else {
-                    ctx.event(
-                        member,
-                        EventType::Warning,
-                        "VoteRefused",
-                        "Vote",
-                        format!(
-                            "The chain refused the vote {verb} proposal {}: {}",
-                            v.proposal_id,
-                            message.clone().unwrap_or_default()
-                        ),
-                    )
-                    .await;
-                }
-                VoteStatus {
-                    proposal_id: v.proposal_id,
-                    approve: v.approve,
-                    state: state.into(),
-                    message,
-                }
-            }
+            VotePlan::Cast(v) => cast_vote(ctx, member, consortium, view, keys, v).await?,
         };
         // A vote that is not cast is said once, when its status first says so.
         let known = old.votes.contains(&status);
@@ -223,6 +174,69 @@ pub async fn cast_votes(
         out.push(status);
     }
     Ok(out)
+}
+
+/// Submits one vote signed with the member's admin key; its status, and an
+/// Event saying whether the chain took it.
+async fn cast_vote(
+    ctx: &Context,
+    member: &Member,
+    consortium: &Consortium,
+    view: &ChainView,
+    keys: &KeyMaterial,
+    v: crate::proto::Vote,
+) -> Result<VoteStatus> {
+    let name = member.name_any();
+    let key = signing_key(&keys.admin).map_err(|reason| Error::InvalidKey {
+        secret: names::secret(&name),
+        reason: format!("{ADMIN_KEY}: {reason}"),
+    })?;
+    let (state, message) = match ctx
+        .chain
+        .submit_config(&view.host, &key, &consortium.spec.chain_id, Change::Vote(v))
+        .await
+    {
+        // The chain's answer goes into the Event; the status of a
+        // cast vote is the same whether cast now or found on chain.
+        Ok(outcome) if outcome.applied => {
+            info!(message = %outcome.message, "vote accepted");
+            (planning::VOTE_CAST, None)
+        }
+        Ok(outcome) => (VOTE_REFUSED, Some(outcome.message)),
+        Err(e) if is_refusal(&e) => (VOTE_REFUSED, Some(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    let verb = if v.approve { "for" } else { "against" };
+    if state == planning::VOTE_CAST {
+        info!(proposal = v.proposal_id, approve = v.approve, "vote cast");
+        ctx.event(
+            member,
+            EventType::Normal,
+            "VoteCast",
+            "Vote",
+            format!("Voted {verb} proposal {}", v.proposal_id),
+        )
+        .await;
+    } else {
+        ctx.event(
+            member,
+            EventType::Warning,
+            "VoteRefused",
+            "Vote",
+            format!(
+                "The chain refused the vote {verb} proposal {}: {}",
+                v.proposal_id,
+                message.clone().unwrap_or_default()
+            ),
+        )
+        .await;
+    }
+    Ok(VoteStatus {
+        proposal_id: v.proposal_id,
+        approve: v.approve,
+        state: state.into(),
+        message,
+    })
 }
 
 /// Where a joining Member's admission stands.
