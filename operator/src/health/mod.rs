@@ -1,8 +1,8 @@
 //! Health monitoring and healing of validators, as pure functions over
-//! explicit time: [`classify`] turns a node's recent polls into a
-//! [`HealthClass`](classify::HealthClass); [`plan`] decides which pods to delete
-//! without endangering the quorum; [`history`] keeps the recent polls.
-//! `controller::healing` does the I/O around them.
+//! explicit time: [`classify`](fn@classify) turns a node's recent polls into a
+//! [`HealthClass`]; [`plan`](fn@plan) decides which pods to delete without
+//! endangering the quorum; [`history`] keeps the recent polls.
+//! [`controller::healing`](crate::controller::healing) does the I/O around them.
 
 pub mod classify;
 pub mod history;
