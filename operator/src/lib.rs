@@ -17,19 +17,20 @@
 //!    nodes' `Status` RPC; patched only when it changed.
 //!
 //! Each controller's reconcile is a short driver calling one named step after
-//! the other (`controller::member`, `controller::consortium`); waiting is a
+//! the other ([`controller::member`], [`controller::consortium`]), each step
+//! in a module of its own under the controller's directory; waiting is a
 //! returned outcome, and an [`Error`] names the step and the object that failed.
 //!
 //! The Member reconcile also applies the Member's part in the on-chain
-//! configuration (`controller::on_chain`): the votes its spec lists and, for a
+//! configuration ([`controller::on_chain`]): the votes its spec lists and, for a
 //! Member joining a running consortium, its admission (and, when it is
 //! deleted, its removal). The Consortium reconcile proposes the chain
-//! parameters its spec asks for (`controller::params`); [`planning`] decides
+//! parameters its spec asks for ([`controller::params`]); [`planning`] decides
 //! what to ask of the chain, with pure functions.
 //!
 //! The Consortium reconcile also runs the health monitor: [`health`] classifies
 //! every validator from its recent polls and plans restarts within the quorum
-//! budget (pure functions, explicit time); `controller::healing` performs them.
+//! budget (pure functions, explicit time); [`controller::healing`] performs them.
 
 pub mod build;
 pub mod chain;

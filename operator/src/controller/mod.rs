@@ -3,12 +3,23 @@
 //! Each reconcile follows the pipeline documented at the crate root:
 //! dereference → validate → build → apply → update status.
 //!
-//! - [`member`]: the Member controller, which runs a member's nodes;
-//! - [`on_chain`]: a Member's part in the on-chain configuration (its votes,
-//!   its admission and removal proposals), called by the Member controller;
-//! - [`consortium`]: the Consortium controller (genesis, its copies, status);
+//! - [`member`]: the Member controller, which runs a member's nodes; its
+//!   `mod.rs` is the driver and the controller's wiring, and each step has
+//!   its own file (`dereference`, `validate`, `apply`, `nodes`, `status`),
+//!   as has the `teardown` of a deleted Member;
+//! - [`on_chain`]: a Member's part in the on-chain configuration, called by
+//!   the Member controller: the chain as a validator reports it (`view`),
+//!   its `votes`, and the `admission` and `removal` proposals of a member
+//!   joining or leaving a running consortium;
+//! - [`consortium`]: the Consortium controller; the driver and wiring in its
+//!   `mod.rs`, then `genesis` (built once, copied to every member
+//!   namespace), `status` (aggregated from validators and Members) and
+//!   `teardown`;
 //! - [`healing`]: the Consortium's health monitor restarting stuck nodes;
 //! - [`params`]: the chain parameters the Consortium's spec asks for.
+//!
+//! What the controllers share is here: the [`Context`] of every reconcile,
+//! server-side [`apply`], [`delete_if_exists`] and status [`condition`]s.
 
 pub mod consortium;
 pub mod healing;
