@@ -15,7 +15,7 @@ use super::state_transfer;
 use super::PayloadCache;
 use crate::block::Proposal;
 use crate::ledger::LedgerError;
-use crate::runtime::{Loop, NodeState};
+use crate::node_state::{Loop, NodeState};
 use crate::tx::VerifiedTx;
 
 const STORAGE_RETRY: Duration = Duration::from_secs(1);

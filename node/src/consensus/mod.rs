@@ -23,7 +23,6 @@ pub mod payload_check;
 pub mod persist;
 pub mod replica_task;
 pub mod state_transfer;
-pub mod status;
 pub mod transport;
 
 pub use kubeledger_protocol::wire::{codec, payload_table};

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kubeledger_pbft::Payload;
 
 use super::codec;
-use crate::runtime::NodeState;
+use crate::node_state::NodeState;
 use crate::tx::{signature_batch, TxId, VerifiedTx};
 
 /// How far a proposal's timestamp may run ahead of this node's clock.

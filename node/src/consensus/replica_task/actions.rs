@@ -9,7 +9,7 @@ use kubeledger_pbft::{Action, Digest, Payload, ReplicaIndex, Seq, View};
 
 use super::{ConsensusTask, PayloadVerdict, Unexecuted};
 use crate::clock::now_ms;
-use crate::consensus::cutter::BlockCutter;
+use crate::consensus::cutter::{BlockCutter, CutterLimits};
 use crate::consensus::executor::ExecutorCommand;
 use crate::consensus::payload_check;
 use crate::tx::VerifiedTx;
@@ -147,7 +147,10 @@ impl ConsensusTask {
             self.state.mempool.requeue(back);
         }
         self.foreign_ids.clear();
-        self.cutter = BlockCutter::new(crate::runtime::cutter_limits(&self.state), Instant::now());
+        self.cutter = BlockCutter::new(
+            CutterLimits::from_params(&self.state.params()),
+            Instant::now(),
+        );
         self.publish();
         if primary != self.replica.id() {
             let queued = self.state.mempool.queued();

@@ -12,8 +12,8 @@ use super::supervisor::Exit;
 use super::{ConsensusTask, EpochCarryover, PayloadVerdict};
 use crate::consensus::codec;
 use crate::consensus::executor::ExecutorReport;
-use crate::consensus::status::Snapshot;
-use crate::runtime::Loop;
+use crate::node_state::consensus_board::Snapshot;
+use crate::node_state::Loop;
 use crate::tx::VerifiedTx;
 
 /// Peer messages processed before the task looks at anything else.

@@ -34,12 +34,12 @@ use super::epoch;
 use super::executor::{Executor, ExecutorCommand, ExecutorReport};
 use super::inbound::Inbound;
 use super::persist::{PersistError, Persister};
-use super::status::EpochView;
 use super::transport::{PeerLinks, PeerService, MAX_FRAME_BYTES};
 use super::PayloadCache;
 use crate::consensus::cutter::BlockCutter;
+use crate::node_state::consensus_board::EpochView;
+use crate::node_state::NodeState;
 use crate::proto::peer_server::PeerServer;
-use crate::runtime::NodeState;
 use crate::tx::{TxId, VerifiedTx};
 use supervisor::Supervisor;
 
@@ -124,12 +124,10 @@ pub async fn start(
         .max_encoding_message_size(MAX_FRAME_BYTES);
     let mut stopping = state.stopping();
     let peer_server = tokio::spawn(async move {
-        let incoming = crate::runtime::connections::accept(peer_listener);
+        let incoming = crate::connections::accept(peer_listener);
         let result = tonic::transport::Server::builder()
-            .concurrency_limit_per_connection(crate::runtime::reads::MAX_REQUESTS_PER_CONNECTION)
-            .max_concurrent_streams(Some(
-                crate::runtime::connections::MAX_STREAMS_PER_CONNECTION,
-            ))
+            .concurrency_limit_per_connection(crate::node_state::reads::MAX_REQUESTS_PER_CONNECTION)
+            .max_concurrent_streams(Some(crate::connections::MAX_STREAMS_PER_CONNECTION))
             .trace_fn(|req| tracing::debug_span!("peer", method = %req.uri().path()))
             .add_service(service)
             .serve_with_incoming_shutdown(incoming, async move {

@@ -10,9 +10,8 @@ use kubeledger_pbft::{Digest, Input, Payload};
 use super::ConsensusTask;
 use crate::clock::now_ms;
 use crate::consensus::codec;
-use crate::consensus::cutter::Decision;
+use crate::consensus::cutter::{CutterLimits, Decision};
 use crate::consensus::executor::BlockFill;
-use crate::runtime::cutter_limits;
 use crate::tx::TxId;
 
 /// Own proposals outstanding (ordered, not yet committed) at most.
@@ -39,7 +38,7 @@ impl ConsensusTask {
                 return;
             }
         }
-        let limits = cutter_limits(&self.state);
+        let limits = CutterLimits::from_params(&self.state.params());
         let next = self.state.mempool.oldest_queued().filter(|(_, tx)| {
             filled.had_room_for(tx.encoded_len(), limits.max_txs, limits.max_bytes)
         });
@@ -88,7 +87,8 @@ impl ConsensusTask {
         }
         let now = Instant::now();
         // Block interval and size follow configuration changes live.
-        self.cutter.set_limits(cutter_limits(&self.state));
+        self.cutter
+            .set_limits(CutterLimits::from_params(&self.state.params()));
         let stats = self.state.mempool.stats();
         // An empty block at the block interval while the epoch must end.
         let queued = if stats.queued == 0 && self.epoch_end_ahead() {

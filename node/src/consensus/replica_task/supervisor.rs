@@ -12,13 +12,12 @@ use tokio::sync::{oneshot, watch};
 use super::event_loop::FREEZE_HOOK_ENV;
 use super::{replica_config, ConsensusTask, EpochCarryover};
 use crate::consensus::catch_up::CatchUp;
-use crate::consensus::cutter::BlockCutter;
+use crate::consensus::cutter::{BlockCutter, CutterLimits};
 use crate::consensus::epoch::{self, EpochPlan};
 use crate::consensus::observer;
-use crate::consensus::status::EpochView;
 use crate::consensus::transport::PeerLinks;
-use crate::runtime::cutter_limits;
-use crate::runtime::{Loop, NodeState};
+use crate::node_state::consensus_board::{EpochView, TxGossip};
+use crate::node_state::{Loop, NodeState};
 
 /// How long an ended epoch's peer links keep sending what was queued.
 const LINK_LINGER: Duration = Duration::from_secs(2);
@@ -150,14 +149,17 @@ impl Supervisor {
         let mut view = EpochView::new(base_seq, plan.end, plan.validators.clone(), Some(me));
         let (epoch_over, link_stop) = epoch_stop_signal(&self.state);
         let links = PeerLinks::start(self.state.clone(), me, &view.peers, link_stop);
-        view.links = Some(links.clone());
+        view.gossip = Some(links.clone() as Arc<dyn TxGossip>);
         view.vset = Some(plan.vset.clone());
         self.state.consensus.set_epoch(view);
         self.state
             .consensus
             .set_stable(replica.persistent().stable.clone());
         let task = ConsensusTask {
-            cutter: BlockCutter::new(cutter_limits(&self.state), Instant::now()),
+            cutter: BlockCutter::new(
+                CutterLimits::from_params(&self.state.params()),
+                Instant::now(),
+            ),
             state: self.state.clone(),
             replica,
             vset: plan.vset,
