@@ -228,10 +228,7 @@ impl ConsensusTask {
                         .mempool
                         .requeue(std::mem::take(&mut self.already_in_flight));
                 }
-                self.executed_through(seq);
-                self.follow_timeouts();
-                self.follow_epoch();
-                self.window_full = false;
+                self.written_through(seq);
                 self.step(Input::Executed {
                     seq,
                     state_root,
@@ -244,10 +241,7 @@ impl ConsensusTask {
                 state_root,
                 block_hash,
             } => {
-                self.executed_through(seq);
-                self.follow_timeouts();
-                self.follow_epoch();
-                self.window_full = false;
+                self.written_through(seq);
                 self.step(Input::StateTransferred {
                     seq,
                     state_root,
@@ -257,10 +251,15 @@ impl ConsensusTask {
         }
     }
 
-    /// Forgets what blocks up to `seq` carried: the executor has written
-    /// them, and their transactions left the pool.
-    fn executed_through(&mut self, seq: Seq) {
+    /// The executor has written the blocks up to `seq` (executed or
+    /// transferred): forgets what they carried (their transactions left
+    /// the pool), follows the timeout and epoch end the ledger now has in
+    /// force, and lets the primary cut again.
+    fn written_through(&mut self, seq: Seq) {
         self.unexecuted.retain(|s, _| *s > seq);
+        self.follow_timeouts();
+        self.follow_epoch();
+        self.window_full = false;
     }
 
     fn on_payload_verdict(&mut self, v: PayloadVerdict) {
