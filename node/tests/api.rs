@@ -268,20 +268,7 @@ async fn bad_input_gets_a_distinct_status_is_counted_and_changes_nothing() {
         ]
     );
     let id = envelope::tx_id(&fresh);
-    eventually(WAIT, || {
-        let mut c = c.clone();
-        async move {
-            let r = c
-                .inner
-                .get_transaction(proto::GetTransactionRequest {
-                    tx_id: id.0.to_vec(),
-                })
-                .await
-                .ok()?;
-            (r.into_inner().state == TxState::Committed as i32).then_some(())
-        }
-    })
-    .await;
+    wait_committed(&c, id, WAIT).await;
 
     let after = common::status(&mut c).await;
     assert_eq!(

@@ -33,7 +33,6 @@ use kubeledger_node::genesis::ChainParams;
 use kubeledger_node::local::LocalNode;
 use kubeledger_node::proto::{
     self, ledger_client::LedgerClient, peer_client::PeerClient, tx_body::Payload, RejectReason,
-    TxState,
 };
 use kubeledger_node::tx::envelope::{self, put};
 use kubeledger_node::tx::{reject, TxId};
@@ -1014,21 +1013,7 @@ async fn a_hostile_client_crashes_stalls_and_blinds_nothing() {
     let admitted: Vec<TxId> = per_replica.iter().flat_map(|(_, a)| a.clone()).collect();
     let mut top = 0;
     for id in &admitted {
-        let height = eventually(WAIT, || {
-            let mut c = clients[primary].clone();
-            async move {
-                let r = c
-                    .inner
-                    .get_transaction(proto::GetTransactionRequest {
-                        tx_id: id.0.to_vec(),
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (r.state == TxState::Committed as i32).then_some(r.height)
-            }
-        })
-        .await;
+        let height = wait_committed(&clients[primary], *id, WAIT).await;
         top = top.max(height);
     }
     for c in clients.iter_mut() {

@@ -280,6 +280,30 @@ pub async fn get_key(c: &mut Client, key: &[u8]) -> proto::GetResponse {
         .into_inner()
 }
 
+/// Waits until transaction `id` is committed on the node behind
+/// `client`; the height it committed at.
+pub async fn wait_committed(
+    client: &Client,
+    id: kubeledger_node::tx::TxId,
+    within: Duration,
+) -> u64 {
+    eventually(within, || {
+        let mut c = client.clone();
+        async move {
+            let r = c
+                .inner
+                .get_transaction(proto::GetTransactionRequest {
+                    tx_id: id.0.to_vec(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.state == proto::TxState::Committed as i32).then_some(r.height)
+        }
+    })
+    .await
+}
+
 /// Fails unless every transaction in `acked` is committed on `c`.
 pub async fn assert_committed<'a>(
     c: &mut Client,
