@@ -15,16 +15,34 @@
 //!                     │                                executor ──▶ ledger ──▶ RocksDB
 //!                     └──── commit notifications (subscribe, wait) ◀──┘
 //! ```
+//!
+//! The modules stand in layers; each imports only the ones below it:
+//!
+//! ```text
+//!  runtime            the process: wires the rest together, shuts it down
+//!  api   consensus    the client gRPC server; replication and the executor
+//!  node_state         what both share: NodeState, admission, the commit feed,
+//!                     heartbeats, bounded reads, the consensus status board
+//!  ledger  mempool  metrics  connections  config  clock   (and the protocol)
+//! ```
+//!
+//! Neither [`api`] nor [`consensus`] imports the other or [`runtime`], and
+//! [`node_state`] imports none of the three: the consensus task publishes
+//! on the status board, and admission gossips through the
+//! [`node_state::consensus_board::TxGossip`] handle the peer transport
+//! puts there.
 
 pub mod api;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod consensus;
 pub mod ledger;
 pub mod local;
 pub mod mempool;
 pub mod metrics;
+pub mod node_state;
 pub mod runtime;
 
 // What the node shares with clients and the operator.

@@ -39,14 +39,7 @@ async fn put_get_history_delete_and_blocks() {
         commits.push(put_and_wait(&mut c, signed(&key, nonce, payload)).await);
     }
 
-    let got = c
-        .inner
-        .get(proto::GetRequest {
-            key: b"HostBuilding:34".to_vec(),
-        })
-        .await
-        .expect("get")
-        .into_inner();
+    let got = get_key(&mut c, b"HostBuilding:34").await;
     assert!(got.found);
     assert_eq!(got.value, b"balance=120");
     let version = got.version.expect("version");
@@ -132,14 +125,7 @@ async fn put_get_history_delete_and_blocks() {
         .into_inner();
     assert_eq!(tx.state, TxState::Committed as i32);
     assert_eq!(tx.height, commits[1].height);
-    let by_height = c
-        .inner
-        .get_block(proto::GetBlockRequest {
-            selector: Some(Selector::Height(commits[1].height)),
-        })
-        .await
-        .expect("block")
-        .into_inner();
+    let by_height = block_at(&mut c, commits[1].height).await;
     assert_eq!(by_height.hash, commits[1].block_hash);
     let by_hash = c
         .inner
@@ -184,12 +170,7 @@ async fn bad_input_gets_a_distinct_status_is_counted_and_changes_nothing() {
     let key = client_key(2);
     let good = signed(&key, 1, put("k", "v"));
     put_and_wait(&mut c, good.clone()).await;
-    let before = c
-        .inner
-        .status(proto::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
+    let before = common::status(&mut c).await;
 
     let mut bad_sig = signed(&key, 2, put("k", "v2"));
     bad_sig.signature[0] ^= 0xff;
@@ -202,10 +183,7 @@ async fn bad_input_gets_a_distinct_status_is_counted_and_changes_nothing() {
     let cases: Vec<(&str, proto::SignedTransaction, Code, RejectReason)> = vec![
         (
             "malformed",
-            proto::SignedTransaction {
-                body: vec![0xff, 0x01, 0x02].into(),
-                signature: vec![0; 64],
-            },
+            malformed_tx(),
             Code::InvalidArgument,
             RejectReason::Malformed,
         ),
@@ -279,15 +257,7 @@ async fn bad_input_gets_a_distinct_status_is_counted_and_changes_nothing() {
     let fresh = signed(&key, 10, put("k2", "ok"));
     let mut broken = signed(&key, 11, put("k3", "no"));
     broken.signature[5] ^= 1;
-    let results = c
-        .inner
-        .submit_batch(proto::SubmitBatchRequest {
-            txs: vec![fresh.clone(), broken, fresh.clone()],
-        })
-        .await
-        .expect("batch")
-        .into_inner()
-        .results;
+    let results = submit_batch(&mut c, vec![fresh.clone(), broken, fresh.clone()]).await;
     let reasons: Vec<i32> = results.iter().map(|r| r.reject_reason).collect();
     assert_eq!(
         reasons,
@@ -298,38 +268,15 @@ async fn bad_input_gets_a_distinct_status_is_counted_and_changes_nothing() {
         ]
     );
     let id = envelope::tx_id(&fresh);
-    eventually(WAIT, || {
-        let mut c = c.clone();
-        async move {
-            let r = c
-                .inner
-                .get_transaction(proto::GetTransactionRequest {
-                    tx_id: id.0.to_vec(),
-                })
-                .await
-                .ok()?;
-            (r.into_inner().state == TxState::Committed as i32).then_some(())
-        }
-    })
-    .await;
+    wait_committed(&c, id, WAIT).await;
 
-    let after = c
-        .inner
-        .status(proto::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
+    let after = common::status(&mut c).await;
     assert_eq!(
         after.txs_committed,
         before.txs_committed + 1,
         "only the one good transaction was added"
     );
-    let got = c
-        .inner
-        .get(proto::GetRequest { key: b"k".to_vec() })
-        .await
-        .expect("get")
-        .into_inner();
+    let got = get_key(&mut c, b"k").await;
     assert_eq!(got.value, b"v", "refused writes changed nothing");
 
     let metrics = reqwest_metrics(&node).await;
@@ -484,37 +431,19 @@ async fn blocks_are_cut_by_size_before_the_interval() {
     let txs: Vec<_> = (0..20)
         .map(|i| signed(&key, i, put(format!("k{i}"), "v")))
         .collect();
-    let results = c
-        .inner
-        .submit_batch(proto::SubmitBatchRequest { txs })
-        .await
-        .expect("batch")
-        .into_inner()
-        .results;
+    let results = submit_batch(&mut c, txs).await;
     assert!(results.iter().all(|r| r.reject_reason == 0));
     let status = eventually(WAIT, || {
         let mut c = c.clone();
         async move {
-            let s = c
-                .inner
-                .status(proto::StatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let s = try_status(&mut c).await?;
             (s.txs_committed == 20).then_some(s)
         }
     })
     .await;
     assert_eq!(status.height, 2, "two full blocks of 10");
     for h in 1..=2 {
-        let b = c
-            .inner
-            .get_block(proto::GetBlockRequest {
-                selector: Some(Selector::Height(h)),
-            })
-            .await
-            .expect("block")
-            .into_inner();
+        let b = block_at(&mut c, h).await;
         assert_eq!(b.block.expect("block").header.expect("header").tx_count, 10);
     }
     node.stop().await;
@@ -535,30 +464,48 @@ async fn graceful_shutdown_commits_everything_accepted() {
         .map(|i| signed(&key, i, put(format!("g{i}"), "v")))
         .collect();
     let ids: Vec<_> = txs.iter().map(envelope::tx_id).collect();
-    let results = c
-        .inner
-        .submit_batch(proto::SubmitBatchRequest { txs })
-        .await
-        .expect("batch")
-        .into_inner()
-        .results;
+    let results = submit_batch(&mut c, txs).await;
     assert!(results.iter().all(|r| r.reject_reason == 0));
     node.stop().await; // long before the 60 s interval
 
     let node = InProcessNode::start(config).await;
     let mut c = node.client().await;
-    for id in ids {
-        let r = c
-            .inner
-            .get_transaction(proto::GetTransactionRequest {
-                tx_id: id.0.to_vec(),
-            })
-            .await
-            .expect("committed")
-            .into_inner();
-        assert_eq!(r.state, TxState::Committed as i32);
-    }
+    assert_committed(&mut c, &ids).await;
     node.stop().await;
+}
+
+/// The services the server reflection on `channel` lists, asked in the
+/// reflection protocol version `$version` (`v1` or `v1alpha`).
+macro_rules! reflected_services {
+    ($version:ident, $channel:expr) => {{
+        use tonic_reflection::pb::$version::{
+            server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+            ServerReflectionRequest,
+        };
+        let mut reflection = ServerReflectionClient::new($channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(futures::stream::iter(vec![request]))
+            .await
+            .expect(concat!(stringify!($version), " reflection"))
+            .into_inner();
+        let response = responses.next().await.expect("a response").expect("ok");
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!(concat!(
+                "unexpected ",
+                stringify!($version),
+                " reflection answer"
+            ));
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,52 +530,22 @@ async fn health_and_reflection_are_served() {
         assert_eq!(r.status, ServingStatus::Serving as i32, "{service:?}");
     }
 
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        ServerReflectionRequest,
-    };
-    let mut reflection = ServerReflectionClient::new(channel.clone());
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures::stream::iter(vec![request]))
-        .await
-        .expect("reflection")
-        .into_inner();
-    let response = responses.next().await.expect("a response").expect("ok");
-    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected reflection answer");
-    };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"kubeledger.v1.Ledger"), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+    let names = reflected_services!(v1, channel.clone());
+    assert!(
+        names.iter().any(|n| n == "kubeledger.v1.Ledger"),
+        "{names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "grpc.health.v1.Health"),
+        "{names:?}"
+    );
 
     // The older protocol version, which grpcurl 1.8 speaks.
-    use tonic_reflection::pb::v1alpha::{
-        server_reflection_client::ServerReflectionClient as V1AlphaClient,
-        server_reflection_request::MessageRequest as V1AlphaRequestKind,
-        server_reflection_response::MessageResponse as V1AlphaResponse,
-        ServerReflectionRequest as V1AlphaRequest,
-    };
-    let mut reflection = V1AlphaClient::new(channel);
-    let request = V1AlphaRequest {
-        host: String::new(),
-        message_request: Some(V1AlphaRequestKind::ListServices(String::new())),
-    };
-    let mut responses = reflection
-        .server_reflection_info(futures::stream::iter(vec![request]))
-        .await
-        .expect("v1alpha reflection")
-        .into_inner();
-    let response = responses.next().await.expect("a response").expect("ok");
-    let Some(V1AlphaResponse::ListServicesResponse(list)) = response.message_response else {
-        panic!("unexpected v1alpha reflection answer");
-    };
-    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"kubeledger.v1.Ledger"), "{names:?}");
+    let names = reflected_services!(v1alpha, channel);
+    assert!(
+        names.iter().any(|n| n == "kubeledger.v1.Ledger"),
+        "{names:?}"
+    );
     node.stop().await;
 }
 
@@ -681,15 +598,7 @@ async fn oversized_batches_are_refused_whole_and_counted() {
 
     // The node is fine: a batch within the limit is admitted and commits.
     let ok = signed(&key, 1_000_000, put("batch/ok", "v"));
-    let results = c
-        .inner
-        .submit_batch(proto::SubmitBatchRequest {
-            txs: vec![ok.clone()],
-        })
-        .await
-        .expect("batch")
-        .into_inner()
-        .results;
+    let results = submit_batch(&mut c, vec![ok.clone()]).await;
     assert_eq!(results[0].reject_reason, RejectReason::Unspecified as i32);
     let metrics = reqwest_metrics(&node).await;
     let line = format!(

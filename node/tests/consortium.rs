@@ -56,11 +56,7 @@ impl Cluster {
 
 async fn status(endpoint: &str) -> Option<proto::StatusResponse> {
     let mut c = Client::connect(endpoint).await.ok()?;
-    c.inner
-        .status(proto::StatusRequest {})
-        .await
-        .ok()
-        .map(|r| r.into_inner())
+    try_status(&mut c).await
 }
 
 /// Waits until `f` holds, or fails naming `what`.

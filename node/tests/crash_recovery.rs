@@ -55,13 +55,7 @@ async fn sigkill_under_load_loses_no_acknowledged_transaction() {
     for round in 0..ROUNDS {
         let mut child = spawn_node(dir.path());
         let mut client = connect_retry(&endpoint, Duration::from_secs(60)).await;
-        let start = client
-            .inner
-            .status(proto::StatusRequest {})
-            .await
-            .expect("status")
-            .into_inner()
-            .height;
+        let start = status(&mut client).await.height;
 
         // Acknowledgements come from the commit stream, as a client sees them.
         let mut events = client
@@ -105,12 +99,7 @@ async fn sigkill_under_load_loses_no_acknowledged_transaction() {
                     }
                 }
             }
-            let height = client
-                .inner
-                .status(proto::StatusRequest {})
-                .await
-                .map(|s| s.into_inner().height)
-                .unwrap_or(0);
+            let height = try_status(&mut client).await.map_or(0, |s| s.height);
             if height >= start + 3 && batches >= 8 + round * 5 {
                 break;
             }

@@ -32,8 +32,7 @@ use kubeledger_node::client::Client;
 use kubeledger_node::genesis::ChainParams;
 use kubeledger_node::local::LocalNode;
 use kubeledger_node::proto::{
-    self, get_block_request::Selector, ledger_client::LedgerClient, peer_client::PeerClient,
-    tx_body::Payload, RejectReason, TxState,
+    self, ledger_client::LedgerClient, peer_client::PeerClient, tx_body::Payload, RejectReason,
 };
 use kubeledger_node::tx::envelope::{self, put};
 use kubeledger_node::tx::{reject, TxId};
@@ -140,10 +139,7 @@ fn cheap_bad_txs(key: &SigningKey, committed: &proto::SignedTransaction) -> Vec<
     vec![
         Bad::new(
             "malformed body",
-            proto::SignedTransaction {
-                body: vec![0xff, 0x01, 0x02].into(),
-                signature: vec![0; 64],
-            },
+            malformed_tx(),
             Code::InvalidArgument,
             RejectReason::Malformed,
         ),
@@ -225,6 +221,21 @@ fn oversized_txs(key: &SigningKey) -> Vec<Bad> {
     ]
 }
 
+/// Fails unless `status` carries `expected` (gRPC code, reason); counts
+/// the refusal.
+fn assert_refused_and_count(
+    status: &tonic::Status,
+    expected: (Code, RejectReason),
+    counts: &mut Counts,
+) {
+    assert_eq!(
+        (status.code(), rejection_of(status)),
+        expected,
+        "{status:?}"
+    );
+    count(counts, expected.1, 1);
+}
+
 /// Submits `bad` alone; it must be refused as expected.
 async fn refuse(c: &mut Client, bad: Bad, counts: &mut Counts) {
     let status = c
@@ -290,12 +301,11 @@ async fn attack_replica(
         })
         .await
         .expect_err("replay through SubmitAndWait");
-    assert_eq!(
-        (status.code(), rejection_of(&status)),
+    assert_refused_and_count(
+        &status,
         (Code::AlreadyExists, RejectReason::DuplicateCommitted),
-        "{status:?}"
+        &mut counts,
     );
-    count(&mut counts, RejectReason::DuplicateCommitted, 1);
 
     // No transaction at all: refused as malformed, and counted.
     let status = c
@@ -303,12 +313,11 @@ async fn attack_replica(
         .submit(proto::SubmitRequest { tx: None })
         .await
         .expect_err("a request without a transaction");
-    assert_eq!(
-        (status.code(), rejection_of(&status)),
+    assert_refused_and_count(
+        &status,
         (Code::InvalidArgument, RejectReason::Malformed),
-        "{status:?}"
+        &mut counts,
     );
-    count(&mut counts, RejectReason::Malformed, 1);
 
     // Replays of a pending transaction: the same one three times in a
     // batch, admitted once.
@@ -317,15 +326,11 @@ async fn attack_replica(
         rand::random(),
         put(format!("hostile/{seed}/pending"), "v"),
     );
-    let results = c
-        .inner
-        .submit_batch(proto::SubmitBatchRequest {
-            txs: vec![pending.clone(), pending.clone(), pending.clone()],
-        })
-        .await
-        .expect("batch")
-        .into_inner()
-        .results;
+    let results = submit_batch(
+        &mut c,
+        vec![pending.clone(), pending.clone(), pending.clone()],
+    )
+    .await;
     let reasons: Vec<i32> = results.iter().map(|r| r.reject_reason).collect();
     assert_eq!(
         reasons,
@@ -346,13 +351,7 @@ async fn attack_replica(
         .map(|i| signed(&spammer, i, put(format!("hostile/{seed}/quota/{i}"), "v")))
         .collect();
     let ids: Vec<TxId> = txs.iter().map(envelope::tx_id).collect();
-    let results = c
-        .inner
-        .submit_batch(proto::SubmitBatchRequest { txs })
-        .await
-        .expect("batch")
-        .into_inner()
-        .results;
+    let results = submit_batch(&mut c, txs).await;
     let reasons: Vec<i32> = results.iter().map(|r| r.reject_reason).collect();
     let mut expected = vec![RejectReason::Unspecified as i32; QUOTA];
     expected.push(RejectReason::SenderQuota as i32);
@@ -794,16 +793,6 @@ fn is_honest(tx: &proto::SignedTransaction) -> bool {
         .is_some_and(|p| matches!(p, Payload::Put(p) if p.key.starts_with(HONEST_PREFIX)))
 }
 
-async fn block_at(c: &mut Client, height: u64) -> proto::GetBlockResponse {
-    c.inner
-        .get_block(proto::GetBlockRequest {
-            selector: Some(Selector::Height(height)),
-        })
-        .await
-        .expect("block")
-        .into_inner()
-}
-
 /// The first honest transaction committed on `c`, with its height.
 async fn first_honest(mut c: Client) -> Option<(proto::SignedTransaction, u64)> {
     let tip = status(&mut c).await.height;
@@ -1024,21 +1013,7 @@ async fn a_hostile_client_crashes_stalls_and_blinds_nothing() {
     let admitted: Vec<TxId> = per_replica.iter().flat_map(|(_, a)| a.clone()).collect();
     let mut top = 0;
     for id in &admitted {
-        let height = eventually(WAIT, || {
-            let mut c = clients[primary].clone();
-            async move {
-                let r = c
-                    .inner
-                    .get_transaction(proto::GetTransactionRequest {
-                        tx_id: id.0.to_vec(),
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (r.state == TxState::Committed as i32).then_some(r.height)
-            }
-        })
-        .await;
+        let height = wait_committed(&clients[primary], *id, WAIT).await;
         top = top.max(height);
     }
     for c in clients.iter_mut() {

@@ -16,14 +16,7 @@ use kubeledger_node::tx::{envelope, reject};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn block_hash(c: &mut Client, h: u64) -> Vec<u8> {
-    c.inner
-        .get_block(proto::GetBlockRequest {
-            selector: Some(proto::get_block_request::Selector::Height(h)),
-        })
-        .await
-        .expect("block")
-        .into_inner()
-        .hash
+    block_at(c, h).await.hash
 }
 
 /// Puts until the validators' stable checkpoint covers the last put;

@@ -72,14 +72,7 @@ async fn proposal(client: &mut Client, id: u64) -> proto::Proposal {
 async fn timestamps(client: &mut Client, from: u64, to: u64) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     for h in from..=to {
-        let b = client
-            .inner
-            .get_block(proto::GetBlockRequest {
-                selector: Some(proto::get_block_request::Selector::Height(h)),
-            })
-            .await
-            .expect("block")
-            .into_inner();
+        let b = block_at(client, h).await;
         let header = b.block.and_then(|b| b.header).expect("header");
         out.push((header.timestamp_ms, header.proposer));
     }
@@ -225,13 +218,7 @@ async fn members_join_and_leave_and_the_block_interval_changes_under_load() {
 
     // Every replica: same chain, same configuration, the new interval in
     // the block timestamps from the announced height, every ack committed.
-    let tip = clients[0]
-        .inner
-        .status(proto::StatusRequest {})
-        .await
-        .expect("status")
-        .into_inner()
-        .height;
+    let tip = common::status(&mut clients[0]).await.height;
     for c in clients.iter_mut() {
         wait_height(c, tip, WAIT).await;
     }

@@ -37,13 +37,8 @@ use kubeledger_node::tx::envelope;
 const WAIT: Duration = Duration::from_secs(90);
 
 async fn header(c: &mut Client, h: u64) -> proto::BlockHeader {
-    c.inner
-        .get_block(proto::GetBlockRequest {
-            selector: Some(proto::get_block_request::Selector::Height(h)),
-        })
+    block_at(c, h)
         .await
-        .expect("block")
-        .into_inner()
         .block
         .and_then(|b| b.header)
         .expect("header")

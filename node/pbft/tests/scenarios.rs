@@ -9,6 +9,9 @@ use kubeledger_pbft::{
 };
 use sha2::{Digest as _, Sha256};
 
+#[path = "sim/verdict.rs"]
+mod verdict;
+
 type Filter = Box<dyn FnMut(usize, usize, &SignedMessage) -> bool>;
 
 struct Cluster {
@@ -123,16 +126,9 @@ impl Cluster {
                     digest,
                     payload,
                 } => {
-                    let valid = !payload.txs.iter().any(|t| t.starts_with(b"invalid"));
-                    self.inputs.push_back((
-                        i,
-                        Input::PayloadValidated {
-                            seq,
-                            view,
-                            digest,
-                            valid,
-                        },
-                    ));
+                    // This harness refuses only marked transactions.
+                    let input = verdict::payload_verdict(seq, view, digest, &payload, |_| false);
+                    self.inputs.push_back((i, input));
                 }
                 Action::Commit {
                     seq,

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 
 use super::events;
 use crate::ledger::history;
+use crate::node_state::{admission, NodeState};
 use crate::proto::{self, ledger_server::Ledger as LedgerApi, RejectReason, TxBody};
-use crate::runtime::{admission, NodeState};
 use crate::tx::{Rejection, TxId};
 
 const DEFAULT_PAGE: u32 = 100;

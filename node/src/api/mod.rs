@@ -11,8 +11,8 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 
 use crate::metrics::HealthSource;
+use crate::node_state::NodeState;
 use crate::proto::ledger_server::LedgerServer;
-use crate::runtime::NodeState;
 
 /// Largest request the server decodes: room for a `SubmitBatch` of many
 /// transactions. Single transactions are held to `max_tx_bytes` by admission,
@@ -24,11 +24,22 @@ const HEALTH_REFRESH: Duration = Duration::from_secs(1);
 /// The service name the readiness probe asks about.
 const LEDGER_SERVICE: &str = "kubeledger.v1.Ledger";
 
+/// Why the client-facing gRPC server could not start or stopped failing.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("node task failed: reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves the Ledger, health and reflection services on `listener` until
+/// `shutdown` resolves, reporting NOT_SERVING as soon as it does.
 pub async fn serve(
     state: Arc<NodeState>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), crate::runtime::NodeError> {
+) -> Result<(), ServeError> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<LedgerServer<ledger_service::LedgerService>>()
@@ -43,11 +54,8 @@ pub async fn serve(
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let reflection_error = |e| crate::runtime::NodeError::Task(format!("reflection: {e}"));
-    let reflection = reflection_builder().build_v1().map_err(reflection_error)?;
-    let reflection_v1alpha = reflection_builder()
-        .build_v1alpha()
-        .map_err(reflection_error)?;
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let service = LedgerServer::new(ledger_service::LedgerService::new(state.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(MAX_REQUEST_BYTES);
@@ -108,12 +116,10 @@ pub async fn serve(
             .await;
     };
 
-    let incoming = crate::runtime::connections::accept(listener);
+    let incoming = crate::connections::accept(listener);
     Server::builder()
-        .concurrency_limit_per_connection(crate::runtime::reads::MAX_REQUESTS_PER_CONNECTION)
-        .max_concurrent_streams(Some(
-            crate::runtime::connections::MAX_STREAMS_PER_CONNECTION,
-        ))
+        .concurrency_limit_per_connection(crate::node_state::reads::MAX_REQUESTS_PER_CONNECTION)
+        .max_concurrent_streams(Some(crate::connections::MAX_STREAMS_PER_CONNECTION))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(health_service)

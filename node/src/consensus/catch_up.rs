@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::epoch;
 use super::observer::Peers;
-use crate::runtime::NodeState;
+use crate::node_state::NodeState;
 
 /// How long the ledger must stand still before a peer is asked.
 const STALL: Duration = Duration::from_secs(3);

@@ -4,11 +4,25 @@
 
 use std::time::{Duration, Instant};
 
+use crate::genesis::ChainParams;
+
+/// How long a block may wait and how much it may hold.
 #[derive(Debug, Clone, Copy)]
 pub struct CutterLimits {
     pub interval: Duration,
     pub max_txs: usize,
     pub max_bytes: usize,
+}
+
+impl CutterLimits {
+    /// The block cutter's limits from the chain parameters.
+    pub fn from_params(params: &ChainParams) -> Self {
+        CutterLimits {
+            interval: Duration::from_millis(u64::from(params.block_interval_ms)),
+            max_txs: params.max_block_txs as usize,
+            max_bytes: usize::try_from(params.max_block_bytes).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 #[derive(Debug)]

@@ -15,15 +15,16 @@ use super::state_transfer;
 use super::PayloadCache;
 use crate::block::Proposal;
 use crate::ledger::LedgerError;
-use crate::runtime::{Loop, NodeState};
+use crate::node_state::{Loop, NodeState};
 use crate::tx::VerifiedTx;
 
 const STORAGE_RETRY: Duration = Duration::from_secs(1);
 /// How often the idle executor reports that it is alive.
 const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 
+/// What the consensus task asks of the executor, in order.
 #[derive(Debug)]
-pub enum Job {
+pub enum ExecutorCommand {
     Commit {
         seq: Seq,
         view: View,
@@ -61,7 +62,7 @@ impl BlockFill {
 
 /// What the executor reports back to the consensus task.
 #[derive(Debug)]
-pub enum Done {
+pub enum ExecutorReport {
     Executed {
         seq: Seq,
         state_root: Digest,
@@ -76,10 +77,12 @@ pub enum Done {
     },
 }
 
+/// Applies committed payloads and runs state transfers, reporting each
+/// to the consensus task.
 pub struct Executor {
     pub state: Arc<NodeState>,
     pub cache: Arc<PayloadCache>,
-    pub done: mpsc::UnboundedSender<Done>,
+    pub reports: mpsc::UnboundedSender<ExecutorReport>,
 }
 
 fn digest32(bytes: &[u8]) -> Digest {
@@ -87,21 +90,21 @@ fn digest32(bytes: &[u8]) -> Digest {
 }
 
 impl Executor {
-    pub async fn run(self, mut jobs: mpsc::UnboundedReceiver<Job>) {
+    pub async fn run(self, mut commands: mpsc::UnboundedReceiver<ExecutorCommand>) {
         let mut idle = tokio::time::interval(HEARTBEAT_PERIOD);
         loop {
-            // Beats while idle and between jobs; a write that hangs (a
+            // Beats while idle and between commands; a write that hangs (a
             // stuck disk) silences it, and liveness fails.
             self.state.heartbeat(Loop::Storage);
-            let job = tokio::select! {
-                job = jobs.recv() => match job {
-                    Some(job) => job,
+            let command = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => command,
                     None => break,
                 },
                 _ = idle.tick() => continue,
             };
-            match job {
-                Job::Commit {
+            match command {
+                ExecutorCommand::Commit {
                     seq,
                     view,
                     payload,
@@ -112,7 +115,7 @@ impl Executor {
                         .instrument(span)
                         .await;
                 }
-                Job::Fetch {
+                ExecutorCommand::Fetch {
                     target_seq,
                     block_hash,
                     certificate,
@@ -124,7 +127,7 @@ impl Executor {
                         .await;
                     let tip = self.state.ledger.tip();
                     let root = self.state_root(tip.height);
-                    let _ = self.done.send(Done::Transferred {
+                    let _ = self.reports.send(ExecutorReport::Transferred {
                         seq: tip.height,
                         state_root: root,
                         block_hash: tip.hash,
@@ -152,7 +155,7 @@ impl Executor {
                     Ok(Some((_, h))) => h,
                     _ => tip.hash,
                 };
-                let _ = self.done.send(Done::Executed {
+                let _ = self.reports.send(ExecutorReport::Executed {
                     seq,
                     state_root: root,
                     block_hash: hash,
@@ -181,7 +184,7 @@ impl Executor {
                     let hash = block.hash;
                     self.state.mempool.committed(&block.tx_ids);
                     self.state.on_committed(Arc::new(block));
-                    let _ = self.done.send(Done::Executed {
+                    let _ = self.reports.send(ExecutorReport::Executed {
                         seq,
                         state_root: root,
                         block_hash: hash,

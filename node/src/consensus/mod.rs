@@ -19,12 +19,11 @@ pub mod epoch;
 pub mod executor;
 pub mod inbound;
 pub mod observer;
+pub mod payload_check;
 pub mod persist;
 pub mod replica_task;
 pub mod state_transfer;
-pub mod status;
 pub mod transport;
-pub mod validate;
 
 pub use kubeledger_protocol::wire::{codec, payload_table};
 

@@ -22,10 +22,10 @@ use tonic::transport::Channel;
 
 use super::epoch::{self, EpochPlan};
 use super::state_transfer;
-use super::status::Snapshot;
+use crate::node_state::consensus_board::Snapshot;
+use crate::node_state::{Loop, NodeState};
 use crate::proto::peer_client::PeerClient;
 use crate::proto::{CheckpointProof, GetCheckpointRequest};
-use crate::runtime::{Loop, NodeState};
 
 /// Pause between polls when the observer is caught up.
 const POLL: Duration = Duration::from_millis(500);

@@ -12,9 +12,9 @@ use super::codec::verified_certificate;
 use crate::block::verify::verify_successor;
 use crate::block::Proposal;
 use crate::governance::validators::epoch_at;
+use crate::node_state::NodeState;
 use crate::proto::peer_client::PeerClient;
 use crate::proto::{Block, GetBlocksRequest};
-use crate::runtime::NodeState;
 use crate::tx::VerifiedTx;
 
 /// Largest block message accepted during state transfer.
@@ -133,7 +133,7 @@ pub(crate) async fn fetch_from(
     let mut fetched: Vec<(Block, Digest, Vec<u8>)> = Vec::new();
     while let Some(item) = stream.next().await {
         // A long transfer is progress, not a stuck storage loop.
-        state.heartbeat(crate::runtime::Loop::Storage);
+        state.heartbeat(crate::node_state::Loop::Storage);
         let item = item.map_err(|e| unreachable(e.to_string()))?;
         let block = item.block.ok_or_else(|| TransferError::BadChain {
             peer: address.clone(),
@@ -221,7 +221,7 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
         if served && cert.is_none() {
             state.metrics.certificates_refused.inc();
         }
-        state.heartbeat(crate::runtime::Loop::Storage);
+        state.heartbeat(crate::node_state::Loop::Storage);
         let committed = state.ledger.commit_certified(&proposal, cert.as_deref())?;
         if committed.hash != hash {
             // The certified chain is right (a quorum signed it); executing

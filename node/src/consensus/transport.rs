@@ -22,14 +22,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::codec;
 use super::inbound::Inbound;
-use super::status::PeerHealth;
+use crate::node_state::consensus_board::{PeerHealth, TxGossip};
+use crate::node_state::{admission, NodeState};
 use crate::proto::peer_client::PeerClient;
 use crate::proto::peer_server::Peer;
 use crate::proto::{
     CertifiedBlock, CheckpointProof, GetBlocksRequest, GetCheckpointRequest, PeerAck, PeerFrame,
     SignedTransaction,
 };
-use crate::runtime::{admission, NodeState};
 use kubeledger_protocol::wire::authentic;
 
 /// Consensus messages queued per peer before new ones are dropped.
@@ -150,9 +150,11 @@ impl PeerLinks {
             );
         }
     }
+}
 
+impl TxGossip for PeerLinks {
     /// Sends transactions to every peer.
-    pub fn gossip_txs(&self, txs: Vec<SignedTransaction>) {
+    fn gossip_txs(&self, txs: Vec<SignedTransaction>) {
         let peers: Vec<ReplicaIndex> = (0..self.links.len() as u32)
             .filter(|i| self.links[*i as usize].is_some())
             .collect();

@@ -112,6 +112,14 @@ pub fn signed(key: &SigningKey, nonce: u64, payload: Payload) -> proto::SignedTr
     )
 }
 
+/// A signed transaction whose body does not decode.
+pub fn malformed_tx() -> proto::SignedTransaction {
+    proto::SignedTransaction {
+        body: vec![0xff, 0x01, 0x02].into(),
+        signature: vec![0; 64],
+    }
+}
+
 /// Connects, retrying while the node starts.
 pub async fn connect_retry(endpoint: &str, within: Duration) -> Client {
     let deadline = std::time::Instant::now() + within;
@@ -143,17 +151,21 @@ where
     }
 }
 
+/// The node's status, or None while it does not answer.
+pub async fn try_status(c: &mut Client) -> Option<proto::StatusResponse> {
+    c.inner
+        .status(proto::StatusRequest {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
 /// Waits until the node behind `client` has executed block `height`.
 pub async fn wait_height(client: &Client, height: u64, within: Duration) {
     eventually(within, || {
         let mut c = client.clone();
         async move {
-            let s = c
-                .inner
-                .status(proto::StatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let s = try_status(&mut c).await?;
             (s.height >= height).then_some(())
         }
     })
@@ -233,6 +245,63 @@ pub async fn status(c: &mut Client) -> proto::StatusResponse {
         .await
         .expect("status")
         .into_inner()
+}
+
+/// The block at `height` on `c`.
+pub async fn block_at(c: &mut Client, height: u64) -> proto::GetBlockResponse {
+    c.inner
+        .get_block(proto::GetBlockRequest {
+            selector: Some(proto::get_block_request::Selector::Height(height)),
+        })
+        .await
+        .expect("block")
+        .into_inner()
+}
+
+/// Submits `txs` in one batch; the node's answer for each, in order.
+pub async fn submit_batch(
+    c: &mut Client,
+    txs: Vec<proto::SignedTransaction>,
+) -> Vec<proto::SubmitResult> {
+    c.inner
+        .submit_batch(proto::SubmitBatchRequest { txs })
+        .await
+        .expect("batch")
+        .into_inner()
+        .results
+}
+
+/// Reads `key` from the state on `c`.
+pub async fn get_key(c: &mut Client, key: &[u8]) -> proto::GetResponse {
+    c.inner
+        .get(proto::GetRequest { key: key.to_vec() })
+        .await
+        .expect("get")
+        .into_inner()
+}
+
+/// Waits until transaction `id` is committed on the node behind
+/// `client`; the height it committed at.
+pub async fn wait_committed(
+    client: &Client,
+    id: kubeledger_node::tx::TxId,
+    within: Duration,
+) -> u64 {
+    eventually(within, || {
+        let mut c = client.clone();
+        async move {
+            let r = c
+                .inner
+                .get_transaction(proto::GetTransactionRequest {
+                    tx_id: id.0.to_vec(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (r.state == proto::TxState::Committed as i32).then_some(r.height)
+        }
+    })
+    .await
 }
 
 /// Fails unless every transaction in `acked` is committed on `c`.

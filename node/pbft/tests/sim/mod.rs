@@ -14,6 +14,7 @@
 pub mod byzantine;
 pub mod epochs;
 pub mod transfer;
+pub mod verdict;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -29,8 +30,7 @@ use sha2::{Digest as _, Sha256};
 use byzantine::{choose_censored, Attack, ByzStats, Byzantine, VcLie};
 use epochs::{Chain, EpochPlan, EpochStats, VsetCache};
 use transfer::Fetch;
-
-pub const INVALID_MARKER: &[u8] = b"invalid";
+pub use verdict::INVALID_MARKER;
 
 #[derive(Clone, Debug)]
 pub struct Faults {
@@ -962,23 +962,11 @@ impl Sim {
                     payload,
                 } => {
                     let n = &self.nodes[node];
-                    let valid = payload
-                        .txs
-                        .iter()
-                        .all(|tx| !tx.starts_with(INVALID_MARKER) && !n.committed.contains(tx));
+                    let input = verdict::payload_verdict(seq, view, digest, &payload, |tx| {
+                        n.committed.contains(tx)
+                    });
                     let t = self.now + self.rng.gen_range(0..3);
-                    self.at(
-                        t,
-                        Ev::Input {
-                            node,
-                            input: Input::PayloadValidated {
-                                seq,
-                                view,
-                                digest,
-                                valid,
-                            },
-                        },
-                    );
+                    self.at(t, Ev::Input { node, input });
                 }
                 Action::Commit {
                     seq,

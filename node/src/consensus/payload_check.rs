@@ -9,7 +9,7 @@ use std::sync::Arc;
 use kubeledger_pbft::Payload;
 
 use super::codec;
-use crate::runtime::NodeState;
+use crate::node_state::NodeState;
 use crate::tx::{signature_batch, TxId, VerifiedTx};
 
 /// How far a proposal's timestamp may run ahead of this node's clock.
@@ -37,9 +37,9 @@ pub enum InvalidPayload {
     Ledger(String),
 }
 
-/// Validates `payload`, proposed for height `seq`; on success returns its
-/// decoded transactions.
-pub fn validate(
+/// Checks `payload`, proposed for height `seq`, as a backup must before
+/// it votes; on success returns its decoded transactions.
+pub fn check_proposed_payload(
     state: &NodeState,
     seq: u64,
     payload: &Payload,
@@ -191,7 +191,7 @@ mod tests {
                 .get()
         };
 
-        let valid = validate(&state, 1, &payload(&txs), 1_000).expect("valid");
+        let valid = check_proposed_payload(&state, 1, &payload(&txs), 1_000).expect("valid");
         assert_eq!(valid.len(), 6);
         assert_eq!(checked(&state), 6);
         let ids: Vec<TxId> = valid.iter().map(|t| t.id).collect();
@@ -201,7 +201,7 @@ mod tests {
         );
         // The same proposal again (a re-proposal after a view change): the
         // signatures are known now and not checked again.
-        validate(&state, 1, &payload(&txs), 1_000).expect("still valid");
+        check_proposed_payload(&state, 1, &payload(&txs), 1_000).expect("still valid");
         assert_eq!(checked(&state), 6);
     }
 
@@ -216,7 +216,7 @@ mod tests {
         txs[4].signature[0] ^= 1;
         let bad = envelope::tx_id(&txs[4]);
         assert_eq!(
-            validate(&state, 1, &payload(&txs), 1_000).err(),
+            check_proposed_payload(&state, 1, &payload(&txs), 1_000).err(),
             Some(InvalidPayload::BadSignature(bad))
         );
         assert_eq!(state.mempool.stats().queued, 0);

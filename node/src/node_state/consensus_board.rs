@@ -1,4 +1,7 @@
-//! What the consensus task publishes for the API, metrics and admission.
+//! The consensus status board: what the consensus task publishes for the
+//! API, metrics and admission (its status, the validator set it works
+//! with, the latest stable checkpoint), and the handle admission gossips
+//! client transactions through.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -7,7 +10,12 @@ use kubeledger_pbft::{ReplicaIndex, StableCheckpoint};
 
 use crate::proto::{NodeInfo, SignedTransaction};
 
-use super::transport::PeerLinks;
+/// Sends transactions a client handed to this node on to every peer; the
+/// peer transport implements it while this node is a validator.
+pub trait TxGossip: std::fmt::Debug + Send + Sync {
+    /// Sends `txs` to every peer.
+    fn gossip_txs(&self, txs: Vec<SignedTransaction>);
+}
 
 /// Reachability of one peer, as this node sees it.
 #[derive(Debug)]
@@ -47,8 +55,9 @@ pub struct EpochView {
     pub validators: Vec<NodeInfo>,
     /// Reachability of each validator, by replica index.
     pub peers: Vec<Arc<PeerHealth>>,
-    /// Outbound links, while this node is one of the validators.
-    pub(crate) links: Option<Arc<PeerLinks>>,
+    /// Gossip to the peers over the outbound links, while this node is one
+    /// of the validators.
+    pub(crate) gossip: Option<Arc<dyn TxGossip>>,
     /// This node's replica index (none: it observes).
     pub me: Option<ReplicaIndex>,
     /// The set's keys, while this node is one of the validators: the network
@@ -79,7 +88,7 @@ impl EpochView {
             end,
             validators,
             peers,
-            links: None,
+            gossip: None,
             me,
             vset: None,
         }
@@ -154,7 +163,7 @@ impl ConsensusShared {
             end: Some(end),
             validators: cur.validators.clone(),
             peers: cur.peers.clone(),
-            links: cur.links.clone(),
+            gossip: cur.gossip.clone(),
             me: cur.me,
             vset: cur.vset.clone(),
         });
@@ -188,8 +197,8 @@ impl ConsensusShared {
         if txs.is_empty() {
             return;
         }
-        if let Some(links) = &self.epoch().links {
-            links.gossip_txs(txs);
+        if let Some(gossip) = &self.epoch().gossip {
+            gossip.gossip_txs(txs);
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// HTTP/2 streams one connection may hold open at once on either server
 /// (the `SETTINGS_MAX_CONCURRENT_STREAMS` each server announces). Requests
 /// in progress are bounded separately
-/// ([`super::reads::MAX_REQUESTS_PER_CONNECTION`]); this bounds the
+/// ([`crate::node_state::reads::MAX_REQUESTS_PER_CONNECTION`]); this bounds the
 /// `Subscribe` and `GetBlocks` streams a client keeps open, each of which
 /// holds a task and a bounded buffer.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 128;
