@@ -17,7 +17,7 @@ start_consortium() {
   stop_consortium
   dir=$(mktemp -d /tmp/kubeledger-consensus.XXXXXX)
   port=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+)
-  "$bin" up --dir "$dir" --nodes "$1" --same-host --base-port "$port" --block-interval 200ms \
+  "$bin" up --dir "$dir" --nodes "$1" --same-host --base-port "$port" --block-interval "${BLOCK_INTERVAL:-200ms}" \
     --max-block-txs "${MAX_BLOCK_TXS:-2000}" "${@:2}" >"$dir/up.log" 2>&1 &
   up_pid=$!
   endpoints=()

@@ -41,6 +41,25 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub health: HealthConfig,
+    #[serde(default)]
+    pub peer: PeerConfig,
+}
+
+/// What the node's `Peer` service serves to other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Most blocks one `GetBlocks` response streams; a node catching up
+    /// asks again from where a response ended.
+    pub max_blocks_per_response: u64,
+}
+
+impl Default for PeerConfig {
+    fn default() -> Self {
+        Self {
+            max_blocks_per_response: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +166,11 @@ impl NodeConfig {
         if self.health.loop_timeout_s == 0 {
             return Err(ConfigError::Invalid(
                 "health.loop_timeout_s must be positive".into(),
+            ));
+        }
+        if self.peer.max_blocks_per_response == 0 {
+            return Err(ConfigError::Invalid(
+                "peer.max_blocks_per_response must be positive".into(),
             ));
         }
         if self.mempool.max_txs == 0 {

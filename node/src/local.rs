@@ -108,6 +108,7 @@ fn node_config(
         mempool: MempoolConfig::default(),
         storage: StorageConfig::default(),
         health: Default::default(),
+        peer: Default::default(),
     }
 }
 

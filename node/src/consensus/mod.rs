@@ -13,6 +13,7 @@
 //!                                                          └───────────────┘    commit certificate)
 //! ```
 
+pub mod block_spool;
 pub mod catch_up;
 pub mod cutter;
 pub mod epoch;

@@ -1,6 +1,9 @@
 //! Catching up from peers: fetch the committed blocks up to a certified
-//! checkpoint, check the hash chain ends at the checkpoint's block hash,
-//! then re-execute them (which recomputes and so checks every state root).
+//! checkpoint, as many requests as it takes, checking the hash chain as
+//! they arrive and spooling them to disk ([`super::block_spool`]); once the
+//! chain ends at the checkpoint's block hash, re-execute them (which
+//! recomputes and so checks every state root). Memory stays at one block
+//! whatever the distance.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +11,14 @@ use std::time::Duration;
 use futures::StreamExt;
 use kubeledger_pbft::{Digest, ReplicaIndex, Seq, SignedMessage, ValidatorSet};
 
+use super::block_spool::{SpoolError, SpoolReader, SpoolWriter};
 use super::codec::verified_certificate;
 use crate::block::verify::verify_successor;
 use crate::block::Proposal;
 use crate::governance::validators::epoch_at;
 use crate::node_state::NodeState;
 use crate::proto::peer_client::PeerClient;
-use crate::proto::{Block, GetBlocksRequest};
+use crate::proto::{CertifiedBlock, GetBlocksRequest};
 use crate::tx::VerifiedTx;
 
 /// Largest block message accepted during state transfer.
@@ -42,6 +46,8 @@ pub enum TransferError {
     },
     #[error(transparent)]
     Ledger(#[from] crate::ledger::LedgerError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// Fetches and applies blocks until the ledger reaches `target_seq` with
@@ -95,6 +101,12 @@ pub async fn run(
     }
 }
 
+/// Fetches the blocks after the local tip up to `target_seq` from the peer
+/// at `address`, checking the hash chain block by block as they stream in
+/// and spooling them to disk; once the chain ends at the certified
+/// `block_hash`, re-executes them in order. A response that ends early (a
+/// peer serves a bounded number of blocks per request) is followed by a
+/// request from where it ended, for as long as each one makes progress.
 pub(crate) async fn fetch_from(
     state: &Arc<NodeState>,
     address: &str,
@@ -115,66 +127,120 @@ pub(crate) async fn fetch_from(
         .map_err(|e| unreachable(e.to_string()))?;
     let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_BLOCK_MESSAGE);
     let tip = state.ledger.tip();
-    let mut stream = client
-        .get_blocks(GetBlocksRequest {
-            from_height: tip.height + 1,
-            to_height: target_seq,
-        })
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .into_inner();
-
-    // Fetch and check the hash chain before executing anything.
     let mut prev_header = state
         .ledger
         .header(tip.height)?
         .ok_or_else(|| unreachable("local tip header missing".into()))?;
     let mut prev_hash = tip.hash;
-    let mut fetched: Vec<(Block, Digest, Vec<u8>)> = Vec::new();
-    while let Some(item) = stream.next().await {
-        // A long transfer is progress, not a stuck storage loop.
-        state.heartbeat(crate::node_state::Loop::Storage);
-        let item = item.map_err(|e| unreachable(e.to_string()))?;
-        let block = item.block.ok_or_else(|| TransferError::BadChain {
-            peer: address.clone(),
-            message: "empty block".into(),
-        })?;
-        let header = verify_successor(&prev_header, &prev_hash, &block)
-            .map_err(|e| TransferError::BadChain {
-                peer: address.clone(),
-                message: e.to_string(),
-            })?
-            .clone();
-        let hash = crate::block::header_hash(&header);
-        let height = header.height;
-        prev_header = header;
-        prev_hash = hash;
-        fetched.push((block, hash, item.certificate));
-        if height >= target_seq {
-            break;
-        }
-    }
-    if prev_header.height < target_seq {
-        return Err(TransferError::Short {
-            peer: address.clone(),
-            reached: prev_header.height,
-            target: target_seq,
-        });
+    let mut spool = SpoolWriter::create(state.ledger.dir())?;
+    let fetched = fetch_chain(
+        &mut client,
+        state,
+        &address,
+        target_seq,
+        &mut prev_header,
+        &mut prev_hash,
+        &mut spool,
+    )
+    .await;
+    if let Err(e) = fetched {
+        spool.discard();
+        return Err(e);
     }
     if prev_hash != block_hash {
+        spool.discard();
         return Err(TransferError::WrongTip {
             expected: hex::encode(block_hash),
             found: hex::encode(prev_hash),
         });
     }
+    let blocks = spool.into_reader(MAX_BLOCK_MESSAGE)?;
     let state2 = state.clone();
-    tokio::task::spawn_blocking(move || apply(&state2, fetched))
+    tokio::task::spawn_blocking(move || apply(&state2, blocks))
         .await
         .map_err(|e| unreachable(format!("apply task failed: {e}")))?
 }
 
-/// Re-executes verified blocks; each must reproduce the fetched hash.
-fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(), TransferError> {
+/// How long a peer may leave a block request without the next block.
+const STALL: Duration = Duration::from_secs(10);
+
+/// Streams and checks blocks after `prev_header` until `target_seq`, one
+/// request after another, into `spool`.
+async fn fetch_chain(
+    client: &mut PeerClient<tonic::transport::Channel>,
+    state: &Arc<NodeState>,
+    address: &str,
+    target_seq: Seq,
+    prev_header: &mut crate::proto::BlockHeader,
+    prev_hash: &mut Digest,
+    spool: &mut SpoolWriter,
+) -> Result<(), TransferError> {
+    let unreachable = |message: String| TransferError::Unreachable {
+        peer: address.to_owned(),
+        message,
+    };
+    while prev_header.height < target_seq {
+        let asked_from = prev_header.height + 1;
+        let mut stream = client
+            .get_blocks(GetBlocksRequest {
+                from_height: asked_from,
+                to_height: target_seq,
+            })
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .into_inner();
+        loop {
+            let item = match tokio::time::timeout(STALL, stream.next()).await {
+                Err(_) => {
+                    return Err(unreachable(format!(
+                        "no block for {} s at height {}",
+                        STALL.as_secs(),
+                        prev_header.height + 1
+                    )))
+                }
+                Ok(None) => break,
+                Ok(Some(item)) => item.map_err(|e| unreachable(e.to_string()))?,
+            };
+            // A long transfer is progress, not a stuck storage loop.
+            state.heartbeat(crate::node_state::Loop::Storage);
+            let block = item.block.as_ref().ok_or_else(|| TransferError::BadChain {
+                peer: address.to_owned(),
+                message: "empty block".into(),
+            })?;
+            let header = verify_successor(prev_header, prev_hash, block)
+                .map_err(|e| TransferError::BadChain {
+                    peer: address.to_owned(),
+                    message: e.to_string(),
+                })?
+                .clone();
+            let hash = crate::block::header_hash(&header);
+            spool.append(&hash, &item)?;
+            *prev_header = header;
+            *prev_hash = hash;
+            if prev_header.height >= target_seq {
+                return Ok(());
+            }
+        }
+        if prev_header.height < asked_from {
+            return Err(TransferError::Short {
+                peer: address.to_owned(),
+                reached: prev_header.height,
+                target: target_seq,
+            });
+        }
+        tracing::debug!(
+            peer = address,
+            reached = prev_header.height,
+            target = target_seq,
+            "state transfer: response ended, asking from where it stopped"
+        );
+    }
+    Ok(())
+}
+
+/// Re-executes the spooled blocks, whose chain ends at the certified
+/// checkpoint; each must reproduce the fetched hash.
+fn apply(state: &NodeState, mut blocks: SpoolReader) -> Result<(), TransferError> {
     let chain_id = state.ledger.chain_id().to_owned();
     // Transactions of a certified chain were validated when ordered; the
     // size limits still apply through decoding.
@@ -184,7 +250,14 @@ fn apply(state: &NodeState, blocks: Vec<(Block, Digest, Vec<u8>)>) -> Result<(),
         max_value_bytes: usize::MAX,
     };
     let mut vset: Option<(u64, ValidatorSet)> = None;
-    for (block, hash, cert) in blocks {
+    while let Some((hash, item)) = blocks.next_block()? {
+        let CertifiedBlock {
+            block: Some(block),
+            certificate: cert,
+        } = item
+        else {
+            continue;
+        };
         let Some(header) = block.header.clone() else {
             continue;
         };

@@ -42,8 +42,6 @@ pub const MAX_FRAME_BYTES: usize = codec::MAX_MESSAGE_BYTES + 16 * 1024 * 1024;
 const FRAME_TARGET_BYTES: usize = 4 * 1024 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Blocks a state-transfer request may ask for at once.
-const MAX_BLOCKS_PER_REQUEST: u64 = 10_000;
 
 #[derive(Debug)]
 enum Outbound {
@@ -298,11 +296,17 @@ const MAX_UNAUTHENTICATED_PER_STREAM: u64 = 64;
 pub struct PeerService {
     state: Arc<NodeState>,
     inbound: Arc<Inbound>,
+    /// Most blocks one `GetBlocks` response streams.
+    max_blocks_per_response: u64,
 }
 
 impl PeerService {
-    pub fn new(state: Arc<NodeState>, inbound: Arc<Inbound>) -> Self {
-        Self { state, inbound }
+    pub fn new(state: Arc<NodeState>, inbound: Arc<Inbound>, max_blocks_per_response: u64) -> Self {
+        Self {
+            state,
+            inbound,
+            max_blocks_per_response: max_blocks_per_response.max(1),
+        }
     }
 }
 
@@ -396,7 +400,7 @@ impl Peer for PeerService {
         let to = r
             .to_height
             .min(self.state.ledger.tip().height)
-            .min(from.saturating_add(MAX_BLOCKS_PER_REQUEST));
+            .min(from.saturating_add(self.max_blocks_per_response - 1));
         let state = self.state.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {

@@ -162,6 +162,11 @@ impl Ledger {
         })
     }
 
+    /// The directory the ledger's database lives in.
+    pub fn dir(&self) -> &Path {
+        self.db.path()
+    }
+
     pub fn chain_id(&self) -> &str {
         &self.genesis.chain_id
     }

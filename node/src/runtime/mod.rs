@@ -134,7 +134,8 @@ pub async fn run(
 
     // Validator or observer, per epoch of the validator set.
     let consensus =
-        crate::consensus::replica_task::start(state.clone(), key, peer_listener).await?;
+        crate::consensus::replica_task::start(state.clone(), key, peer_listener, &config.peer)
+            .await?;
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,

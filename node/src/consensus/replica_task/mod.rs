@@ -94,6 +94,7 @@ pub async fn start(
     state: Arc<NodeState>,
     key: SigningKey,
     peer_listener: tokio::net::TcpListener,
+    serving: &crate::config::PeerConfig,
 ) -> Result<Running, ConsensusError> {
     let ledger = state.ledger.clone();
     let my_key = key.verifying_key().to_bytes();
@@ -119,9 +120,13 @@ pub async fn start(
     };
 
     let inbound = Arc::new(Inbound::default());
-    let service = PeerServer::new(PeerService::new(state.clone(), inbound.clone()))
-        .max_decoding_message_size(MAX_FRAME_BYTES)
-        .max_encoding_message_size(MAX_FRAME_BYTES);
+    let service = PeerServer::new(PeerService::new(
+        state.clone(),
+        inbound.clone(),
+        serving.max_blocks_per_response,
+    ))
+    .max_decoding_message_size(MAX_FRAME_BYTES)
+    .max_encoding_message_size(MAX_FRAME_BYTES);
     let mut stopping = state.stopping();
     let peer_server = tokio::spawn(async move {
         let incoming = crate::connections::accept(peer_listener);

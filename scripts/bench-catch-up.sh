@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Catch-up from a distance: a replica of a 4-node consortium on loopback is
+# killed, the other three commit BLOCKS blocks (one transaction each, block
+# interval 10 ms), and the replica is started again. Prints how fast it
+# catches up against how fast the consortium made the same blocks, and its
+# peak memory against that of a replica that was up all along.
+# Usage: scripts/bench-catch-up.sh [--quick]   (BLOCKS=50000 by default; --quick 5000)
+# KUBELEDGER_BIN=path runs that binary instead of building this checkout's.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if [ -n "${KUBELEDGER_BIN:-}" ]; then
+  bin=$KUBELEDGER_BIN
+else
+  cargo build --release --locked -p kubeledger-node --bin kubeledger
+  bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
+fi
+blocks=${BLOCKS:-50000}
+if [ "${1:-}" = "--quick" ]; then blocks=5000; fi
+
+# shellcheck source=scripts/consortium.sh
+. scripts/consortium.sh
+node3_pid=""
+cleanup() {
+  if [ -n "$node3_pid" ]; then kill "$node3_pid" 2>/dev/null || true; fi
+  stop_consortium
+}
+trap cleanup EXIT
+
+height() { { "$bin" status --endpoint "$1" -o json 2>/dev/null || echo '{"height": 0}'; } | field height; }
+peak_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+now_ms() { date +%s%3N; }
+
+MAX_BLOCK_TXS=1 BLOCK_INTERVAL=10ms start_consortium 4 --no-restart
+victim=${endpoints[3]}
+live=$(IFS=,; echo "${endpoints[*]:1:2}")
+"$bin" bench --endpoint "$first" --endpoints "$live" --txs 20 --value-size 100 >/dev/null
+pid3=$(pgrep -f -- "node --config $dir/node-3/node.toml" | head -n1)
+kill -9 "$pid3"
+down_at=$(height "$first")
+echo "== replica 3 killed at height $down_at; the others commit $blocks blocks of one transaction"
+t0=$(now_ms)
+"$bin" bench --endpoint "$first" --endpoints "$live" --txs "$blocks" --value-size 100 --timeout 1800s \
+  | grep -E "^(transactions|throughput)"
+t1=$(now_ms)
+target=$(height "$first")
+made=$((target - down_at))
+echo "consortium: $made blocks in $(((t1 - t0) / 1000)) s = $((made * 1000 / (t1 - t0 + 1))) blocks/s (ordering and executing them)"
+
+echo "== replica 3 restarted at height $down_at, $made blocks behind"
+"$bin" node --config "$dir/node-3/node.toml" --log warn 2>>"$dir/node-3/catch-up.log" &
+node3_pid=$!
+t2=$(now_ms)
+while [ "$(height "$victim")" -lt "$target" ]; do
+  if [ $((($(now_ms) - t2) / 1000)) -gt 1800 ]; then echo "not caught up within 30 min"; exit 1; fi
+  sleep 0.2
+done
+t3=$(now_ms)
+echo "catch-up: $made blocks in $(((t3 - t2) / 1000)).$((((t3 - t2) % 1000) / 100)) s = $((made * 1000 / (t3 - t2 + 1))) blocks/s"
+pid0=$(pgrep -f -- "node --config $dir/node-0/node.toml" | head -n1)
+echo "peak memory (VmHWM): catching-up replica $(($(peak_kib "$node3_pid") / 1024)) MiB; replica 0, up all along, $(($(peak_kib "$pid0") / 1024)) MiB"
+h0=$("$bin" block "$target" --endpoint "$first" -o json | field hash)
+h3=$("$bin" block "$target" --endpoint "$victim" -o json | field hash)
+if [ "$h0" = "$h3" ]; then echo "block $target: same hash on both ($h0)"; else echo "block $target DIFFERS: $h0 vs $h3"; exit 1; fi
