@@ -5,7 +5,8 @@
 # catches up against how fast the consortium made the same blocks, and its
 # peak memory against that of a replica that was up all along.
 # Usage: scripts/bench-catch-up.sh [--quick]   (BLOCKS=50000 by default; --quick 5000)
-# KUBELEDGER_BIN=path runs that binary instead of building this checkout's.
+# KUBELEDGER_BIN=path runs that binary instead of building this checkout's;
+# CATCH_UP_TIMEOUT=seconds (1800) gives up waiting for the replica.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -52,7 +53,10 @@ echo "== replica 3 restarted at height $down_at, $made blocks behind"
 node3_pid=$!
 t2=$(now_ms)
 while [ "$(height "$victim")" -lt "$target" ]; do
-  if [ $((($(now_ms) - t2) / 1000)) -gt 1800 ]; then echo "not caught up within 30 min"; exit 1; fi
+  if [ $((($(now_ms) - t2) / 1000)) -gt "${CATCH_UP_TIMEOUT:-1800}" ]; then
+    echo "catch-up: NOT caught up within ${CATCH_UP_TIMEOUT:-1800} s: at height $(height "$victim") of $target"
+    exit 1
+  fi
   sleep 0.2
 done
 t3=$(now_ms)
