@@ -318,6 +318,128 @@ fn apply(state: &NodeState, mut blocks: SpoolReader) -> Result<(), TransferError
 }
 
 #[cfg(test)]
+mod transfer_tests {
+    //! Fetching from real `Peer` services over loopback: an honest peer that
+    //! serves few blocks per response, a peer on a fork, and a peer of
+    //! another chain.
+
+    use super::*;
+    use crate::config::{HealthConfig, MempoolConfig, StorageConfig};
+    use crate::consensus::inbound::Inbound;
+    use crate::consensus::transport::PeerService;
+    use crate::genesis::Genesis;
+    use crate::ledger::Ledger;
+    use crate::proto::peer_server::PeerServer;
+    use crate::tx::envelope::{decode, put, sign};
+    use ed25519_dalek::SigningKey;
+
+    const BLOCKS: u64 = 30;
+
+    fn node(dir: &std::path::Path, genesis: &Genesis) -> Arc<NodeState> {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let ledger = Ledger::open(dir, genesis.clone(), &StorageConfig::default()).expect("open");
+        Arc::new(NodeState::new(
+            "n".into(),
+            key.verifying_key(),
+            Arc::new(ledger),
+            (&MempoolConfig::default()).into(),
+            HealthConfig::default(),
+        ))
+    }
+
+    /// Commits `BLOCKS` blocks of one put each, the values marked `fork`.
+    fn grow(state: &NodeState, fork: &str) {
+        let client = SigningKey::from_bytes(&[9; 32]);
+        let chain = state.ledger.chain_id().to_owned();
+        for nonce in 1..=BLOCKS {
+            let signed = sign(&client, &chain, nonce, 1, put(format!("k{nonce}"), fork));
+            let tx = decode(signed, &chain, &state.tx_limits()).expect("valid");
+            let tip = state.ledger.tip();
+            state
+                .ledger
+                .commit_certified(
+                    &Proposal {
+                        height: tip.height + 1,
+                        timestamp_ms: tip.timestamp_ms + 10,
+                        proposer: state.node_key.to_bytes(),
+                        txs: vec![Arc::new(tx)],
+                    },
+                    None,
+                )
+                .expect("commit");
+        }
+    }
+
+    /// Serves `state`'s blocks, `per_response` at a time; its address.
+    async fn serve(state: Arc<NodeState>, per_response: u64) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let service = PeerService::new(state, Arc::new(Inbound::default()), per_response);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerServer::new(service))
+                .serve_with_incoming(crate::connections::accept(listener)),
+        );
+        addr.to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn liars_are_refused_with_nothing_applied_and_an_honest_peer_is_followed_to_the_end() {
+        let dirs: Vec<_> = (0..4)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let genesis = crate::genesis::single_validator_for_tests(&key);
+        let mut other_chain = genesis.clone();
+        other_chain.chain_id = "another".into();
+
+        let honest = node(dirs[0].path(), &genesis);
+        grow(&honest, "v");
+        let fork = node(dirs[1].path(), &genesis);
+        grow(&fork, "forged");
+        let foreign = node(dirs[2].path(), &other_chain);
+        grow(&foreign, "v");
+        let behind = node(dirs[3].path(), &genesis);
+        let target = honest.ledger.tip();
+        assert_eq!(target.height, BLOCKS);
+
+        // A fork of the same length: a sound chain that does not end at
+        // the certified hash. Nothing of it is applied.
+        let fork_addr = serve(fork, 1_000).await;
+        let e = fetch_from(&behind, &fork_addr, BLOCKS, target.hash)
+            .await
+            .expect_err("a fork ends elsewhere");
+        assert!(matches!(e, TransferError::WrongTip { .. }), "{e}");
+        assert_eq!(behind.ledger.tip().height, 0);
+        let spool = dirs[3].path().join(super::super::block_spool::SPOOL_FILE);
+        assert!(!spool.exists(), "the fork's blocks are thrown away");
+
+        // Another chain: its first block does not follow our genesis.
+        let foreign_addr = serve(foreign, 1_000).await;
+        let e = fetch_from(&behind, &foreign_addr, BLOCKS, target.hash)
+            .await
+            .expect_err("another chain");
+        assert!(matches!(e, TransferError::BadChain { .. }), "{e}");
+        assert_eq!(behind.ledger.tip().height, 0);
+
+        // The honest peer serves 7 blocks a response: five requests.
+        let honest_addr = serve(honest.clone(), 7).await;
+        fetch_from(&behind, &honest_addr, BLOCKS, target.hash)
+            .await
+            .expect("caught up");
+        assert_eq!(behind.ledger.tip().height, BLOCKS);
+        assert_eq!(behind.ledger.tip().hash, target.hash);
+        assert_eq!(
+            behind.ledger.header(BLOCKS).expect("read"),
+            honest.ledger.header(BLOCKS).expect("read")
+        );
+        assert!(!spool.exists(), "the spool goes once applied");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::consensus::codec;
