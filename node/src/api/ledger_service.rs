@@ -292,6 +292,36 @@ impl LedgerApi for LedgerService {
         }))
     }
 
+    #[tracing::instrument(skip_all)]
+    async fn create_snapshot(
+        &self,
+        _request: Request<proto::CreateSnapshotRequest>,
+    ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
+        let ledger = self.state.ledger.clone();
+        let proof = self
+            .state
+            .consensus
+            .stable()
+            .map(|cp| kubeledger_protocol::wire::checkpoint_proof::to_proto(&cp));
+        let root = snapshot_root(ledger.dir());
+        let created = tokio::task::spawn_blocking(move || {
+            ledger.create_snapshot(&root, proof, crate::clock::now_ms())
+        })
+        .await
+        .map_err(|e| Status::internal(format!("snapshot task: {e}")))?
+        .map_err(|e| Status::internal(format!("snapshot failed: {e}")))?;
+        let m = &created.manifest;
+        tracing::info!(path = %created.dir.display(), height = m.height, bytes = created.bytes, "snapshot created");
+        Ok(Response::new(proto::CreateSnapshotResponse {
+            path: created.dir.display().to_string(),
+            height: m.height,
+            block_hash: hex::decode(&m.block_hash).unwrap_or_default(),
+            checkpoint_seq: m.checkpoint_proof().ok().flatten().map_or(0, |p| p.seq),
+            bytes: created.bytes,
+            created_at_ms: m.created_at_ms,
+        }))
+    }
+
     async fn get_history(
         &self,
         request: Request<proto::GetHistoryRequest>,
@@ -523,4 +553,9 @@ async fn stream_blocks(
             }
         }
     }
+}
+
+/// Where a node keeps its snapshots: `snapshots/` beside its database.
+pub fn snapshot_root(ledger_dir: &std::path::Path) -> std::path::PathBuf {
+    ledger_dir.parent().unwrap_or(ledger_dir).join("snapshots")
 }

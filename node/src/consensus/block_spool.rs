@@ -3,21 +3,26 @@
 //! any of them trusted, and they are applied by reading them back one at a
 //! time. A catch-up of any length so holds one block in memory at a time.
 //!
-//! The spool is one file in the data directory, written anew by each
-//! transfer. A record is the block's header hash (32 bytes), the length of
+//! The spool is a file in the data directory (beside the database), one
+//! per transfer, removed when the transfer ends however it ends. A record is the block's header hash (32 bytes), the length of
 //! its encoding (u32, little endian) and the prost encoding of the
 //! `CertifiedBlock`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prost::Message;
 
 use crate::proto::CertifiedBlock;
 
-/// Name of the spool file in the data directory.
-pub const SPOOL_FILE: &str = "state-transfer.spool";
+/// Prefix of spool file names in the data directory; each transfer has
+/// its own file, `state-transfer-<n>.spool`.
+pub const SPOOL_PREFIX: &str = "state-transfer-";
+
+/// Blocks held in memory before they are written out together.
+pub const FLUSH_BYTES: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -34,74 +39,103 @@ pub enum SpoolError {
     },
 }
 
-/// Blocks written in chain order.
+/// Blocks written in chain order. Appending only buffers; [`Self::flush`]
+/// does the file I/O and belongs on a blocking thread. The file is removed
+/// when the writer is dropped, unless it became a [`SpoolReader`] (which
+/// removes it in turn).
 pub struct SpoolWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
+    pending: Vec<([u8; 32], Vec<u8>)>,
+    pending_bytes: usize,
     records: u64,
 }
 
 impl SpoolWriter {
-    /// Starts an empty spool in `dir`, replacing any earlier one.
-    pub fn create(dir: &Path) -> Result<Self, SpoolError> {
-        let path = dir.join(SPOOL_FILE);
-        let file = File::create(&path).map_err(|source| SpoolError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(Self {
-            path,
-            out: BufWriter::with_capacity(1 << 20, file),
+    /// A new, empty spool in `dir`, under a name no other transfer of this
+    /// process uses. The file is created by the first flush.
+    pub fn new(dir: &Path) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self {
+            path: dir.join(format!("{SPOOL_PREFIX}{}-{n}.spool", std::process::id())),
+            out: None,
+            pending: Vec::new(),
+            pending_bytes: 0,
             records: 0,
-        })
+        }
     }
 
-    pub fn append(&mut self, hash: &[u8; 32], block: &CertifiedBlock) -> Result<(), SpoolError> {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Buffers a block; true once enough is buffered to flush.
+    pub fn push(&mut self, hash: &[u8; 32], block: &CertifiedBlock) -> bool {
         let bytes = block.encode_to_vec();
-        let len = u32::try_from(bytes.len()).map_err(|_| SpoolError::Damaged {
-            path: self.path.clone(),
-            record: self.records,
-            reason: format!("a block of {} bytes does not fit a record", bytes.len()),
-        })?;
-        let io = |source| SpoolError::Io {
-            path: self.path.clone(),
-            source,
+        self.pending_bytes += bytes.len() + 36;
+        self.pending.push((*hash, bytes));
+        self.pending_bytes >= FLUSH_BYTES
+    }
+
+    /// Writes the buffered blocks to the file (blocking I/O).
+    pub fn flush(&mut self) -> Result<(), SpoolError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SpoolError::Io { path, source }
         };
-        self.out.write_all(hash).map_err(io)?;
-        self.out.write_all(&len.to_le_bytes()).map_err(io)?;
-        self.out.write_all(&bytes).map_err(io)?;
-        self.records += 1;
-        Ok(())
+        if self.out.is_none() {
+            let file = File::create(&self.path).map_err(io(&self.path))?;
+            self.out = Some(BufWriter::with_capacity(1 << 20, file));
+        }
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        for (hash, bytes) in self.pending.drain(..) {
+            let len = u32::try_from(bytes.len()).map_err(|_| SpoolError::Damaged {
+                path: self.path.clone(),
+                record: self.records,
+                reason: format!("a block of {} bytes does not fit a record", bytes.len()),
+            })?;
+            out.write_all(&hash).map_err(io(&self.path))?;
+            out.write_all(&len.to_le_bytes()).map_err(io(&self.path))?;
+            out.write_all(&bytes).map_err(io(&self.path))?;
+            self.records += 1;
+        }
+        self.pending_bytes = 0;
+        out.flush().map_err(io(&self.path))
     }
 
     pub fn records(&self) -> u64 {
-        self.records
+        self.records + self.pending.len() as u64
     }
 
-    /// Flushes the spool and opens it for reading from the first record.
+    /// Flushes the spool and opens it for reading from the first record
+    /// (blocking I/O).
     pub fn into_reader(mut self, max_record_bytes: usize) -> Result<SpoolReader, SpoolError> {
-        self.out.flush().map_err(|source| SpoolError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        self.flush()?;
         let file = File::open(&self.path).map_err(|source| SpoolError::Io {
             path: self.path.clone(),
             source,
         })?;
+        self.out = None;
+        // The reader owns the file from here.
+        let path = std::mem::take(&mut self.path);
         Ok(SpoolReader {
-            path: self.path,
+            path,
             input: BufReader::with_capacity(1 << 20, file),
             records: self.records,
             read: 0,
             max_record_bytes,
         })
     }
+}
 
-    /// Throws the spool away.
-    pub fn discard(self) {
-        let path = self.path.clone();
-        drop(self);
-        let _ = std::fs::remove_file(path);
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -176,11 +210,15 @@ mod tests {
     #[test]
     fn blocks_come_back_in_order_and_the_file_goes() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = SpoolWriter::create(dir.path()).expect("create");
+        let mut spool = SpoolWriter::new(dir.path());
         for h in 1..=3u64 {
-            spool.append(&[h as u8; 32], &block(h)).expect("append");
+            assert!(!spool.push(&[h as u8; 32], &block(h)));
+            if h == 2 {
+                spool.flush().expect("flush");
+            }
         }
         assert_eq!(spool.records(), 3);
+        let path = spool.path().to_owned();
         let mut reader = spool.into_reader(1 << 20).expect("reader");
         for h in 1..=3u64 {
             let (hash, b) = reader.next_block().expect("read").expect("a block");
@@ -189,31 +227,37 @@ mod tests {
         }
         assert!(reader.next_block().expect("end").is_none());
         drop(reader);
-        assert!(!dir.path().join(SPOOL_FILE).exists());
+        assert!(!path.exists());
     }
 
     #[test]
     fn an_oversized_record_is_refused_not_allocated() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut spool = SpoolWriter::create(dir.path()).expect("create");
-        spool.append(&[1; 32], &block(1)).expect("append");
+        let mut spool = SpoolWriter::new(dir.path());
+        spool.push(&[1; 32], &block(1));
         let mut reader = spool.into_reader(4).expect("reader");
         let err = reader.next_block().expect_err("too long");
         assert!(err.to_string().contains("over the limit"), "{err}");
     }
 
     #[test]
-    fn a_new_spool_replaces_an_old_one_and_discard_removes_it() {
+    fn an_abandoned_spool_is_removed_and_two_spools_never_share_a_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut old = SpoolWriter::create(dir.path()).expect("create");
-        old.append(&[1; 32], &block(1)).expect("append");
-        drop(old);
-        let fresh = SpoolWriter::create(dir.path()).expect("create");
-        let mut reader = fresh.into_reader(1 << 20).expect("reader");
-        assert!(reader.next_block().expect("read").is_none());
-        drop(reader);
-        let spool = SpoolWriter::create(dir.path()).expect("create");
-        spool.discard();
-        assert!(!dir.path().join(SPOOL_FILE).exists());
+        let mut one = SpoolWriter::new(dir.path());
+        let mut two = SpoolWriter::new(dir.path());
+        assert_ne!(one.path(), two.path());
+        one.push(&[1; 32], &block(1));
+        one.flush().expect("flush");
+        two.push(&[2; 32], &block(2));
+        two.flush().expect("flush");
+        let path = one.path().to_owned();
+        assert!(path.exists());
+        drop(one);
+        assert!(!path.exists());
+        let mut reader = two.into_reader(1 << 20).expect("reader");
+        assert_eq!(
+            reader.next_block().expect("read").expect("a block").1,
+            block(2)
+        );
     }
 }

@@ -8,13 +8,9 @@
 //! what lets a node that missed the switch verify its way across it
 //! (validators and observers serve these proofs with `GetCheckpoint`).
 
-use kubeledger_pbft::{
-    verify_checkpoint_proof, Checkpoint, ReplicaIndex, SignedMessage, StableCheckpoint,
-    ValidatorSet,
-};
+use kubeledger_pbft::{ReplicaIndex, StableCheckpoint, ValidatorSet};
 use prost::Message as _;
 
-use super::codec;
 use crate::governance::validators::epoch_at;
 use crate::ledger::{Ledger, LedgerError};
 use crate::proto::{CheckpointProof, NodeInfo};
@@ -43,41 +39,7 @@ fn proof_key(seq: u64) -> Vec<u8> {
     k
 }
 
-/// The wire form of a stable checkpoint and its certificate.
-pub fn to_proto(cp: &StableCheckpoint) -> CheckpointProof {
-    CheckpointProof {
-        seq: cp.seq,
-        block_hash: cp.block_hash.to_vec(),
-        proof: cp
-            .proof
-            .iter()
-            .filter_map(|m| codec::encode_message(m).ok().map(|b| b.to_vec()))
-            .collect(),
-        epoch_proofs: Vec::new(),
-    }
-}
-
-/// Decodes a served certificate and verifies it against `vset`; the
-/// checkpoint it certifies, with the certificate.
-pub fn verify(vset: &ValidatorSet, served: &CheckpointProof) -> Option<StableCheckpoint> {
-    let proof: Vec<SignedMessage> = served
-        .proof
-        .iter()
-        .map(|b| codec::decode_message(b))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let Checkpoint {
-        seq,
-        state_root,
-        block_hash,
-    } = verify_checkpoint_proof(vset, &proof)?;
-    (seq == served.seq && block_hash.as_slice() == served.block_hash).then_some(StableCheckpoint {
-        seq,
-        state_root,
-        block_hash,
-        proof,
-    })
-}
+pub use kubeledger_protocol::wire::checkpoint_proof::{to_proto, verify};
 
 /// Stores the certificate that ended an epoch.
 pub fn store_proof(ledger: &Ledger, cp: &StableCheckpoint) -> Result<(), LedgerError> {

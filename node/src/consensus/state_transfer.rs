@@ -48,6 +48,14 @@ pub enum TransferError {
     Ledger(#[from] crate::ledger::LedgerError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error("the local tip's header (block {0}) is missing")]
+    LocalTipMissing(u64),
+    #[error(
+        "block {0} read back from the state-transfer spool is not the block checked on arrival"
+    )]
+    SpoolChanged(u64),
+    #[error("state-transfer task failed: {0}")]
+    Task(String),
 }
 
 /// Fetches and applies blocks until the ledger reaches `target_seq` with
@@ -127,66 +135,87 @@ pub(crate) async fn fetch_from(
         .map_err(|e| unreachable(e.to_string()))?;
     let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_BLOCK_MESSAGE);
     let tip = state.ledger.tip();
-    let mut prev_header = state
-        .ledger
-        .header(tip.height)?
-        .ok_or_else(|| unreachable("local tip header missing".into()))?;
-    let mut prev_hash = tip.hash;
-    let mut spool = SpoolWriter::create(state.ledger.dir())?;
-    let fetched = fetch_chain(
-        &mut client,
-        state,
-        &address,
-        target_seq,
-        &mut prev_header,
-        &mut prev_hash,
-        &mut spool,
-    )
-    .await;
-    if let Err(e) = fetched {
-        spool.discard();
-        return Err(e);
-    }
-    if prev_hash != block_hash {
-        spool.discard();
+    let mut chain = ChainEnd {
+        header: state
+            .ledger
+            .header(tip.height)?
+            .ok_or(TransferError::LocalTipMissing(tip.height))?,
+        hash: tip.hash,
+    };
+    let dir = state.ledger.dir();
+    let spool = SpoolWriter::new(dir.parent().unwrap_or(dir));
+    // On any error the spool is dropped, which removes its file.
+    let spool = fetch_chain(&mut client, state, &address, target_seq, &mut chain, spool).await?;
+    if chain.hash != block_hash {
         return Err(TransferError::WrongTip {
             expected: hex::encode(block_hash),
-            found: hex::encode(prev_hash),
+            found: hex::encode(chain.hash),
         });
     }
-    let blocks = spool.into_reader(MAX_BLOCK_MESSAGE)?;
     let state2 = state.clone();
-    tokio::task::spawn_blocking(move || apply(&state2, blocks))
-        .await
-        .map_err(|e| unreachable(format!("apply task failed: {e}")))?
+    let peer = address.clone();
+    tokio::task::spawn_blocking(move || {
+        let blocks = spool.into_reader(MAX_BLOCK_MESSAGE)?;
+        apply(&state2, &peer, blocks)
+    })
+    .await
+    .map_err(|e| unreachable(format!("apply task failed: {e}")))?
 }
 
-/// How long a peer may leave a block request without the next block.
-const STALL: Duration = Duration::from_secs(10);
+/// The last block of the chain checked so far.
+struct ChainEnd {
+    header: crate::proto::BlockHeader,
+    hash: Digest,
+}
 
-/// Streams and checks blocks after `prev_header` until `target_seq`, one
-/// request after another, into `spool`.
+/// How long a peer may leave a block request without an answer or the
+/// next block.
+const STALL: Duration = Duration::from_secs(10);
+/// A peer must deliver at least this many blocks in every [`RATE_WINDOW`]
+/// (or reach the target) to be kept: one block every 9 s is not progress.
+const MIN_BLOCKS_PER_WINDOW: u64 = 30;
+const RATE_WINDOW: Duration = Duration::from_secs(30);
+/// Largest commit certificate a block may carry: a quorum of up to 64
+/// validators' COMMITs is under 8 KiB.
+const MAX_CERTIFICATE_BYTES: usize = 64 * 1024;
+/// The length of an ed25519 signature: the hash chain does not cover
+/// signatures, so their length is checked here.
+const SIGNATURE_BYTES: usize = 64;
+
+/// Streams and checks blocks after `chain` until `target_seq`, one
+/// request after another, into `spool`, flushing it off the async workers.
 async fn fetch_chain(
     client: &mut PeerClient<tonic::transport::Channel>,
     state: &Arc<NodeState>,
     address: &str,
     target_seq: Seq,
-    prev_header: &mut crate::proto::BlockHeader,
-    prev_hash: &mut Digest,
-    spool: &mut SpoolWriter,
-) -> Result<(), TransferError> {
+    chain: &mut ChainEnd,
+    mut spool: SpoolWriter,
+) -> Result<SpoolWriter, TransferError> {
     let unreachable = |message: String| TransferError::Unreachable {
         peer: address.to_owned(),
         message,
     };
-    while prev_header.height < target_seq {
-        let asked_from = prev_header.height + 1;
-        let mut stream = client
-            .get_blocks(GetBlocksRequest {
-                from_height: asked_from,
-                to_height: target_seq,
-            })
+    let bad = |message: String| TransferError::BadChain {
+        peer: address.to_owned(),
+        message,
+    };
+    let mut window_start = tokio::time::Instant::now();
+    let mut window_blocks = 0u64;
+    while chain.header.height < target_seq {
+        let asked_from = chain.header.height + 1;
+        let request = client.get_blocks(GetBlocksRequest {
+            from_height: asked_from,
+            to_height: target_seq,
+        });
+        let mut stream = tokio::time::timeout(STALL, request)
             .await
+            .map_err(|_| {
+                unreachable(format!(
+                    "no answer to a block request in {} s",
+                    STALL.as_secs()
+                ))
+            })?
             .map_err(|e| unreachable(e.to_string()))?
             .into_inner();
         loop {
@@ -195,7 +224,7 @@ async fn fetch_chain(
                     return Err(unreachable(format!(
                         "no block for {} s at height {}",
                         STALL.as_secs(),
-                        prev_header.height + 1
+                        chain.header.height + 1
                     )))
                 }
                 Ok(None) => break,
@@ -203,44 +232,81 @@ async fn fetch_chain(
             };
             // A long transfer is progress, not a stuck storage loop.
             state.heartbeat(crate::node_state::Loop::Storage);
-            let block = item.block.as_ref().ok_or_else(|| TransferError::BadChain {
-                peer: address.to_owned(),
-                message: "empty block".into(),
-            })?;
-            let header = verify_successor(prev_header, prev_hash, block)
-                .map_err(|e| TransferError::BadChain {
-                    peer: address.to_owned(),
-                    message: e.to_string(),
-                })?
+            let block = item
+                .block
+                .as_ref()
+                .ok_or_else(|| bad("empty block".into()))?;
+            let header = verify_successor(&chain.header, &chain.hash, block)
+                .map_err(|e| bad(e.to_string()))?
                 .clone();
+            if item.certificate.len() > MAX_CERTIFICATE_BYTES {
+                return Err(bad(format!(
+                    "block {} carries a certificate of {} bytes, over {MAX_CERTIFICATE_BYTES}",
+                    header.height,
+                    item.certificate.len()
+                )));
+            }
+            if let Some(tx) = block
+                .txs
+                .iter()
+                .find(|t| t.signature.len() != SIGNATURE_BYTES)
+            {
+                return Err(bad(format!(
+                    "block {} holds a signature of {} bytes",
+                    header.height,
+                    tx.signature.len()
+                )));
+            }
             let hash = crate::block::header_hash(&header);
-            spool.append(&hash, &item)?;
-            *prev_header = header;
-            *prev_hash = hash;
-            if prev_header.height >= target_seq {
-                return Ok(());
+            let reached = header.height;
+            chain.header = header;
+            chain.hash = hash;
+            if spool.push(&hash, &item) {
+                spool = flush_off_task(spool).await?;
+            }
+            window_blocks += 1;
+            if reached >= target_seq {
+                return flush_off_task(spool).await;
+            }
+            if window_start.elapsed() >= RATE_WINDOW {
+                if window_blocks < MIN_BLOCKS_PER_WINDOW {
+                    return Err(unreachable(format!(
+                        "{window_blocks} blocks in {} s: too slow",
+                        RATE_WINDOW.as_secs()
+                    )));
+                }
+                window_start = tokio::time::Instant::now();
+                window_blocks = 0;
             }
         }
-        if prev_header.height < asked_from {
+        if chain.header.height < asked_from {
             return Err(TransferError::Short {
                 peer: address.to_owned(),
-                reached: prev_header.height,
+                reached: chain.header.height,
                 target: target_seq,
             });
         }
         tracing::debug!(
             peer = address,
-            reached = prev_header.height,
+            reached = chain.header.height,
             target = target_seq,
             "state transfer: response ended, asking from where it stopped"
         );
     }
-    Ok(())
+    flush_off_task(spool).await
+}
+
+/// Writes the spool's buffered blocks on a blocking thread.
+async fn flush_off_task(mut spool: SpoolWriter) -> Result<SpoolWriter, TransferError> {
+    tokio::task::spawn_blocking(move || spool.flush().map(|()| spool))
+        .await
+        .map_err(|e| TransferError::Task(e.to_string()))?
+        .map_err(TransferError::from)
 }
 
 /// Re-executes the spooled blocks, whose chain ends at the certified
 /// checkpoint; each must reproduce the fetched hash.
-fn apply(state: &NodeState, mut blocks: SpoolReader) -> Result<(), TransferError> {
+fn apply(state: &NodeState, peer: &str, mut blocks: SpoolReader) -> Result<(), TransferError> {
     let chain_id = state.ledger.chain_id().to_owned();
     // Transactions of a certified chain were validated when ordered; the
     // size limits still apply through decoding.
@@ -261,12 +327,16 @@ fn apply(state: &NodeState, mut blocks: SpoolReader) -> Result<(), TransferError
         let Some(header) = block.header.clone() else {
             continue;
         };
+        if crate::block::header_hash(&header) != hash {
+            // What was checked on arrival is not what came back from disk.
+            return Err(TransferError::SpoolChanged(header.height));
+        }
         let mut txs: Vec<Arc<VerifiedTx>> = Vec::with_capacity(block.txs.len());
         for signed in block.txs {
             let tx = crate::tx::envelope::decode(signed, &chain_id, &limits).map_err(|r| {
                 TransferError::BadChain {
-                    peer: "fetched".into(),
-                    message: r.message,
+                    peer: peer.to_owned(),
+                    message: format!("block {}: {}", header.height, r.message),
                 }
             })?;
             txs.push(Arc::new(tx));
@@ -337,7 +407,12 @@ mod transfer_tests {
 
     fn node(dir: &std::path::Path, genesis: &Genesis) -> Arc<NodeState> {
         let key = SigningKey::from_bytes(&[1; 32]);
-        let ledger = Ledger::open(dir, genesis.clone(), &StorageConfig::default()).expect("open");
+        let ledger = Ledger::open(
+            &dir.join("ledger"),
+            genesis.clone(),
+            &StorageConfig::default(),
+        )
+        .expect("open");
         Arc::new(NodeState::new(
             "n".into(),
             key.verifying_key(),
@@ -413,8 +488,17 @@ mod transfer_tests {
             .expect_err("a fork ends elsewhere");
         assert!(matches!(e, TransferError::WrongTip { .. }), "{e}");
         assert_eq!(behind.ledger.tip().height, 0);
-        let spool = dirs[3].path().join(super::super::block_spool::SPOOL_FILE);
-        assert!(!spool.exists(), "the fork's blocks are thrown away");
+        let spooled = || {
+            std::fs::read_dir(dirs[3].path())
+                .expect("list")
+                .filter_map(|e| e.ok())
+                .any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(super::super::block_spool::SPOOL_PREFIX)
+                })
+        };
+        assert!(!spooled(), "the fork's blocks are thrown away");
 
         // Another chain: its first block does not follow our genesis.
         let foreign_addr = serve(foreign, 1_000).await;
@@ -423,6 +507,25 @@ mod transfer_tests {
             .expect_err("another chain");
         assert!(matches!(e, TransferError::BadChain { .. }), "{e}");
         assert_eq!(behind.ledger.tip().height, 0);
+
+        // A peer that has not got as far as the target: it stops short,
+        // and nothing it served is applied before the certified hash.
+        let short_addr = serve(honest.clone(), 1_000).await;
+        let e = fetch_from(&behind, &short_addr, BLOCKS + 5, [7; 32])
+            .await
+            .expect_err("short of the target");
+        assert!(
+            matches!(
+                e,
+                TransferError::Short {
+                    reached: BLOCKS,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(behind.ledger.tip().height, 0);
+        assert!(!spooled());
 
         // The honest peer serves 7 blocks a response: five requests.
         let honest_addr = serve(honest.clone(), 7).await;
@@ -435,7 +538,7 @@ mod transfer_tests {
             behind.ledger.header(BLOCKS).expect("read"),
             honest.ledger.header(BLOCKS).expect("read")
         );
-        assert!(!spool.exists(), "the spool goes once applied");
+        assert!(!spooled(), "the spool goes once applied");
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod config_state;
 pub mod execute;
 pub mod history;
+pub mod snapshot;
 pub mod state_commitment;
 pub mod store;
 pub mod verify;

@@ -2,6 +2,7 @@
 //! and the replica's state, encoded with bounded decoding, and payloads
 //! stored once by digest.
 
+pub mod checkpoint_proof;
 pub mod codec;
 pub mod payload_table;
 

@@ -1,0 +1,218 @@
+//! Snapshots of a running node: a consistent copy of the database, taken
+//! between two commits, with a manifest that says what it holds and carries
+//! the certificate of the latest stable checkpoint, so whoever restores it
+//! can prove its blocks were agreed before the node serves or votes.
+//!
+//! A snapshot is a directory `snapshot-<height>-<ms>` holding `ledger/` (a
+//! RocksDB checkpoint: hard links to the live files where the filesystem
+//! allows) and `manifest.json`.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+use serde::{Deserialize, Serialize};
+
+use super::store::StoreError;
+use super::{Ledger, LedgerError};
+use crate::proto::CheckpointProof;
+
+/// The manifest's file name in a snapshot directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// The database's directory in a snapshot directory.
+pub const LEDGER_DIR: &str = "ledger";
+/// Snapshots a node keeps; creating one deletes the oldest beyond these.
+pub const SNAPSHOTS_KEPT: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("snapshot {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("snapshot manifest {path} is not valid: {reason}")]
+    Manifest { path: PathBuf, reason: String },
+}
+
+/// What a snapshot holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub chain_id: String,
+    /// Hex SHA-256 of the genesis the chain started from.
+    pub genesis_hash: String,
+    pub height: u64,
+    /// Hex hash of the block at `height`.
+    pub block_hash: String,
+    pub created_at_ms: u64,
+    /// Hex of the protobuf `CheckpointProof` of the latest stable
+    /// checkpoint at or below `height`, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+}
+
+impl Manifest {
+    pub fn load(dir: &Path) -> Result<Self, SnapshotError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| SnapshotError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| SnapshotError::Manifest {
+            path,
+            reason: e.to_string(),
+        })
+    }
+
+    /// The certificate the manifest carries, decoded.
+    pub fn checkpoint_proof(&self) -> Result<Option<CheckpointProof>, String> {
+        let Some(hex_proof) = &self.checkpoint else {
+            return Ok(None);
+        };
+        let bytes = hex::decode(hex_proof).map_err(|e| format!("checkpoint is not hex: {e}"))?;
+        CheckpointProof::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| format!("checkpoint does not decode: {e}"))
+    }
+}
+
+/// A snapshot just taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub bytes: u64,
+}
+
+impl Ledger {
+    /// Takes a snapshot into a new directory under `root`, with `proof`
+    /// (the latest stable checkpoint) when it is at or below the tip it
+    /// holds, then deletes the oldest snapshots beyond [`SNAPSHOTS_KEPT`].
+    pub fn create_snapshot(
+        &self,
+        root: &Path,
+        proof: Option<CheckpointProof>,
+        now_ms: u64,
+    ) -> Result<Created, SnapshotError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| SnapshotError::Io { path, source }
+        };
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        // Commits wait while the checkpoint is taken, so the tip read here
+        // is the tip the copy holds.
+        let guard = match self.accumulator.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let tip = self.tip();
+        let dir = root.join(format!("snapshot-{:012}-{now_ms}", tip.height));
+        std::fs::create_dir(&dir).map_err(io(&dir))?;
+        let checkpoint = rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .map_err(|e| LedgerError::Store(StoreError::Rocks(e)))?;
+        checkpoint
+            .create_checkpoint(dir.join(LEDGER_DIR))
+            .map_err(|e| LedgerError::Store(StoreError::Rocks(e)))?;
+        drop(guard);
+        let manifest = Manifest {
+            chain_id: self.chain_id().to_owned(),
+            genesis_hash: hex::encode(self.genesis().hash()),
+            height: tip.height,
+            block_hash: hex::encode(tip.hash),
+            created_at_ms: now_ms,
+            checkpoint: proof
+                .filter(|p| p.seq > 0 && p.seq <= tip.height)
+                .map(|p| hex::encode(p.encode_to_vec())),
+        };
+        let text =
+            serde_json::to_string_pretty(&manifest).map_err(|e| SnapshotError::Manifest {
+                path: dir.join(MANIFEST_FILE),
+                reason: e.to_string(),
+            })?;
+        let manifest_path = dir.join(MANIFEST_FILE);
+        std::fs::write(&manifest_path, text).map_err(io(&manifest_path))?;
+        let bytes = dir_bytes(&dir.join(LEDGER_DIR)).map_err(io(&dir))?;
+        prune(root, SNAPSHOTS_KEPT).map_err(io(root))?;
+        Ok(Created {
+            dir,
+            manifest,
+            bytes,
+        })
+    }
+}
+
+/// Total size of the files in `dir` (not recursive: a RocksDB directory is flat).
+pub fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let meta = entry?.metadata()?;
+        if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
+}
+
+/// Deletes all but the `keep` newest snapshot directories under `root`.
+fn prune(root: &Path, keep: usize) -> std::io::Result<()> {
+    let mut snapshots: Vec<PathBuf> = std::fs::read_dir(root)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("snapshot-"))
+        })
+        .collect();
+    // Names sort by height, then by time.
+    snapshots.sort();
+    let excess = snapshots.len().saturating_sub(keep);
+    for old in &snapshots[..excess] {
+        std::fs::remove_dir_all(old)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StorageConfig;
+
+    #[test]
+    fn a_snapshot_holds_the_tip_and_only_the_newest_are_kept() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let key = ed25519_dalek::SigningKey::from_bytes(&[1; 32]);
+        let genesis = crate::genesis::single_validator_for_tests(&key);
+        let ledger = Ledger::open(
+            &data.path().join("ledger"),
+            genesis.clone(),
+            &StorageConfig::default(),
+        )
+        .expect("open");
+        let root = data.path().join("snapshots");
+        let mut made = Vec::new();
+        for ms in 1..=(SNAPSHOTS_KEPT as u64 + 2) {
+            made.push(ledger.create_snapshot(&root, None, ms).expect("snapshot"));
+        }
+        let left: Vec<_> = std::fs::read_dir(&root).expect("list").collect();
+        assert_eq!(left.len(), SNAPSHOTS_KEPT);
+        let newest = made.last().expect("made");
+        assert!(!made[0].dir.exists());
+        let manifest = Manifest::load(&newest.dir).expect("manifest");
+        assert_eq!(manifest, newest.manifest);
+        assert_eq!(manifest.height, 0);
+        assert_eq!(manifest.block_hash, hex::encode(ledger.tip().hash));
+        assert_eq!(manifest.checkpoint_proof(), Ok(None));
+        // The copy opens as a ledger of the same chain, at the same tip.
+        drop(ledger);
+        let copy = Ledger::open(
+            &newest.dir.join(LEDGER_DIR),
+            genesis,
+            &StorageConfig::default(),
+        )
+        .expect("open the copy");
+        assert_eq!(hex::encode(copy.tip().hash), manifest.block_hash);
+    }
+}
