@@ -43,6 +43,7 @@ pub mod local;
 pub mod mempool;
 pub mod metrics;
 pub mod node_state;
+pub mod restore;
 pub mod runtime;
 
 // What the node shares with clients and the operator.

@@ -331,7 +331,16 @@ impl Peer for PeerService {
     ) -> Result<Response<PeerAck>, Status> {
         let mut frames = request.into_inner();
         let mut unauthenticated = 0u64;
-        while let Some(frame) = frames.next().await {
+        // A peer's stream stays open as long as both nodes run: on
+        // shutdown it ends here, or the server's graceful stop would wait
+        // for it forever.
+        let mut stopping = self.state.stopping();
+        loop {
+            let frame = tokio::select! {
+                frame = frames.next() => frame,
+                _ = stopping.wait_for(|s| *s) => None,
+            };
+            let Some(frame) = frame else { break };
             let frame = frame?;
             // The validator set can change between frames (epochs).
             let epoch = self.state.consensus.epoch();

@@ -6,6 +6,7 @@ mod memory;
 mod node;
 mod output;
 mod query;
+mod snapshot;
 mod up;
 
 use std::path::PathBuf;
@@ -97,6 +98,11 @@ enum Command {
         #[command(subcommand)]
         command: governance::ConfigCommand,
     },
+    /// Snapshots: take one of a running node, or seed a stopped node from one.
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
     /// Start a local consortium on loopback and stay in the foreground.
     Up(up::UpArgs),
     /// Run one node.
@@ -149,6 +155,9 @@ fn main() -> Result<()> {
             Command::Bench(args) => bench::run(&cli.endpoint, args, cli.output).await,
             Command::Member { command } => {
                 governance::member(&cli.endpoint, cli.key_file, command, cli.output).await
+            }
+            Command::Snapshot { command } => {
+                snapshot::run(&cli.endpoint, command, cli.output).await
             }
             Command::Config { command } => {
                 governance::config(&cli.endpoint, cli.key_file, command, cli.output).await
