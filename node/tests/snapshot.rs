@@ -97,58 +97,52 @@ async fn a_replica_restored_from_a_peer_s_snapshot_rejoins_on_the_same_chain() {
     std::fs::remove_dir_all(&ledger_dir).expect("wipe replica 3");
     let config = nodes[3].config_path.to_str().expect("utf-8 path");
 
-    // A manifest that claims another tip is refused, and nothing is left.
+    // A copy of the snapshot whose manifest is changed, refused with the
+    // rule it breaks, leaving no ledger.
     let forged = dir.path().join("forged-snapshot");
     std::fs::create_dir_all(forged.join("ledger")).expect("mkdir");
     for entry in std::fs::read_dir(snapshot.join("ledger")).expect("list") {
         let entry = entry.expect("entry");
         std::fs::copy(entry.path(), forged.join("ledger").join(entry.file_name())).expect("copy");
     }
-    let mut manifest: serde_json::Value = serde_json::from_str(
+    let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(snapshot.join("manifest.json")).expect("manifest"),
     )
     .expect("json");
-    manifest["height"] = serde_json::json!(height + 1);
-    std::fs::write(forged.join("manifest.json"), manifest.to_string()).expect("write");
-    let refused = kubeledger(&[
-        "snapshot",
-        "restore",
-        "--from",
-        forged.to_str().expect("utf-8"),
-        "--config",
-        config,
-    ]);
-    assert!(!refused.status.success());
-    let why = String::from_utf8_lossy(&refused.stderr);
-    assert!(why.contains("its manifest says"), "{why}");
-    assert!(!ledger_dir.exists(), "a refused restore leaves no ledger");
-
+    let refuse = |changed: serde_json::Value, rule: &str| {
+        std::fs::write(forged.join("manifest.json"), changed.to_string()).expect("write");
+        let refused = kubeledger(&[
+            "snapshot",
+            "restore",
+            "--from",
+            forged.to_str().expect("utf-8"),
+            "--config",
+            config,
+        ]);
+        assert!(!refused.status.success());
+        let why = String::from_utf8_lossy(&refused.stderr);
+        assert!(why.contains(rule), "{why}");
+        assert!(!ledger_dir.exists(), "a refused restore leaves no ledger");
+    };
+    // Another tip than the one it holds.
+    let mut other_tip = manifest.clone();
+    other_tip["height"] = serde_json::json!(height + 1);
+    refuse(other_tip, "its manifest says");
     // A certificate with one signature byte changed: no quorum.
-    let mut manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(snapshot.join("manifest.json")).expect("manifest"),
-    )
-    .expect("json");
-    let proof = manifest["checkpoint"]
-        .as_str()
-        .expect("a certificate")
-        .to_owned();
-    let mut bytes = hex::decode(&proof).expect("hex");
+    let mut bytes =
+        hex::decode(manifest["checkpoint"].as_str().expect("a certificate")).expect("hex");
     let at = bytes.len() - 10;
     bytes[at] ^= 0x01;
-    manifest["checkpoint"] = serde_json::json!(hex::encode(bytes));
-    std::fs::write(forged.join("manifest.json"), manifest.to_string()).expect("write");
-    let refused = kubeledger(&[
-        "snapshot",
-        "restore",
-        "--from",
-        forged.to_str().expect("utf-8"),
-        "--config",
-        config,
-    ]);
-    assert!(!refused.status.success());
-    let why = String::from_utf8_lossy(&refused.stderr);
-    assert!(why.contains("checkpoint certificate is invalid"), "{why}");
-    assert!(!ledger_dir.exists(), "a refused restore leaves no ledger");
+    let mut forged_proof = manifest.clone();
+    forged_proof["checkpoint"] = serde_json::json!(hex::encode(bytes));
+    refuse(forged_proof, "checkpoint certificate is invalid");
+    // No certificate at all.
+    let mut unproven = manifest.clone();
+    unproven
+        .as_object_mut()
+        .expect("object")
+        .remove("checkpoint");
+    refuse(unproven, "carries no checkpoint certificate");
 
     let restored = json_of(&kubeledger(&[
         "snapshot",
