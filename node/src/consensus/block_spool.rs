@@ -139,6 +139,22 @@ impl Drop for SpoolWriter {
     }
 }
 
+/// Removes the spools a previous run of the node left in `dir` (a crash
+/// mid-transfer); how many. Call before any transfer of this run starts.
+pub fn remove_stale(dir: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(SPOOL_PREFIX) && name.ends_with(".spool") {
+            std::fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// The spooled blocks, read back in order.
 pub struct SpoolReader {
     path: PathBuf,
@@ -238,6 +254,20 @@ mod tests {
         let mut reader = spool.into_reader(4).expect("reader");
         let err = reader.next_block().expect_err("too long");
         assert!(err.to_string().contains("over the limit"), "{err}");
+    }
+
+    #[test]
+    fn spools_left_by_a_crash_are_removed_at_the_next_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = SpoolWriter::new(dir.path());
+        spool.push(&[1; 32], &block(1));
+        spool.flush().expect("flush");
+        // A crash: the writer is never dropped.
+        std::mem::forget(spool);
+        std::fs::write(dir.path().join("other.txt"), "kept").expect("write");
+        assert_eq!(remove_stale(dir.path()).expect("remove"), 1);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).expect("list").collect();
+        assert_eq!(left.len(), 1);
     }
 
     #[test]

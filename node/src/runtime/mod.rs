@@ -71,6 +71,14 @@ pub async fn run(
         .map_err(|e| NodeError::Task(e.to_string()))??;
     let tip = ledger.tip();
     tracing::info!(chain = ledger.chain_id(), height = tip.height, node = %config.name, "ledger opened");
+    match crate::consensus::block_spool::remove_stale(&config.data_dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            spools = n,
+            "removed state-transfer spools left by an earlier run"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot clear old state-transfer spools"),
+    }
     let state = Arc::new(NodeState::new(
         config.name.clone(),
         node_key,
