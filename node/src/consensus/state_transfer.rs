@@ -84,18 +84,29 @@ pub async fn run(
         .collect();
     let mut backoff = Duration::from_millis(200);
     let stopping = state.stopping();
+    // What earlier peers served and passed the checks, for the next one
+    // to carry on from.
+    let mut partial: Option<Partial> = None;
     loop {
         if state.ledger.tip().height >= target_seq {
             return;
         }
         for (peer, address) in &order {
-            match fetch_from(state, address, target_seq, block_hash).await {
+            match fetch_resuming(state, address, target_seq, block_hash, partial.take()).await {
                 Ok(()) => {
                     state.metrics.state_transfers.inc();
                     tracing::info!(peer, height = target_seq, "state transfer complete");
                     return;
                 }
-                Err(e) => tracing::warn!(peer, error = %e, "state transfer from peer failed"),
+                Err(failed) => {
+                    partial = failed.partial;
+                    tracing::warn!(
+                        peer,
+                        error = %failed.error,
+                        kept_up_to = partial.as_ref().map(|p| p.chain.header.height),
+                        "state transfer from peer failed"
+                    );
+                }
             }
             if *stopping.borrow() {
                 return;
@@ -121,36 +132,119 @@ pub(crate) async fn fetch_from(
     target_seq: Seq,
     block_hash: Digest,
 ) -> Result<(), TransferError> {
+    fetch_resuming(state, address, target_seq, block_hash, None)
+        .await
+        .map_err(|failed| failed.error)
+}
+
+/// Blocks fetched and checked so far, not yet applied: what a peer that
+/// stalled or stopped short leaves for the next peer. (After a block that
+/// does not extend the chain, or a chain that ends elsewhere, nothing is
+/// kept: which peer lied is not known.)
+pub(crate) struct Partial {
+    /// The ledger's tip when the transfer started.
+    from: u64,
+    chain: ChainEnd,
+    spool: SpoolWriter,
+}
+
+/// A failed fetch, and what of it the next peer may carry on from.
+pub(crate) struct Failed {
+    pub error: TransferError,
+    partial: Option<Partial>,
+}
+
+impl From<TransferError> for Failed {
+    fn from(error: TransferError) -> Self {
+        Self {
+            error,
+            partial: None,
+        }
+    }
+}
+
+/// [`fetch_from`], carrying on from `resume` when it still starts at the
+/// ledger's tip.
+async fn fetch_resuming(
+    state: &Arc<NodeState>,
+    address: &str,
+    target_seq: Seq,
+    block_hash: Digest,
+    resume: Option<Partial>,
+) -> Result<(), Failed> {
+    let tip = state.ledger.tip();
+    let partial = match resume.filter(|p| p.from == tip.height) {
+        Some(p) => p,
+        None => {
+            let dir = state.ledger.dir();
+            Partial {
+                from: tip.height,
+                chain: ChainEnd {
+                    header: state
+                        .ledger
+                        .header(tip.height)
+                        .map_err(TransferError::from)?
+                        .ok_or(TransferError::LocalTipMissing(tip.height))?,
+                    hash: tip.hash,
+                },
+                spool: SpoolWriter::new(dir.parent().unwrap_or(dir)),
+            }
+        }
+    };
     let address = address.to_owned();
     let unreachable = |message: String| TransferError::Unreachable {
         peer: address.clone(),
         message,
     };
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| unreachable(e.to_string()))?
-        .connect_timeout(Duration::from_secs(2));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_BLOCK_MESSAGE);
-    let tip = state.ledger.tip();
-    let mut chain = ChainEnd {
-        header: state
-            .ledger
-            .header(tip.height)?
-            .ok_or(TransferError::LocalTipMissing(tip.height))?,
-        hash: tip.hash,
+    let keep = |error: TransferError, partial: Partial| Failed {
+        error,
+        partial: Some(partial),
     };
-    let dir = state.ledger.dir();
-    let spool = SpoolWriter::new(dir.parent().unwrap_or(dir));
-    // On any error the spool is dropped, which removes its file.
-    let spool = fetch_chain(&mut client, state, &address, target_seq, &mut chain, spool).await?;
+    let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
+        Ok(e) => e.connect_timeout(Duration::from_secs(2)),
+        Err(e) => return Err(keep(unreachable(e.to_string()), partial)),
+    };
+    let channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return Err(keep(unreachable(e.to_string()), partial)),
+    };
+    let mut client = PeerClient::new(channel).max_decoding_message_size(MAX_BLOCK_MESSAGE);
+    let Partial {
+        from,
+        mut chain,
+        spool,
+    } = partial;
+    let mut slot = Some(spool);
+    let fetched = fetch_chain(
+        &mut client,
+        state,
+        &address,
+        target_seq,
+        &mut chain,
+        &mut slot,
+    )
+    .await;
+    // On an error the spool is kept only if the peer merely failed; dropping
+    // it removes its file.
+    let spool = match (fetched, slot) {
+        (Ok(()), Some(spool)) => spool,
+        (Ok(()), None) => return Err(TransferError::Task("spool lost".into()).into()),
+        (Err(error), Some(spool))
+            if matches!(
+                error,
+                TransferError::Unreachable { .. } | TransferError::Short { .. }
+            ) =>
+        {
+            return Err(keep(error, Partial { from, chain, spool }))
+        }
+        (Err(error), _) => return Err(error.into()),
+    };
     if chain.hash != block_hash {
         return Err(TransferError::WrongTip {
             expected: hex::encode(block_hash),
             found: hex::encode(chain.hash),
-        });
+        }
+        .into());
     }
     let state2 = state.clone();
     let peer = address.clone();
@@ -160,6 +254,7 @@ pub(crate) async fn fetch_from(
     })
     .await
     .map_err(|e| unreachable(format!("apply task failed: {e}")))?
+    .map_err(Failed::from)
 }
 
 /// The last block of the chain checked so far.
@@ -190,8 +285,8 @@ async fn fetch_chain(
     address: &str,
     target_seq: Seq,
     chain: &mut ChainEnd,
-    mut spool: SpoolWriter,
-) -> Result<SpoolWriter, TransferError> {
+    slot: &mut Option<SpoolWriter>,
+) -> Result<(), TransferError> {
     let unreachable = |message: String| TransferError::Unreachable {
         peer: address.to_owned(),
         message,
@@ -261,12 +356,13 @@ async fn fetch_chain(
             let reached = header.height;
             chain.header = header;
             chain.hash = hash;
-            if spool.push(&hash, &item) {
-                spool = flush_off_task(spool).await?;
+            let full = slot.as_mut().is_some_and(|spool| spool.push(&hash, &item));
+            if full {
+                flush_into(slot).await?;
             }
             window_blocks += 1;
             if reached >= target_seq {
-                return flush_off_task(spool).await;
+                return flush_into(slot).await;
             }
             if window_start.elapsed() >= RATE_WINDOW {
                 if window_blocks < MIN_BLOCKS_PER_WINDOW {
@@ -293,15 +389,20 @@ async fn fetch_chain(
             "state transfer: response ended, asking from where it stopped"
         );
     }
-    flush_off_task(spool).await
+    flush_into(slot).await
 }
 
-/// Writes the spool's buffered blocks on a blocking thread.
-async fn flush_off_task(mut spool: SpoolWriter) -> Result<SpoolWriter, TransferError> {
-    tokio::task::spawn_blocking(move || spool.flush().map(|()| spool))
+/// Writes the spool's buffered blocks on a blocking thread. If that fails
+/// the spool is gone from `slot` (and its file with it).
+async fn flush_into(slot: &mut Option<SpoolWriter>) -> Result<(), TransferError> {
+    let Some(mut spool) = slot.take() else {
+        return Err(TransferError::Task("spool lost".into()));
+    };
+    let spool = tokio::task::spawn_blocking(move || spool.flush().map(|()| spool))
         .await
-        .map_err(|e| TransferError::Task(e.to_string()))?
-        .map_err(TransferError::from)
+        .map_err(|e| TransferError::Task(e.to_string()))??;
+    *slot = Some(spool);
+    Ok(())
 }
 
 /// Re-executes the spooled blocks, whose chain ends at the certified
@@ -424,9 +525,14 @@ mod transfer_tests {
 
     /// Commits `BLOCKS` blocks of one put each, the values marked `fork`.
     fn grow(state: &NodeState, fork: &str) {
+        grow_to(state, fork, BLOCKS);
+    }
+
+    /// Commits `blocks` blocks of one put each, the values marked `fork`.
+    fn grow_to(state: &NodeState, fork: &str, blocks: u64) {
         let client = SigningKey::from_bytes(&[9; 32]);
         let chain = state.ledger.chain_id().to_owned();
-        for nonce in 1..=BLOCKS {
+        for nonce in 1..=blocks {
             let signed = sign(&client, &chain, nonce, 1, put(format!("k{nonce}"), fork));
             let tx = decode(signed, &chain, &state.tx_limits()).expect("valid");
             let tip = state.ledger.tip();
@@ -539,6 +645,62 @@ mod transfer_tests {
             honest.ledger.header(BLOCKS).expect("read")
         );
         assert!(!spooled(), "the spool goes once applied");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_a_peer_served_before_stopping_short_is_kept_for_the_next_but_not_a_liar_s() {
+        let dirs: Vec<_> = (0..4)
+            .map(|_| tempfile::tempdir().expect("tempdir"))
+            .collect();
+        let key = SigningKey::from_bytes(&[1; 32]);
+        let genesis = crate::genesis::single_validator_for_tests(&key);
+        let honest = node(dirs[0].path(), &genesis);
+        grow(&honest, "v");
+        // The same chain, but only 20 blocks of it.
+        let behind_peer = node(dirs[1].path(), &genesis);
+        grow_to(&behind_peer, "v", 20);
+        let fork = node(dirs[2].path(), &genesis);
+        grow(&fork, "forged");
+        let me = node(dirs[3].path(), &genesis);
+        let target = honest.ledger.tip();
+
+        let short = serve(behind_peer, 7).await;
+        let failed = fetch_resuming(&me, &short, BLOCKS, target.hash, None)
+            .await
+            .expect_err("short");
+        assert!(
+            matches!(failed.error, TransferError::Short { reached: 20, .. }),
+            "{}",
+            failed.error
+        );
+        let kept = failed.partial.expect("what it served is kept");
+        assert_eq!(kept.chain.header.height, 20);
+        assert_eq!(me.ledger.tip().height, 0, "nothing applied yet");
+
+        // A forger after that: nothing is kept (it may be the earlier
+        // peer that lied).
+        let forger = serve(fork, 1_000).await;
+        let failed = fetch_resuming(&me, &forger, BLOCKS, target.hash, Some(kept))
+            .await
+            .expect_err("the fork does not extend block 20");
+        assert!(
+            matches!(failed.error, TransferError::BadChain { .. }),
+            "{}",
+            failed.error
+        );
+        assert!(failed.partial.is_none());
+
+        // Short again, then the honest peer carries on from block 20.
+        let failed = fetch_resuming(&me, &short, BLOCKS, target.hash, None)
+            .await
+            .expect_err("short");
+        let honest_addr = serve(honest.clone(), 4).await;
+        fetch_resuming(&me, &honest_addr, BLOCKS, target.hash, failed.partial)
+            .await
+            .map_err(|f| f.error)
+            .expect("caught up");
+        assert_eq!(me.ledger.tip().hash, target.hash);
+        assert_eq!(me.ledger.verify().expect("verifies").blocks, BLOCKS + 1);
     }
 }
 
