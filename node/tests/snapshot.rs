@@ -18,6 +18,15 @@ fn kubeledger(args: &[&str]) -> std::process::Output {
         .expect("run kubeledger")
 }
 
+fn restore_from(snapshot: &std::path::Path, config: &str, json: bool) -> std::process::Output {
+    let from = snapshot.to_str().expect("utf-8");
+    let mut args = vec!["snapshot", "restore", "--from", from, "--config", config];
+    if json {
+        args.extend(["-o", "json"]);
+    }
+    kubeledger(&args)
+}
+
 fn json_of(out: &std::process::Output) -> serde_json::Value {
     assert!(
         out.status.success(),
@@ -111,14 +120,7 @@ async fn a_replica_restored_from_a_peer_s_snapshot_rejoins_on_the_same_chain() {
     .expect("json");
     let refuse = |changed: serde_json::Value, rule: &str| {
         std::fs::write(forged.join("manifest.json"), changed.to_string()).expect("write");
-        let refused = kubeledger(&[
-            "snapshot",
-            "restore",
-            "--from",
-            forged.to_str().expect("utf-8"),
-            "--config",
-            config,
-        ]);
+        let refused = restore_from(&forged, config, false);
         assert!(!refused.status.success());
         let why = String::from_utf8_lossy(&refused.stderr);
         assert!(why.contains(rule), "{why}");
@@ -144,16 +146,7 @@ async fn a_replica_restored_from_a_peer_s_snapshot_rejoins_on_the_same_chain() {
         .remove("checkpoint");
     refuse(unproven, "carries no checkpoint certificate");
 
-    let restored = json_of(&kubeledger(&[
-        "snapshot",
-        "restore",
-        "--from",
-        snapshot.to_str().expect("utf-8"),
-        "--config",
-        config,
-        "-o",
-        "json",
-    ]));
+    let restored = json_of(&restore_from(&snapshot, config, true));
     assert_eq!(restored["height"].as_u64(), Some(height), "{restored}");
     // Every block from genesis (block 0) on.
     assert_eq!(
@@ -162,14 +155,7 @@ async fn a_replica_restored_from_a_peer_s_snapshot_rejoins_on_the_same_chain() {
         "{restored}"
     );
     // A node that has a ledger is not overwritten.
-    let again = kubeledger(&[
-        "snapshot",
-        "restore",
-        "--from",
-        snapshot.to_str().expect("utf-8"),
-        "--config",
-        config,
-    ]);
+    let again = restore_from(&snapshot, config, false);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 

@@ -309,7 +309,12 @@ impl LedgerApi for LedgerService {
         })
         .await
         .map_err(|e| Status::internal(format!("snapshot task: {e}")))?
-        .map_err(|e| Status::internal(format!("snapshot failed: {e}")))?;
+        .map_err(|e| match e {
+            crate::ledger::snapshot::SnapshotError::Busy => {
+                Status::resource_exhausted(e.to_string())
+            }
+            e => Status::internal(format!("snapshot failed: {e}")),
+        })?;
         let m = &created.manifest;
         tracing::info!(path = %created.dir.display(), height = m.height, bytes = created.bytes, "snapshot created");
         Ok(Response::new(proto::CreateSnapshotResponse {

@@ -108,6 +108,8 @@ pub struct Ledger {
     tip: RwLock<Tip>,
     /// The consortium configuration as of the tip (see [`crate::governance`]).
     config: RwLock<Arc<crate::proto::ConsortiumConfig>>,
+    /// A snapshot is being taken (one at a time; see [`snapshot`]).
+    snapshotting: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -160,6 +162,7 @@ impl Ledger {
             accumulator: Mutex::new(accumulator),
             tip: RwLock::new(tip),
             config: RwLock::new(Arc::new(config)),
+            snapshotting: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

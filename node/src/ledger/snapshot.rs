@@ -34,6 +34,8 @@ pub enum SnapshotError {
     },
     #[error("snapshot manifest {path} is not valid: {reason}")]
     Manifest { path: PathBuf, reason: String },
+    #[error("a snapshot is already being taken; try again when it is done")]
+    Busy,
 }
 
 /// What a snapshot holds.
@@ -100,6 +102,22 @@ impl Ledger {
             let path = path.to_owned();
             move |source| SnapshotError::Io { path, source }
         };
+        // One at a time: requests do not queue up behind the commit lock.
+        use std::sync::atomic::Ordering;
+        if self
+            .snapshotting
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(SnapshotError::Busy);
+        }
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.snapshotting);
         std::fs::create_dir_all(root).map_err(io(root))?;
         // Commits wait while the checkpoint is taken, so the tip read here
         // is the tip the copy holds.
@@ -192,6 +210,17 @@ mod tests {
         )
         .expect("open");
         let root = data.path().join("snapshots");
+        // While one is being taken, another is refused, not queued.
+        ledger
+            .snapshotting
+            .store(true, std::sync::atomic::Ordering::Release);
+        assert!(matches!(
+            ledger.create_snapshot(&root, None, 0),
+            Err(SnapshotError::Busy)
+        ));
+        ledger
+            .snapshotting
+            .store(false, std::sync::atomic::Ordering::Release);
         let mut made = Vec::new();
         for ms in 1..=(SNAPSHOTS_KEPT as u64 + 2) {
             made.push(ledger.create_snapshot(&root, None, ms).expect("snapshot"));
