@@ -242,6 +242,7 @@ fn block_after(previous: &BlockHeader, txs: Vec<SignedTransaction>) -> Block {
             proposer: fixture().keys[0].verifying_key().to_bytes().to_vec(),
             validators_hash: vec![0; 32],
             tx_count: txs.len() as u32,
+            next_validators_hash: Vec::new(),
         }),
         txs,
     };

@@ -69,6 +69,7 @@ pub fn fixture() -> &'static Fixture {
             proposer: Vec::new(),
             validators_hash: vec![0; 32],
             tx_count: 0,
+            next_validators_hash: Vec::new(),
         };
         let limits = TxLimits {
             max_tx_bytes: 1024 * 1024,

@@ -43,6 +43,41 @@ pub struct NodeConfig {
     pub health: HealthConfig,
     #[serde(default)]
     pub peer: PeerConfig,
+    #[serde(default)]
+    pub state_sync: StateSyncConfig,
+}
+
+/// Joining by state sync: what a new node does when the chain is far
+/// ahead, and how a node cuts the state it serves to others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSyncConfig {
+    /// A node with an empty ledger joins by state sync when a peer's
+    /// latest stable checkpoint is at least `min_distance` blocks ahead;
+    /// closer, it replays the blocks.
+    pub enabled: bool,
+    pub min_distance: u64,
+    /// Peer addresses (host:port) to sync from; empty: the validators of
+    /// the configuration the node starts with (genesis on a new node).
+    pub peers: Vec<String>,
+    /// Chunks fetched at once (from different peers where there are).
+    pub parallel_chunks: usize,
+    /// Served: most entries and bytes (keys and values) per chunk.
+    pub chunk_entries: usize,
+    pub chunk_bytes: usize,
+}
+
+impl Default for StateSyncConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_distance: 10_000,
+            peers: Vec::new(),
+            parallel_chunks: 4,
+            chunk_entries: 16_384,
+            chunk_bytes: 4 << 20,
+        }
+    }
 }
 
 /// What the node's `Peer` service serves to other nodes.

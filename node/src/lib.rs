@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod node_state;
 pub mod restore;
 pub mod runtime;
+pub mod state_sync;
 
 // What the node shares with clients and the operator.
 pub use kubeledger_protocol::{block, crypto, genesis, governance, tx};

@@ -109,6 +109,7 @@ fn node_config(
         storage: StorageConfig::default(),
         health: Default::default(),
         peer: Default::default(),
+        state_sync: Default::default(),
     }
 }
 

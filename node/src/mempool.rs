@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 // Ids are SHA-256 outputs; foldhash, seeded per process, hashes them for a
 // fraction of SipHash's cost on these hot maps.
@@ -31,6 +32,9 @@ struct Entry {
     in_flight: bool,
     /// Arrival number on this node (see [`Mempool::oldest_queued`]).
     ticket: u64,
+    /// When this node last sent it to the primary because a block with
+    /// room left it out (see [`Mempool::take_for_forwarding`]).
+    forwarded_at: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -216,6 +220,7 @@ impl Mempool {
                         signature: tx.signature,
                         in_flight: false,
                         ticket,
+                        forwarded_at: None,
                     },
                 );
                 inner.queue.push_back(Arc::new(tx));
@@ -326,6 +331,48 @@ impl Mempool {
             }
         }
         None
+    }
+
+    /// The oldest queued transactions not sent to the primary in the last
+    /// `again_after`, at most `max_txs` and `max_bytes` of them (at least
+    /// one, if any qualifies), marked as sent at `now`. A backup sends
+    /// them when a block with room left out its oldest transaction: the
+    /// primary may never have received what this node holds (its gossip
+    /// was dropped, or refused while the primary's pool was full), and
+    /// sending only the one transaction watched would order one per block.
+    /// At most `2 * max_txs` queue entries are looked at.
+    pub fn take_for_forwarding(
+        &self,
+        max_txs: usize,
+        max_bytes: usize,
+        now: Instant,
+        again_after: Duration,
+    ) -> Vec<Arc<VerifiedTx>> {
+        let mut inner = self.lock();
+        let Inner { queue, pending, .. } = &mut *inner;
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        for tx in queue.iter().take(max_txs.saturating_mul(2)) {
+            if batch.len() >= max_txs {
+                break;
+            }
+            let Some(entry) = pending.get_mut(&tx.id).filter(|e| !e.in_flight) else {
+                continue; // stale
+            };
+            if entry
+                .forwarded_at
+                .is_some_and(|at| now.saturating_duration_since(at) < again_after)
+            {
+                continue;
+            }
+            if !batch.is_empty() && bytes + entry.size > max_bytes {
+                break;
+            }
+            bytes += entry.size;
+            entry.forwarded_at = Some(now);
+            batch.push(tx.clone());
+        }
+        batch
     }
 
     /// Puts in-flight transactions back at the front, in their order, after
@@ -520,6 +567,37 @@ mod tests {
         assert_eq!(again, ids);
         // A single oversized transaction still gets taken alone.
         assert_eq!(pool.take(100, 1).len(), 1);
+    }
+
+    #[test]
+    fn forwarding_sends_the_oldest_queued_once_per_interval() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = ledger(dir.path());
+        let pool = Mempool::new(limits(100));
+        pool.admit((1..=10).map(tx).collect(), &ledger);
+        let ids = |b: &[Arc<VerifiedTx>]| b.iter().map(|t| t.id).collect::<Vec<_>>();
+        let t0 = Instant::now();
+        let again = Duration::from_secs(2);
+        // One in flight and one committed are never sent.
+        let taken = pool.take(1, usize::MAX);
+        pool.committed(&[tx(2).id]);
+        let first = pool.take_for_forwarding(3, usize::MAX, t0, again);
+        assert_eq!(ids(&first), vec![tx(3).id, tx(4).id, tx(5).id]);
+        // Within the interval the next ones go, not the same again.
+        let second = pool.take_for_forwarding(100, usize::MAX, t0 + Duration::from_secs(1), again);
+        assert_eq!(ids(&second), (6..=10).map(|n| tx(n).id).collect::<Vec<_>>());
+        assert!(pool
+            .take_for_forwarding(100, usize::MAX, t0 + Duration::from_secs(1), again)
+            .is_empty());
+        // After it, the oldest go again; bytes bound the batch (at least one).
+        let size = tx(3).encoded_len();
+        let third = pool.take_for_forwarding(100, size * 2 + 1, t0 + again, again);
+        assert_eq!(ids(&third), vec![tx(3).id, tx(4).id]);
+        assert_eq!(pool.take_for_forwarding(100, 1, t0 + again, again).len(), 1);
+        // A failed proposal puts its transaction back: it can be sent.
+        pool.requeue(taken);
+        let back = pool.take_for_forwarding(1, usize::MAX, t0 + again, again);
+        assert_eq!(ids(&back), vec![tx(1).id]);
     }
 
     #[test]

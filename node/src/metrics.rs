@@ -25,6 +25,9 @@ pub struct NodeMetrics {
     pub txs_committed: Counter,
     pub txs_rejected: Family<ReasonLabel, Counter>,
     pub mempool_txs: Gauge,
+    /// Transactions a backup sent the primary again because a block with
+    /// room left out its oldest one.
+    pub txs_forwarded: Counter,
     pub block_commit_seconds: Histogram,
     pub block_txs: Histogram,
     pub tx_commit_latency_seconds: Histogram,
@@ -45,6 +48,7 @@ pub struct NodeMetrics {
     /// Commit certificates a state-transfer source served that did not
     /// verify (not stored, not served on).
     pub certificates_refused: Counter,
+    pub state_transfer_bytes: Counter,
 }
 
 /// Where a client signature was checked: `client` (submitted to this
@@ -99,6 +103,12 @@ impl NodeMetrics {
             "mempool_txs",
             "Pending transactions (queued and in flight)",
             mempool_txs.clone(),
+        );
+        let txs_forwarded = Counter::default();
+        registry.register(
+            "txs_forwarded",
+            "Transactions sent to the primary again after a block with room left out the oldest pending one",
+            txs_forwarded.clone(),
         );
         let block_commit_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         registry.register(
@@ -181,6 +191,12 @@ impl NodeMetrics {
             "Completed state transfers from peers",
             state_transfers.clone(),
         );
+        let state_transfer_bytes = Counter::default();
+        registry.register(
+            "state_transfer_received_bytes",
+            "Bytes of certified blocks received in state transfers",
+            state_transfer_bytes.clone(),
+        );
         let certificates_refused = Counter::default();
         registry.register(
             "state_transfer_certificates_refused",
@@ -200,10 +216,12 @@ impl NodeMetrics {
             consensus_messages,
             state_transfers,
             certificates_refused,
+            state_transfer_bytes,
             blocks_committed,
             txs_committed,
             txs_rejected,
             mempool_txs,
+            txs_forwarded,
             block_commit_seconds,
             block_txs,
             tx_commit_latency_seconds,

@@ -371,3 +371,73 @@ async fn four_replicas_survive_primary_and_backup_crashes() {
         cluster.kill(i).await;
     }
 }
+
+/// Transactions a backup's clients submitted, whose gossip the primary
+/// refused while its pool was full, still commit at a block's pace: when a
+/// block with room leaves out a backup's oldest transaction, the backup
+/// sends the primary its oldest queued ones again, a few blocks' worth,
+/// instead of the single one it watches (which ordered one a block).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_full_primary_refused_is_sent_again_and_commits() {
+    const TXS: u64 = 2_000;
+    const PRIMARY_POOL: usize = 300;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let params = ChainParams {
+        block_interval_ms: 100,
+        ..ChainParams::default()
+    };
+    let mut nodes = consortium(dir.path(), N, params);
+    nodes[0].config.mempool.max_txs = PRIMARY_POOL;
+    std::fs::write(&nodes[0].config_path, nodes[0].config.to_toml()).expect("write config");
+    let mut children: Vec<_> = nodes.iter().map(spawn_node_process).collect();
+    let mut primary = connect_retry(&nodes[0].endpoint(), WAIT).await;
+    let mut backup = connect_retry(&nodes[1].endpoint(), WAIT).await;
+    // No blocks without requests: wait for the peer links instead.
+    eventually(WAIT, || {
+        let mut c = backup.clone();
+        async move {
+            let s = try_status(&mut c).await?;
+            (s.peers.iter().filter(|p| p.connected).count() == N - 1).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(common::status(&mut primary).await.primary_index, 0);
+
+    // All at once to a backup: its gossip overflows the primary's pool.
+    let key = client_key(41);
+    let mut ids = Vec::new();
+    for chunk in (1..=TXS).collect::<Vec<_>>().chunks(500) {
+        let txs: Vec<_> = chunk
+            .iter()
+            .map(|n| signed(&key, *n, put(format!("f{n}"), "v")))
+            .collect();
+        ids.extend(txs.iter().map(envelope::tx_id));
+        let results = submit_batch(&mut backup, txs).await;
+        assert!(results.iter().all(|r| r.reject_reason == 0), "{results:?}");
+    }
+    // One a block would take TXS blocks; a block's pace takes a few dozen.
+    let height_before = common::status(&mut backup).await.height;
+    for id in &ids {
+        wait_committed(&backup, *id, Duration::from_secs(120)).await;
+    }
+    let blocks = common::status(&mut backup).await.height - height_before;
+    let metrics = scrape_metrics(nodes[1].config.listen.metrics).await;
+    let forwarded = sample(&metrics, "kubeledger_txs_forwarded_total");
+    let refused = sample(
+        &scrape_metrics(nodes[0].config.listen.metrics).await,
+        "kubeledger_txs_rejected_total{reason=\"mempool_full\"}",
+    );
+    eprintln!("{TXS} transactions committed in {blocks} blocks; the primary refused {refused}; node-1 sent {forwarded} again");
+    assert!(
+        refused > 0.0,
+        "the primary's pool never filled: the test proves nothing"
+    );
+    assert!(forwarded > 0.0, "nothing was sent again");
+    assert!(
+        blocks < TXS / 10,
+        "{TXS} transactions took {blocks} blocks: what the primary refused trickled in"
+    );
+    for child in &mut children {
+        let _ = child.start_kill();
+    }
+}

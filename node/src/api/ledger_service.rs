@@ -36,6 +36,15 @@ impl LedgerService {
     }
 }
 
+/// 0 on a node that replayed from genesis; the block after its sync point
+/// on one that joined by state sync.
+fn lowest_full_block(ledger: &crate::ledger::Ledger) -> u64 {
+    match ledger.sync_base() {
+        Ok(0) | Err(_) => 0,
+        Ok(base) => base + 1,
+    }
+}
+
 fn parse_tx_id(bytes: &[u8]) -> Result<TxId, Status> {
     TxId::from_slice(bytes).ok_or_else(|| {
         Status::invalid_argument(format!("tx_id must be 32 bytes, got {}", bytes.len()))
@@ -370,7 +379,12 @@ impl LedgerApi for LedgerService {
     ) -> Result<Response<proto::GetBlockResponse>, Status> {
         use proto::get_block_request::Selector;
         let ledger = self.state.ledger.clone();
-        let found = match request.into_inner().selector {
+        let selector = request.into_inner().selector;
+        let requested_height = match &selector {
+            Some(Selector::Height(h)) => Some(*h),
+            _ => None,
+        };
+        let found = match selector {
             Some(Selector::Height(h)) => {
                 self.state
                     .reads
@@ -396,10 +410,27 @@ impl LedgerApi for LedgerService {
                 block: Some(block),
                 hash: hash.to_vec(),
             })),
-            None => Err(Status::not_found(format!(
-                "no such block (tip is at height {})",
-                self.state.ledger.tip().height
-            ))),
+            None => {
+                let tip = self.state.ledger.tip().height;
+                let l = self.state.ledger.clone();
+                let base = self
+                    .state
+                    .reads
+                    .run("sync base read", move || l.sync_base())
+                    .await?;
+                match requested_height {
+                    Some(h) if h > 0 && h <= base => Err(Status::failed_precondition(
+                        crate::ledger::LedgerError::NotHeld {
+                            what: format!("block {h}"),
+                            base,
+                        }
+                        .to_string(),
+                    )),
+                    _ => Err(Status::not_found(format!(
+                        "no such block (tip is at height {tip})"
+                    ))),
+                }
+            }
         }
     }
 
@@ -492,6 +523,7 @@ impl LedgerApi for LedgerService {
             epoch_base: epoch.base,
             epoch_end: epoch.end.unwrap_or_default(),
             request_timeout_ms: c.request_timeout_ms,
+            lowest_full_block: lowest_full_block(&s.ledger),
         }))
     }
 }

@@ -327,6 +327,10 @@ async fn fetch_chain(
             };
             // A long transfer is progress, not a stuck storage loop.
             state.heartbeat(crate::node_state::Loop::Storage);
+            state
+                .metrics
+                .state_transfer_bytes
+                .inc_by(prost::Message::encoded_len(&item) as u64);
             let block = item
                 .block
                 .as_ref()
@@ -557,7 +561,15 @@ mod transfer_tests {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let service = PeerService::new(state, Arc::new(Inbound::default()), per_response);
+        let serving = crate::config::PeerConfig {
+            max_blocks_per_response: per_response,
+        };
+        let service = PeerService::new(
+            state,
+            Arc::new(Inbound::default()),
+            &serving,
+            &Default::default(),
+        );
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(PeerServer::new(service))

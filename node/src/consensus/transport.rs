@@ -27,8 +27,9 @@ use crate::node_state::{admission, NodeState};
 use crate::proto::peer_client::PeerClient;
 use crate::proto::peer_server::Peer;
 use crate::proto::{
-    CertifiedBlock, CheckpointProof, GetBlocksRequest, GetCheckpointRequest, PeerAck, PeerFrame,
-    SignedTransaction,
+    CertifiedBlock, CheckpointProof, GetBlocksRequest, GetCheckpointRequest, GetHeadersRequest,
+    GetStateChunkRequest, GetStateManifestRequest, HeaderWithTxIds, PeerAck, PeerFrame,
+    SignedTransaction, StateChunk, StateManifest,
 };
 use kubeledger_protocol::wire::authentic;
 
@@ -298,14 +299,22 @@ pub struct PeerService {
     inbound: Arc<Inbound>,
     /// Most blocks one `GetBlocks` response streams.
     max_blocks_per_response: u64,
+    /// The state-sync manifest this node serves.
+    manifests: Arc<crate::state_sync::serve::ManifestCache>,
 }
 
 impl PeerService {
-    pub fn new(state: Arc<NodeState>, inbound: Arc<Inbound>, max_blocks_per_response: u64) -> Self {
+    pub fn new(
+        state: Arc<NodeState>,
+        inbound: Arc<Inbound>,
+        serving: &crate::config::PeerConfig,
+        state_sync: &crate::config::StateSyncConfig,
+    ) -> Self {
         Self {
             state,
             inbound,
-            max_blocks_per_response: max_blocks_per_response.max(1),
+            max_blocks_per_response: serving.max_blocks_per_response.max(1),
+            manifests: Arc::new(crate::state_sync::serve::ManifestCache::new(state_sync)),
         }
     }
 }
@@ -322,6 +331,7 @@ pub(crate) fn message_height(m: &SignedMessage) -> Option<u64> {
 }
 
 type BlockStream = Pin<Box<dyn Stream<Item = Result<CertifiedBlock, Status>> + Send>>;
+type HeaderStream = Pin<Box<dyn Stream<Item = Result<HeaderWithTxIds, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Peer for PeerService {
@@ -464,6 +474,76 @@ impl Peer for PeerService {
                 .map_err(|e| Status::internal(format!("epoch proofs from {from}: {e}")))?;
         }
         Ok(Response::new(answer))
+    }
+
+    async fn get_state_manifest(
+        &self,
+        _request: Request<GetStateManifestRequest>,
+    ) -> Result<Response<StateManifest>, Status> {
+        let manifest = self
+            .manifests
+            .get(&self.state.ledger, self.state.consensus.stable())
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new((*manifest).clone()))
+    }
+
+    async fn get_state_chunk(
+        &self,
+        request: Request<GetStateChunkRequest>,
+    ) -> Result<Response<StateChunk>, Status> {
+        let r = request.into_inner();
+        let ledger = self.state.ledger.clone();
+        let chunk = self
+            .state
+            .reads
+            .run("state chunk read", move || {
+                Ok(crate::state_sync::serve::chunk(
+                    &ledger, r.height, &r.start, &r.end,
+                ))
+            })
+            .await?
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(chunk))
+    }
+
+    type GetHeadersStream = HeaderStream;
+
+    async fn get_headers(
+        &self,
+        request: Request<GetHeadersRequest>,
+    ) -> Result<Response<Self::GetHeadersStream>, Status> {
+        let r = request.into_inner();
+        let from = r.from_height.min(self.state.ledger.tip().height);
+        let down_to = r
+            .down_to
+            .max(1)
+            .max(from.saturating_sub(self.max_blocks_per_response - 1));
+        let state = self.state.clone();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut height = from;
+            while height >= down_to && height > 0 {
+                let l = state.ledger.clone();
+                let item = state
+                    .reads
+                    .run("header read", move || {
+                        Ok(crate::state_sync::serve::header_with_ids(&l, height))
+                    })
+                    .await
+                    .and_then(|r| r.map_err(|e| e.to_status()));
+                let item = match item {
+                    Ok(Some(h)) => Ok(h),
+                    Ok(None) => break,
+                    Err(status) => Err(status),
+                };
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+                height -= 1;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 

@@ -65,6 +65,25 @@ impl Ledger {
         }
     }
 
+    /// For the header of block `height`: the hash of the next block's
+    /// validator set when that block starts a new epoch, else empty.
+    /// `after` is the configuration as this block leaves it (`None`:
+    /// unchanged).
+    pub(super) fn next_validators_hash(
+        &self,
+        after: Option<&ConsortiumConfig>,
+        height: u64,
+    ) -> Vec<u8> {
+        let before = self.config();
+        let after = after.unwrap_or(&before);
+        let this = governance::validators::epoch_at(&before, height);
+        let next = governance::validators::epoch_at(after, height + 1);
+        if next.base == this.base || next.base == 0 {
+            return Vec::new();
+        }
+        governance::validators::validators_hash(next.validators).to_vec()
+    }
+
     /// The configuration as it was after block `height`: the last version
     /// written at or below it, or the genesis configuration.
     pub fn config_at(&self, height: u64) -> Result<ConsortiumConfig, LedgerError> {

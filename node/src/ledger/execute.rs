@@ -44,7 +44,7 @@ pub struct CommittedBlock {
     pub commit_duration: Duration,
 }
 
-fn sync_write() -> WriteOptions {
+pub(super) fn sync_write() -> WriteOptions {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
     opts
@@ -68,6 +68,7 @@ pub(super) fn write_genesis(
         proposer: Vec::new(),
         validators_hash: validators_hash.to_vec(),
         tx_count: 0,
+        next_validators_hash: Vec::new(),
     };
     let hash = header_hash(&header);
     let tip = Tip {
@@ -355,6 +356,7 @@ impl Ledger {
             proposer: proposal.proposer.to_vec(),
             validators_hash: self.validators_hash_at(height).to_vec(),
             tx_count: proposal.txs.len() as u32,
+            next_validators_hash: self.next_validators_hash(config.as_ref(), height),
         };
         let hash = header_hash(&header);
         let block = Block {

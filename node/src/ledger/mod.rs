@@ -5,8 +5,10 @@ pub mod config_state;
 pub mod execute;
 pub mod history;
 pub mod snapshot;
+pub mod state_at;
 pub mod state_commitment;
 pub mod store;
+pub mod synced_base;
 pub mod verify;
 
 use std::path::Path;
@@ -50,6 +52,12 @@ pub enum LedgerError {
     },
     #[error("stored state accumulator is corrupt")]
     CorruptAccumulator,
+    #[error(
+        "{what} is at or below height {base}, where this node joined by state sync: it holds the \
+         headers and transaction ids there, not the blocks; ask a node whose Status reports \
+         lowest_full_block 0"
+    )]
+    NotHeld { what: String, base: u64 },
 }
 
 impl LedgerError {
@@ -215,11 +223,34 @@ impl Ledger {
         }
     }
 
+    /// [`Ledger::tx_location`] of many ids in one batched read.
+    pub fn tx_locations(&self, ids: &[TxId]) -> Result<Vec<Option<TxLocation>>, LedgerError> {
+        let index = cf(&self.db, CF_TX_INDEX)?;
+        self.db
+            .batched_multi_get_cf(index, ids.iter().map(|id| id.0.as_slice()), false)
+            .into_iter()
+            .map(|r| match r? {
+                Some(bytes) => Ok(Some(TxLocation::decode(&bytes)?)),
+                None => Ok(None),
+            })
+            .collect()
+    }
+
     pub fn transaction(&self, id: &TxId) -> Result<Option<CommittedTx>, LedgerError> {
         let Some(location) = self.tx_location(id)? else {
             return Ok(None);
         };
         let Some((block, hash)) = self.block_by_height(location.height)? else {
+            let base = self.sync_base()?;
+            if location.height <= base {
+                return Err(LedgerError::NotHeld {
+                    what: format!(
+                        "transaction {id} (committed in block {}, index {})",
+                        location.height, location.index
+                    ),
+                    base,
+                });
+            }
             return Err(StoreError::Corrupt {
                 cf: CF_TX_INDEX,
                 what: format!("tx {id} indexed at missing block {}", location.height),
@@ -314,8 +345,13 @@ impl Ledger {
         }
     }
 
+    /// The header of block `height`: from the block, or below a state-sync
+    /// point from the stored headers.
     pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, LedgerError> {
-        Ok(self.block_by_height(height)?.and_then(|(b, _)| b.header))
+        if let Some((block, _)) = self.block_by_height(height)? {
+            return Ok(block.header);
+        }
+        Ok(self.synced_header(height)?.and_then(|h| h.header))
     }
 
     /// Flushes memtables so a clean shutdown leaves no WAL to replay.

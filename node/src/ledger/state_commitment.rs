@@ -77,6 +77,13 @@ impl StateAccumulator {
         }
     }
 
+    /// Adds another accumulator (the union of two disjoint sets of entries).
+    pub fn add(&mut self, other: &StateAccumulator) {
+        for (acc, x) in self.lanes.iter_mut().zip(other.lanes.iter()) {
+            *acc = acc.wrapping_add(*x);
+        }
+    }
+
     pub fn root(&self) -> Hash32 {
         let mut h = Sha256::new();
         h.update(b"kubeledger-state-root-v1");

@@ -7,7 +7,8 @@
 //! | `tx_index`    | tx id                                | height (u64 BE), index (u32 BE)|
 //! | `state`       | key                                  | [`StoredValue`]               |
 //! | `history`     | len(key) u32 BE, key, height, index  | [`HistoryRecord`]             |
-//! | `meta`        | `tip`, `genesis`                     | [`TipRecord`], genesis hash   |
+//! | `meta`        | `tip`, `genesis`, `base`, `state-sync*` | [`TipRecord`], genesis hash, sync point, sync progress |
+//! | `headers`     | height (u64 BE)                      | encoded `HeaderWithTxIds` (below a state-sync point) |
 //! | `consensus`   | `cert/` height, `state`, `payload/` digest | commit certificates, replica state |
 //!
 //! Big-endian integers keep RocksDB's byte order equal to numeric order, so
@@ -28,11 +29,18 @@ pub const CF_STATE: &str = "state";
 pub const CF_HISTORY: &str = "history";
 pub const CF_META: &str = "meta";
 pub const CF_CONSENSUS: &str = "consensus";
+pub const CF_HEADERS: &str = "headers";
 
 pub const META_TIP: &[u8] = b"tip";
 pub const META_GENESIS: &[u8] = b"genesis";
+/// The height a node joined at by state sync (absent: it replayed from
+/// genesis). It holds full blocks above it only.
+pub const META_BASE: &[u8] = b"base";
+/// A state sync under way: its progress, and the manifest it follows.
+pub const META_STATE_SYNC: &[u8] = b"state-sync";
+pub const META_STATE_SYNC_MANIFEST: &[u8] = b"state-sync/manifest";
 
-pub(crate) const ALL_CFS: [&str; 7] = [
+pub(crate) const ALL_CFS: [&str; 8] = [
     CF_BLOCKS,
     CF_BLOCK_HASH,
     CF_TX_INDEX,
@@ -40,6 +48,7 @@ pub(crate) const ALL_CFS: [&str; 7] = [
     CF_HISTORY,
     CF_META,
     CF_CONSENSUS,
+    CF_HEADERS,
 ];
 
 /// Key of the commit certificate of the block at `height` in `consensus`.

@@ -57,6 +57,9 @@ impl Reads {
         .await
         .map_err(|e| Status::internal(format!("{what}: read task failed: {e}")))?;
         result.map_err(|e| {
+            if let LedgerError::NotHeld { .. } = e {
+                return Status::failed_precondition(e.to_string());
+            }
             tracing::error!(error = %e, what, "ledger read failed");
             Status::internal(format!("{what}: ledger read failed: {e}"))
         })

@@ -41,6 +41,8 @@ pub enum NodeError {
     Task(String),
     #[error(transparent)]
     Consensus(#[from] crate::consensus::replica_task::ConsensusError),
+    #[error("state sync: {0}")]
+    StateSync(crate::state_sync::SyncError),
 }
 
 /// Addresses a started node listens on (useful when ports were 0).
@@ -86,6 +88,42 @@ pub async fn run(
         (&config.mempool).into(),
         config.health.clone(),
     ));
+    // A new node far behind a long chain joins by state sync, and a sync a
+    // previous run began is finished, before consensus starts and before
+    // the node listens: peers starting at the same time find its ports
+    // closed (a refused connection, at once) rather than open and silent.
+    let peers = if config.state_sync.peers.is_empty() {
+        state
+            .ledger
+            .config()
+            .validators
+            .iter()
+            .filter(|v| v.public_key.as_slice() != node_key.as_bytes())
+            .map(|v| v.peer_address.clone())
+            .collect()
+    } else {
+        config.state_sync.peers.clone()
+    };
+    let sync = crate::state_sync::StateSync::new(
+        state.ledger.clone(),
+        config.state_sync.clone(),
+        peers,
+        state.stopping(),
+    );
+    match sync.run().await {
+        Ok(crate::state_sync::Outcome::NotNeeded(why)) => {
+            tracing::debug!(reason = %why, "no state sync")
+        }
+        Ok(synced) => tracing::info!(outcome = ?synced, "joined by state sync"),
+        Err(crate::state_sync::SyncError::Stopping) => {}
+        Err(e) => return Err(NodeError::StateSync(e)),
+    }
+
+    // The watchdog starts once the sync is done: no loop runs before it,
+    // and a sync of a large state takes longer than any loop timeout.
+    // Every loop counts as having just reported.
+    state.heartbeat(liveness::Loop::Consensus);
+    state.heartbeat(liveness::Loop::Storage);
     if config.health.watchdog_s > 0 {
         let grace = Duration::from_secs(config.health.watchdog_s);
         liveness::spawn_watchdog(
@@ -141,9 +179,14 @@ pub async fn run(
     };
 
     // Validator or observer, per epoch of the validator set.
-    let consensus =
-        crate::consensus::replica_task::start(state.clone(), key, peer_listener, &config.peer)
-            .await?;
+    let consensus = crate::consensus::replica_task::start(
+        state.clone(),
+        key,
+        peer_listener,
+        &config.peer,
+        &config.state_sync,
+    )
+    .await?;
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,

@@ -325,6 +325,7 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
             "state_transfer_target": s.state_transfer_target,
             "observer": s.observer, "corruption": s.corruption,
             "epoch_base": s.epoch_base, "epoch_end": (s.epoch_end > 0).then_some(s.epoch_end),
+            "lowest_full_block": s.lowest_full_block,
             "peers": s.peers.iter().map(|p| json!({"index": p.index, "name": p.name, "address": p.address,
                 "connected": p.connected, "last_seen_height": p.last_seen_height})).collect::<Vec<_>>(),
         }),
@@ -354,6 +355,12 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
                         s.epoch_end + 1
                     ));
                 }
+            }
+            if s.lowest_full_block > 0 {
+                out.push_str(&format!(
+                    "\njoined by state sync: blocks and history from height {} (headers and transaction ids from genesis)",
+                    s.lowest_full_block
+                ));
             }
             if s.observer {
                 out.push_str(&format!(

@@ -95,6 +95,7 @@ pub async fn start(
     key: SigningKey,
     peer_listener: tokio::net::TcpListener,
     serving: &crate::config::PeerConfig,
+    state_sync: &crate::config::StateSyncConfig,
 ) -> Result<Running, ConsensusError> {
     let ledger = state.ledger.clone();
     let my_key = key.verifying_key().to_bytes();
@@ -123,7 +124,8 @@ pub async fn start(
     let service = PeerServer::new(PeerService::new(
         state.clone(),
         inbound.clone(),
-        serving.max_blocks_per_response,
+        serving,
+        state_sync,
     ))
     .max_decoding_message_size(MAX_FRAME_BYTES)
     .max_encoding_message_size(MAX_FRAME_BYTES);

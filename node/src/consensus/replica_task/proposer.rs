@@ -16,6 +16,12 @@ use crate::tx::TxId;
 
 /// Own proposals outstanding (ordered, not yet committed) at most.
 const MAX_OUTSTANDING_PROPOSALS: usize = 4;
+/// What a backup sends the primary at once when a block with room left
+/// out its oldest transaction, at most; and how long before it sends the
+/// same transaction again.
+const FORWARD_MAX_TXS: usize = 10_000;
+const FORWARD_MAX_BYTES: usize = 4 << 20;
+const FORWARD_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl ConsensusTask {
     /// The next validator set is scheduled and this epoch has blocks left
@@ -33,35 +39,64 @@ impl ConsensusTask {
     /// it leaves the pool (committed); then the next oldest is watched if
     /// the block just committed had room for it. Full blocks accuse no one.
     pub(super) fn watch_overlooked(&mut self, filled: BlockFill) {
+        let limits = CutterLimits::from_params(&self.state.params());
+        let next = self.state.mempool.oldest_queued().filter(|(_, tx)| {
+            filled.had_room_for(tx.encoded_len(), limits.max_txs, limits.max_bytes)
+        });
+        if next.is_some() {
+            self.send_left_out_to_primary(limits);
+        }
         if let Some((_, id)) = &self.overlooked {
             if self.state.mempool.is_pending(id) {
                 return;
             }
         }
-        let limits = CutterLimits::from_params(&self.state.params());
-        let next = self.state.mempool.oldest_queued().filter(|(_, tx)| {
-            filled.had_room_for(tx.encoded_len(), limits.max_txs, limits.max_bytes)
-        });
         let report = next.as_ref().map(|(ticket, tx)| (*ticket, tx.id));
         if report == self.overlooked {
             return;
         }
         if let Some((ticket, tx)) = &next {
-            let status = self.replica.status();
             tracing::debug!(
                 ticket,
                 tx = %tx.id,
-                height = status.last_committed,
+                height = self.replica.status().last_committed,
                 "a block with room left out the oldest pending transaction"
             );
-            // The primary may never have got it: send it once more.
-            if !status.is_primary {
-                self.links
-                    .forward_txs(status.primary, vec![tx.signed.clone()]);
-            }
         }
         self.overlooked = report;
         self.step(Input::Overlooked(report.map(|(ticket, _)| ticket)));
+    }
+
+    /// A block with room left out this backup's oldest transaction: the
+    /// primary may never have got it (its gossip dropped, or refused while
+    /// the primary's pool was full), nor what arrived here after it. The
+    /// oldest queued go to the primary again, a few blocks' worth, each at
+    /// most once per [`FORWARD_AGAIN_AFTER`]; one at a time would order one
+    /// transaction a block.
+    fn send_left_out_to_primary(&mut self, limits: CutterLimits) {
+        let status = self.replica.status();
+        if status.is_primary {
+            return;
+        }
+        let batch = self.state.mempool.take_for_forwarding(
+            limits.max_txs.saturating_mul(4).min(FORWARD_MAX_TXS),
+            limits.max_bytes.saturating_mul(4).min(FORWARD_MAX_BYTES),
+            Instant::now(),
+            FORWARD_AGAIN_AFTER,
+        );
+        if batch.is_empty() {
+            return;
+        }
+        tracing::debug!(
+            txs = batch.len(),
+            primary = status.primary,
+            "sending the primary the oldest pending transactions again"
+        );
+        self.state.metrics.txs_forwarded.inc_by(batch.len() as u64);
+        self.links.forward_txs(
+            status.primary,
+            batch.iter().map(|t| t.signed.clone()).collect(),
+        );
     }
 
     pub(super) fn update_pending(&mut self) {
