@@ -13,17 +13,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ -n "${KUBELEDGER_BIN:-}" ]; then
-  bin=$KUBELEDGER_BIN
-else
-  cargo build --release --locked -p kubeledger-node --bin kubeledger
-  bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
-fi
+# shellcheck source=scripts/consortium.sh
+. scripts/consortium.sh
+use_kubeledger_bin
 blocks=${BLOCKS:-50000}
 if [ "${1:-}" = "--quick" ]; then blocks=5000; fi
 
-# shellcheck source=scripts/consortium.sh
-. scripts/consortium.sh
 node3_pid=""
 cleanup() {
   if [ -n "$node3_pid" ]; then kill "$node3_pid" 2>/dev/null || true; fi

@@ -17,19 +17,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ -n "${KUBELEDGER_BIN:-}" ]; then
-  bin=$KUBELEDGER_BIN
-  echo "== binary: $bin"
-else
-  cargo build --release --locked -p kubeledger-node --bin kubeledger
-  bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
-fi
+# shellcheck source=scripts/consortium.sh
+. scripts/consortium.sh
+use_kubeledger_bin
 
 txs=200000; rates="5000 8000"; rate_secs=10
 if [ "${1:-}" = "--quick" ]; then txs=30000; rates="3000"; rate_secs=5; fi
 
-# shellcheck source=scripts/consortium.sh
-. scripts/consortium.sh
 trap stop_consortium EXIT
 
 start_consortium 4

@@ -14,18 +14,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-if [ -n "${KUBELEDGER_BIN:-}" ]; then
-  bin=$KUBELEDGER_BIN
-else
-  cargo build --release --locked -p kubeledger-node --bin kubeledger
-  bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
-fi
+# shellcheck source=scripts/consortium.sh
+. scripts/consortium.sh
+use_kubeledger_bin
 keys=${KEYS:-1000000}
 if [ "${1:-}" = "--quick" ]; then keys=100000; fi
 writes=${WRITES:-$keys}
 
-# shellcheck source=scripts/consortium.sh
-. scripts/consortium.sh
 observer_pid=""
 cleanup() {
   if [ -n "$observer_pid" ]; then kill "$observer_pid" 2>/dev/null || true; fi

@@ -1,10 +1,21 @@
 # Sourced by the benchmark scripts: a fresh consortium of `kubeledger up`
 # on 127.0.0.1, and its teardown. Needs $bin (the kubeledger binary).
+#   use_kubeledger_bin             sets bin: $KUBELEDGER_BIN, or this checkout's release build
 #   start_consortium N [up flags]  sets dir, port, endpoints, first, rest
 #   stop_consortium                stops it and removes its directory
 #   field NAME                     a field of the JSON object on stdin
 up_pid=""
 dir=""
+
+use_kubeledger_bin() {
+  if [ -n "${KUBELEDGER_BIN:-}" ]; then
+    bin=$KUBELEDGER_BIN
+    echo "== binary: $bin"
+  else
+    cargo build --release --locked -p kubeledger-node --bin kubeledger
+    bin=${CARGO_TARGET_DIR:-target}/release/kubeledger
+  fi
+}
 
 stop_consortium() {
   if [ -n "$up_pid" ]; then kill -INT "$up_pid" 2>/dev/null || true; wait "$up_pid" 2>/dev/null || true; fi

@@ -141,7 +141,18 @@ pub(crate) async fn follow(state: &Arc<NodeState>, plan: &EpochPlan) -> FollowEx
         let span = tracing::debug_span!("observe", peer = %address);
         let result = {
             let _e = span.enter();
-            observe(state, plan, &mut peers, &address).await
+            let work = observe(state, plan, &mut peers, &address);
+            tokio::pin!(work);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = &mut work => break r,
+                    // A long state transfer beats the storage loop on every
+                    // block; this one loop is both, so it is alive while
+                    // that goes on (and stuck when it stops).
+                    _ = tick.tick() => state.heartbeats.follow(Loop::Consensus, Loop::Storage),
+                }
+            }
         };
         let pause = match result {
             Ok(Observed::Crossed) => return FollowExit::EpochCrossed,

@@ -62,6 +62,13 @@ impl Heartbeats {
         self.last_ms[which.index()].store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// Counts `which` as having reported whenever `source` last did: for
+    /// a loop that is, for the moment, the same loop as `source`.
+    pub fn follow(&self, which: Loop, source: Loop) {
+        let last = self.last_ms[source.index()].load(Ordering::Relaxed);
+        self.last_ms[which.index()].fetch_max(last, Ordering::Relaxed);
+    }
+
     /// How long ago `which` last reported.
     pub fn silent_for(&self, which: Loop) -> Duration {
         let last = self.last_ms[which.index()].load(Ordering::Relaxed);
@@ -146,6 +153,24 @@ mod tests {
         assert!(err.contains("storage loop silent"), "{err}");
         hb.beat(Loop::Storage);
         assert!(hb.check().is_ok());
+    }
+
+    #[test]
+    fn a_loop_that_follows_another_is_as_live_as_it() {
+        let hb = Heartbeats::new(Duration::from_millis(30));
+        std::thread::sleep(Duration::from_millis(60));
+        // Neither beat: following a silent loop keeps it silent.
+        hb.follow(Loop::Consensus, Loop::Storage);
+        assert!(hb.check().is_err());
+        hb.beat(Loop::Storage);
+        hb.follow(Loop::Consensus, Loop::Storage);
+        assert!(hb.check().is_ok());
+        // A later beat of its own is never taken back.
+        std::thread::sleep(Duration::from_millis(5));
+        hb.beat(Loop::Consensus);
+        let own = hb.silent_for(Loop::Consensus);
+        hb.follow(Loop::Consensus, Loop::Storage);
+        assert!(hb.silent_for(Loop::Consensus) <= own + Duration::from_millis(1));
     }
 
     struct Fake {

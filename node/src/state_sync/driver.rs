@@ -25,8 +25,9 @@ use crate::proto::{
 };
 
 const MAX_MESSAGE: usize = 96 << 20;
-/// Headers written per batch.
+/// Headers, and transaction ids with them, written per batch at most.
 const HEADER_BATCH: usize = 2_000;
+const HEADER_BATCH_TXS: usize = 100_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const ITEM_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -391,6 +392,7 @@ impl StateSync {
             .map_err(|s| s.message().to_string())?
             .into_inner();
         let mut batch = Vec::with_capacity(HEADER_BATCH);
+        let mut batch_txs = 0usize;
         let mut next = progress.clone();
         let mut ended = false;
         while next.headers_low > 1 {
@@ -426,8 +428,10 @@ impl StateSync {
             next.headers_low = header.height;
             next.next_hash = hex::encode(&header.prev_hash);
             next.txs += u64::from(header.tx_count);
+            batch_txs += ids.len();
             batch.push((header, ids));
-            if batch.len() >= HEADER_BATCH {
+            if batch.len() >= HEADER_BATCH || batch_txs >= HEADER_BATCH_TXS {
+                batch_txs = 0;
                 self.flush_headers(&mut batch, &next, progress).await?;
             }
         }
