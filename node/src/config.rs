@@ -45,6 +45,31 @@ pub struct NodeConfig {
     pub peer: PeerConfig,
     #[serde(default)]
     pub state_sync: StateSyncConfig,
+    #[serde(default)]
+    pub backup: BackupConfig,
+}
+
+/// Scheduled backups: every `interval_s` the node takes a snapshot (see
+/// `kubeledger snapshot create`) into `dir` and keeps the newest `keep`.
+/// `dir` is best a volume of its own, so a backup outlives the data volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Where backups go; none: no scheduled backups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    pub interval_s: u64,
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            interval_s: 3600,
+            keep: 3,
+        }
+    }
 }
 
 /// Joining by state sync: what a new node does when the chain is far
@@ -208,6 +233,12 @@ impl NodeConfig {
                 "peer.max_blocks_per_response must be positive".into(),
             ));
         }
+        if self.backup.interval_s == 0 || !(1..=1000).contains(&self.backup.keep) {
+            return Err(ConfigError::Invalid(format!(
+                "backup.interval_s ({}) must be positive and backup.keep ({}) between 1 and 1000",
+                self.backup.interval_s, self.backup.keep
+            )));
+        }
         if self.mempool.max_txs == 0 {
             return Err(ConfigError::Invalid(
                 "mempool.max_txs must be positive".into(),
@@ -244,12 +275,19 @@ peer = "0.0.0.0:7051"
 metrics = "0.0.0.0:9100"
 [mempool]
 max_txs = 1000
+
+[backup]
+dir = "/var/lib/kubeledger-backups"
+interval_s = 5400
+keep = 5
 "#;
         let config: NodeConfig = toml::from_str(text).expect("parses");
         config.validate().expect("valid");
         assert_eq!(config.listen.grpc.port(), 7050);
         assert_eq!(config.mempool.max_txs, 1000);
         assert_eq!(config.storage, StorageConfig::default());
+        assert_eq!(config.backup.interval_s, 5400);
+        assert_eq!(config.backup.keep, 5);
         let again: NodeConfig = toml::from_str(&config.to_toml()).expect("round trip");
         assert_eq!(again, config);
     }

@@ -33,6 +33,7 @@
 //! puts there.
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -110,6 +110,7 @@ fn node_config(
         health: Default::default(),
         peer: Default::default(),
         state_sync: Default::default(),
+        backup: Default::default(),
     }
 }
 

@@ -49,6 +49,19 @@ pub struct NodeMetrics {
     /// verify (not stored, not served on).
     pub certificates_refused: Counter,
     pub state_transfer_bytes: Counter,
+    /// Snapshots taken, scheduled or on request, by outcome.
+    pub backups: Family<OutcomeLabel, Counter>,
+    pub last_backup_height: Gauge,
+    pub last_backup_timestamp_seconds: Gauge,
+    /// Per snapshot: how long commits waited, and how long it took.
+    pub backup_commit_pause_seconds: Histogram,
+    pub backup_seconds: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// `ok` or `failed`.
+    pub outcome: &'static str,
 }
 
 /// Where a client signature was checked: `client` (submitted to this
@@ -203,8 +216,43 @@ impl NodeMetrics {
             "Commit certificates served in state transfer that did not verify, dropped",
             certificates_refused.clone(),
         );
+        let backups = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "backups",
+            "Snapshots taken (scheduled backups and on request), by outcome",
+            backups.clone(),
+        );
+        let last_backup_height = Gauge::default();
+        registry.register(
+            "last_backup_height",
+            "Height held by the newest snapshot this node took or keeps in its backup directory",
+            last_backup_height.clone(),
+        );
+        let last_backup_timestamp_seconds = Gauge::default();
+        registry.register(
+            "last_backup_timestamp_seconds",
+            "Unix time the newest snapshot was taken, 0 when none",
+            last_backup_timestamp_seconds.clone(),
+        );
+        let backup_commit_pause_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "backup_commit_pause_seconds",
+            "Time commits waited while a snapshot's database checkpoint was taken",
+            backup_commit_pause_seconds.clone(),
+        );
+        let backup_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 16));
+        registry.register(
+            "backup_seconds",
+            "Time a snapshot took, the copy to its directory included",
+            backup_seconds.clone(),
+        );
         Self {
             registry,
+            backup_commit_pause_seconds,
+            backup_seconds,
+            backups,
+            last_backup_height,
+            last_backup_timestamp_seconds,
             height,
             consensus_view,
             request_timeout,

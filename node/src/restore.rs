@@ -53,6 +53,45 @@ pub enum RestoreError {
     Unproven,
     #[error("the snapshot's checkpoint certificate is invalid: {0}")]
     BadCertificate(String),
+    #[error("no snapshot under {root} restores{}", if tried.is_empty() { String::from(" (there is none)") } else { format!(": {}", tried.join("; ")) })]
+    NoneRestores { root: PathBuf, tried: Vec<String> },
+}
+
+/// The ledger directory a node configured by `config` opens.
+pub fn ledger_dir(config: &NodeConfig) -> PathBuf {
+    config.data_dir.join("ledger")
+}
+
+/// Restores from `from`: a snapshot directory, or a directory of them (a
+/// backup volume), where the newest that proves is restored and each newer
+/// one that does not is named in the error if none does.
+pub fn restore_from(from: &Path, config: &NodeConfig) -> Result<Restored, RestoreError> {
+    if from.join(crate::ledger::snapshot::MANIFEST_FILE).exists() {
+        return restore(from, config);
+    }
+    let io = |source| RestoreError::Io {
+        path: from.to_owned(),
+        source,
+    };
+    let candidates = crate::ledger::snapshot::list(from).map_err(io)?;
+    let mut tried = Vec::new();
+    for candidate in candidates {
+        match restore(&candidate, config) {
+            Ok(restored) => {
+                if !tried.is_empty() {
+                    tracing::warn!(skipped = ?tried, restored = %candidate.display(), "newer snapshots did not restore");
+                }
+                return Ok(restored);
+            }
+            // The node's own state, not the snapshot's: no other one helps.
+            Err(e @ (RestoreError::Occupied(_) | RestoreError::Genesis(_))) => return Err(e),
+            Err(e) => tried.push(format!("{}: {e}", candidate.display())),
+        }
+    }
+    Err(RestoreError::NoneRestores {
+        root: from.to_owned(),
+        tried,
+    })
 }
 
 /// What a restore proved.
@@ -78,7 +117,7 @@ pub fn restore(snapshot: &Path, config: &NodeConfig) -> Result<Restored, Restore
             configured,
         });
     }
-    let target = config.data_dir.join("ledger");
+    let target = ledger_dir(config);
     if target.exists() {
         return Err(RestoreError::Occupied(target));
     }

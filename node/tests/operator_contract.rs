@@ -25,6 +25,12 @@ fn rendered_node_config_loads_and_validates() {
         config.genesis_file,
         PathBuf::from("/etc/kubeledger/genesis/genesis.json")
     );
+    assert_eq!(
+        config.backup.dir,
+        Some(PathBuf::from("/var/lib/kubeledger-backups"))
+    );
+    assert_eq!(config.backup.interval_s, 6 * 3600);
+    assert_eq!(config.backup.keep, 3);
 }
 
 #[test]

@@ -273,6 +273,10 @@ async fn validators_join_and_leave_under_load() {
         "the synced node's tip {} is not on the chain",
         tip.height
     );
+    // The sync lands on a checkpoint; the blocks after it follow. Every
+    // acknowledged transaction is at or below the reference's height now.
+    let reference_height = status(&mut reference).await.height;
+    wait_height(&late_client, reference_height, WAIT).await;
     for c in &acked.iter().take(20).collect::<Vec<_>>() {
         // Below the sync point a transaction is known (no replay), its body
         // is not held.

@@ -32,6 +32,11 @@ pub enum Error {
     #[error("invalid key material in Secret {secret}: {reason}")]
     InvalidKey { secret: String, reason: String },
 
+    /// An object that must be deleted and created again (a StatefulSet
+    /// whose volume claims change) is not gone yet.
+    #[error("replacing {object}: {reason}")]
+    Replace { object: String, reason: String },
+
     #[error("object has no {0}")]
     MissingField(&'static str),
 
@@ -56,6 +61,12 @@ impl Error {
         }
     }
 
+    /// The API server refused an object as invalid (422), e.g. a change to
+    /// a field it does not let change.
+    pub fn is_invalid(&self) -> bool {
+        matches!(self, Error::Kube { source, .. } if matches!(source.as_ref(), kube::Error::Api(e) if e.code == 422))
+    }
+
     /// A short label for metrics: the cause, looking through the finalizer wrapper.
     pub fn metric_label(&self) -> String {
         use kube::runtime::finalizer::Error as F;
@@ -70,6 +81,7 @@ impl Error {
             Error::InvalidKey { .. } => "invalid_key",
             Error::MissingField(_) => "missing_field",
             Error::Chain(_) => "chain",
+            Error::Replace { .. } => "replace",
         }
         .to_string()
     }

@@ -26,6 +26,10 @@ pub struct NodeReport {
     /// Corruption the node reports (storage, or state disagreeing with a stable
     /// checkpoint): `Status.corruption`, `None` when empty.
     pub corrupt: Option<String>,
+    /// The newest snapshot the node took or keeps: its height and when (ms
+    /// since the epoch), 0 when none.
+    pub last_backup_height: u64,
+    pub last_backup_at_ms: u64,
 }
 
 /// Something that can ask a node for its status.
@@ -76,6 +80,8 @@ impl NodeProber for GrpcProber {
                     txs_committed: s.txs_committed,
                     version: s.version,
                     corrupt: (!s.corruption.is_empty()).then_some(s.corruption),
+                    last_backup_height: s.last_backup_height,
+                    last_backup_at_ms: s.last_backup_at_ms,
                 })
             };
             tokio::time::timeout(self.timeout * 2, poll)

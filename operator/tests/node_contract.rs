@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use kubeledger_operator::build::config_map::node_toml;
-use kubeledger_operator::crd::{MemberStatus, NodeKey};
+use kubeledger_operator::crd::{BackupSpec, MemberStatus, NodeKey};
 use kubeledger_operator::genesis::{build_genesis, Genesis};
 use kubeledger_operator::keys::public_key_hex;
 use kubeledger_operator::render::parse_documents;
@@ -86,7 +86,17 @@ fn check_golden(file: &str, produced: &str) {
 
 #[test]
 fn node_toml_matches_the_golden_file() {
-    check_golden("node.toml", &node_toml("bank-0"));
+    // With a backup schedule, so the node's half checks that section too.
+    let backup = BackupSpec {
+        interval: "6h".into(),
+        keep: 3,
+        size: "10Gi".into(),
+        storage_class_name: None,
+    };
+    check_golden(
+        "node.toml",
+        &node_toml("bank-0", Some(&backup)).expect("node.toml"),
+    );
 }
 
 #[test]

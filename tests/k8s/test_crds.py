@@ -137,6 +137,16 @@ MEMBER_REFUSALS = [
     ("no organisation", {"organization": None}, "spec.organization", "Required value"),
     ("approved and rejected at once", {"approvals": [1, 2], "rejections": [3, 2]}, "spec",
      "a proposal cannot be both approved and rejected"),
+    ("backups every few seconds", {"backup": {"interval": "30s"}}, "spec.backup.interval",
+     "backup.interval must be at least 1m"),
+    ("a backup interval that does not parse", {"backup": {"interval": "daily"}},
+     "spec.backup.interval", "should match"),
+    ("no backups kept", {"backup": {"keep": 0}}, "spec.backup.keep",
+     "should be greater than or equal to 1"),
+    ("a seed without a claim", {"seedFrom": {"path": "backups"}}, "spec.seedFrom.claimName",
+     "Required value"),
+    ("a seed path out of the claim", {"seedFrom": {"claimName": "seed", "path": "a/../../etc"}},
+     "spec.seedFrom.path", "seedFrom.path must stay inside the claim"),
 ]
 
 

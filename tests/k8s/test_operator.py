@@ -305,6 +305,54 @@ def test_a_standby_takes_over_when_the_leader_is_killed(cluster: Cluster, consor
              timeout=120)
 
 
+def test_turning_backups_on_replaces_the_statefulset_and_keeps_pods_and_volumes(
+        cluster: Cluster, consortium, operators: Operators):
+    """A StatefulSet's volume claims can't change in place: the operator
+    deletes it leaving its pods and volumes (orphan), applies it again with
+    the backup claim and the seed's restore init container, and says so in
+    an Event."""
+    ns = member = "auditor"
+    before = cluster.get("statefulset", member, "-n", ns)
+    wait_for("the auditor's data volume", lambda: cluster.get_opt("pvc", f"data-{member}-0", "-n", ns))
+    data_before = cluster.get("pvc", f"data-{member}-0", "-n", ns)["metadata"]["uid"]
+    pods_before = {p["metadata"]["uid"] for p in cluster.get(
+        "pods", "-n", ns, "-l", f"app.kubernetes.io/instance={member}")["items"]}
+    cluster.kubectl("patch", "member", member, "-n", ns, "--type=merge", "-p", json.dumps(
+        {"spec": {"backup": {"interval": "1h", "keep": 2, "size": "2Gi"},
+                  "seedFrom": {"claimName": "auditor-seed", "path": "backups"}}}))
+
+    def replaced():
+        sts = cluster.get_opt("statefulset", member, "-n", ns)
+        return sts if sts and sts["metadata"]["uid"] != before["metadata"]["uid"] else None
+    try:
+        after = wait_for("the StatefulSet to be replaced", replaced, timeout=120)
+    except AssertionError:
+        print(next(p for p in operators.started if p.alive() and p.is_leader()).log_tail(80))
+        raise
+    claims = [(c["metadata"]["name"], c["spec"]["resources"]["requests"]["storage"])
+              for c in after["spec"]["volumeClaimTemplates"]]
+    assert claims == [("data", "5Gi"), ("backups", "2Gi")], claims
+    pod = after["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["restore"]
+    assert pod["initContainers"][0]["command"][:4] == ["kubeledger", "snapshot", "restore", "--if-empty"]
+    assert any(v["name"] == "seed" and v["persistentVolumeClaim"]["readOnly"] for v in pod["volumes"])
+    # Its volume stayed; so did its pods, adopted by the new StatefulSet
+    # (which rolls them onto the new template as they become ready).
+    assert cluster.get("pvc", f"data-{member}-0", "-n", ns)["metadata"]["uid"] == data_before
+    pods_now = cluster.get("pods", "-n", ns, "-l", f"app.kubernetes.io/instance={member}")["items"]
+    assert pods_before <= {p["metadata"]["uid"] for p in pods_now} or not pods_before
+    events = cluster.get("events.events.k8s.io", "-n", ns)["items"]
+    changed = [e for e in events if e.get("reason") == "VolumesChanged"]
+    assert changed and "backups:2Gi" in changed[0]["note"], [e.get("reason") for e in events]
+    # The node configuration names the schedule.
+    config = cluster.get("configmap", f"{member}-config", "-n", ns)["data"][f"{member}-0.toml"]
+    assert "[backup]" in config and "interval_s = 3600" in config and "keep = 2" in config, config
+    # A second pass leaves it be.
+    uid = after["metadata"]["uid"]
+    time.sleep(5)
+    assert cluster.get("statefulset", member, "-n", ns)["metadata"]["uid"] == uid
+
+
 def test_teardown_keeps_what_the_design_retains(cluster: Cluster, consortium, operators: Operators):
     secrets = {ns: f"{m}-keys" for m, ns in MEMBERS.items()}
     # The StatefulSet controller made each node's volume claim.

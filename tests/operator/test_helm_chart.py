@@ -91,7 +91,7 @@ EXPECTED_CLUSTER_RULES = {
     ("kubeledger.io", "members"): {"get", "list", "watch", "patch"},
     ("kubeledger.io", "consortia/status"): {"patch"},
     ("kubeledger.io", "members/status"): {"patch"},
-    ("apps", "statefulsets"): {"list", "watch", "create", "patch", "delete"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "services"): {"create", "patch", "delete"},
     ("", "configmaps"): {"create", "patch", "delete"},
     ("", "serviceaccounts"): {"create", "patch", "delete"},

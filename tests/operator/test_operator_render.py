@@ -102,6 +102,21 @@ def test_node_pods_are_hardened(rendered):
             ["kubeledger", "node", "--config", "/etc/kubeledger/node.toml"]
         claim = sts["spec"]["volumeClaimTemplates"][0]
         assert claim["spec"]["resources"]["requests"]["storage"] in {"1Gi", "5Gi"}
+        for init in pod.get("initContainers", []):
+            assert init["securityContext"]["readOnlyRootFilesystem"] is True
+            assert init["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+
+def test_a_member_with_backups_gets_a_backup_volume_per_node(rendered):
+    agency = next(o for o in rendered if o["kind"] == "StatefulSet" and o["metadata"]["name"] == "agency")
+    claims = {c["metadata"]["name"]: c["spec"]["resources"]["requests"]["storage"]
+              for c in agency["spec"]["volumeClaimTemplates"]}
+    assert claims == {"data": "1Gi", "backups": "5Gi"}
+    mounts = agency["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "backups", "mountPath": "/var/lib/kubeledger-backups"} in mounts
+    config = next(o for o in rendered if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "agency-config")
+    toml = config["data"]["agency-0.toml"]
+    assert "[backup]" in toml and "interval_s = 21600" in toml and "keep = 4" in toml, toml
 
 
 def test_crd_command_prints_the_checked_in_crds(run_operator, repo_root):

@@ -306,26 +306,17 @@ impl LedgerApi for LedgerService {
         &self,
         _request: Request<proto::CreateSnapshotRequest>,
     ) -> Result<Response<proto::CreateSnapshotResponse>, Status> {
-        let ledger = self.state.ledger.clone();
-        let proof = self
-            .state
-            .consensus
-            .stable()
-            .map(|cp| kubeledger_protocol::wire::checkpoint_proof::to_proto(&cp));
-        let root = snapshot_root(ledger.dir());
-        let created = tokio::task::spawn_blocking(move || {
-            ledger.create_snapshot(&root, proof, crate::clock::now_ms())
-        })
-        .await
-        .map_err(|e| Status::internal(format!("snapshot task: {e}")))?
-        .map_err(|e| match e {
-            crate::ledger::snapshot::SnapshotError::Busy => {
-                Status::resource_exhausted(e.to_string())
-            }
-            e => Status::internal(format!("snapshot failed: {e}")),
-        })?;
+        let root = snapshot_root(self.state.ledger.dir());
+        let created =
+            crate::backup::take(&self.state, root, crate::ledger::snapshot::SNAPSHOTS_KEPT)
+                .await
+                .map_err(|e| match e {
+                    crate::ledger::snapshot::SnapshotError::Busy => {
+                        Status::resource_exhausted(e.to_string())
+                    }
+                    e => Status::internal(format!("snapshot failed: {e}")),
+                })?;
         let m = &created.manifest;
-        tracing::info!(path = %created.dir.display(), height = m.height, bytes = created.bytes, "snapshot created");
         Ok(Response::new(proto::CreateSnapshotResponse {
             path: created.dir.display().to_string(),
             height: m.height,
@@ -333,6 +324,8 @@ impl LedgerApi for LedgerService {
             checkpoint_seq: m.checkpoint_proof().ok().flatten().map_or(0, |p| p.seq),
             bytes: created.bytes,
             created_at_ms: m.created_at_ms,
+            commits_paused_us: created.commits_paused.as_micros() as u64,
+            took_ms: created.took.as_millis() as u64,
         }))
     }
 
@@ -524,6 +517,8 @@ impl LedgerApi for LedgerService {
             epoch_end: epoch.end.unwrap_or_default(),
             request_timeout_ms: c.request_timeout_ms,
             lowest_full_block: lowest_full_block(&s.ledger),
+            last_backup_height: s.backups.last().map_or(0, |b| b.height),
+            last_backup_at_ms: s.backups.last().map_or(0, |b| b.created_at_ms),
         }))
     }
 }

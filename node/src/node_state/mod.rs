@@ -41,6 +41,8 @@ pub struct NodeState {
     pub heartbeats: Heartbeats,
     /// Storage reads of the gRPC servers, off the async workers, bounded.
     pub reads: reads::Reads,
+    /// The newest snapshot taken or kept.
+    pub backups: crate::backup::Backups,
     health: HealthConfig,
     storage_error: Mutex<Option<String>>,
     /// Set once this replica finds its own storage or state wrong; it then
@@ -72,6 +74,7 @@ impl NodeState {
             consensus: ConsensusShared::default(),
             heartbeats: Heartbeats::new(Duration::from_secs(health.loop_timeout_s)),
             reads: reads::Reads::default(),
+            backups: crate::backup::Backups::default(),
             health,
             storage_error: Mutex::new(None),
             corruption: Mutex::new(None),

@@ -187,6 +187,7 @@ pub async fn run(
         &config.state_sync,
     )
     .await?;
+    crate::backup::spawn_schedule(state.clone(), &config.backup);
     let (metrics_stop_tx, mut metrics_stop) = watch::channel(false);
     let metrics_task = tokio::spawn(crate::metrics::serve(
         metrics_listener,

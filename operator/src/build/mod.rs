@@ -21,7 +21,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::ObjectMeta;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{Consortium, Member, NodeKey, StorageSpec};
+use crate::crd::{BackupSpec, Consortium, Member, NodeKey, SeedSpec, StorageSpec};
 use crate::keys::KeyMaterial;
 use crate::{Error, Result};
 
@@ -91,6 +91,14 @@ impl MemberInputs<'_> {
             .resources
             .clone()
             .or_else(|| self.consortium.spec.node_defaults.resources.clone())
+    }
+
+    pub fn backup(&self) -> Option<&BackupSpec> {
+        self.member.spec.backup.as_ref()
+    }
+
+    pub fn seed(&self) -> Option<&SeedSpec> {
+        self.member.spec.seed_from.as_ref()
     }
 
     pub fn storage(&self) -> StorageSpec {

@@ -64,6 +64,75 @@ pub struct MemberSpec {
     #[schemars(length(max = 64))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub rejections: Vec<u64>,
+    /// Scheduled backups: each node snapshots itself (a consistent copy with
+    /// the certificate of its latest stable checkpoint) into a volume of its
+    /// own, `backups-<node>`, kept like the data volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Seeds the nodes from a backup: before a node starts with an empty
+    /// data volume (a new node, or one healing rebuilt), it restores the
+    /// newest snapshot in this claim that proves itself against the chain's
+    /// genesis and checkpoint certificates. A node with a ledger is left as
+    /// it is. Without it, an empty node catches up from its peers (by state
+    /// sync when the chain is far ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed_from: Option<SeedSpec>,
+}
+
+/// Backups of each node of a Member.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// How often each node takes a backup (e.g. `30m`, `6h`; at least 1m).
+    #[serde(default = "default_backup_interval")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"), length(max = 32))]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "duration(self) >= duration('1m')", "message": "backup.interval must be at least 1m"}]))]
+    pub interval: String,
+    /// Backups each node keeps; the oldest beyond these are deleted.
+    #[serde(default = "default_backup_keep")]
+    #[schemars(range(min = 1, max = 100))]
+    pub keep: u32,
+    /// Size of each node's backup volume (Kubernetes quantity). Changing it
+    /// applies to volumes created afterwards.
+    #[serde(default = "default_backup_size")]
+    #[schemars(length(min = 1, max = 32))]
+    pub size: String,
+    /// StorageClass of the backup volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_backup_interval() -> String {
+    "6h".into()
+}
+
+fn default_backup_keep() -> u32 {
+    3
+}
+
+fn default_backup_size() -> String {
+    "10Gi".into()
+}
+
+/// Where a Member's nodes are seeded from.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SeedSpec {
+    /// A PersistentVolumeClaim in the Member's namespace holding snapshots:
+    /// a node's backup volume, or a claim provisioned from a VolumeSnapshot
+    /// of one (how a backup crosses namespaces and clusters). Every node
+    /// mounts it read-only, so with more than one replica it must be
+    /// ReadOnlyMany or the pods must share a Kubernetes node.
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: String,
+    /// Directory inside the claim holding the snapshots; its root when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"),
+        length(max = 255)
+    )]
+    #[schemars(extend("x-kubernetes-validations" = [{"rule": "!self.split('/').exists(p, p == '..')", "message": "seedFrom.path must stay inside the claim"}]))]
+    pub path: Option<String>,
 }
 
 fn default_replicas() -> i32 {
@@ -153,4 +222,10 @@ pub struct NodeStatus {
     pub last_restart_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_reason: Option<String>,
+    /// The newest backup the node took or keeps (`spec.backup`, or
+    /// `kubeledger snapshot create`): the height it holds and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_height: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_time: Option<String>,
 }

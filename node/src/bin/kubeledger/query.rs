@@ -326,6 +326,8 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
             "observer": s.observer, "corruption": s.corruption,
             "epoch_base": s.epoch_base, "epoch_end": (s.epoch_end > 0).then_some(s.epoch_end),
             "lowest_full_block": s.lowest_full_block,
+            "last_backup_height": (s.last_backup_at_ms > 0).then_some(s.last_backup_height),
+            "last_backup_at_ms": (s.last_backup_at_ms > 0).then_some(s.last_backup_at_ms),
             "peers": s.peers.iter().map(|p| json!({"index": p.index, "name": p.name, "address": p.address,
                 "connected": p.connected, "last_seen_height": p.last_seen_height})).collect::<Vec<_>>(),
         }),
@@ -360,6 +362,13 @@ pub async fn status(endpoint: &str, output: Output) -> Result<()> {
                 out.push_str(&format!(
                     "\njoined by state sync: blocks and history from height {} (headers and transaction ids from genesis)",
                     s.lowest_full_block
+                ));
+            }
+            if s.last_backup_at_ms > 0 {
+                out.push_str(&format!(
+                    "\nlast backup at height {} ({})",
+                    s.last_backup_height,
+                    format_ms(s.last_backup_at_ms)
                 ));
             }
             if s.observer {

@@ -22,19 +22,29 @@ pub enum SnapshotCommand {
     /// verifying its chain from genesis, its tip, and its checkpoint
     /// certificate. Refuses a node that already has a ledger.
     Restore {
-        /// The snapshot directory (as `snapshot create` printed it).
+        /// A snapshot directory (as `snapshot create` printed it), or a
+        /// directory of snapshots (a backup volume): the newest that
+        /// proves is restored.
         #[arg(long)]
         from: PathBuf,
         /// The node's configuration (its data directory and genesis).
         #[arg(long)]
         config: PathBuf,
+        /// A node that already has a ledger is left as it is and the
+        /// command succeeds (for an init container run on every start).
+        #[arg(long)]
+        if_empty: bool,
     },
 }
 
 pub async fn run(endpoint: &str, command: SnapshotCommand, output: Output) -> Result<()> {
     match command {
         SnapshotCommand::Create => create(endpoint, output).await,
-        SnapshotCommand::Restore { from, config } => restore(&from, &config, output).await,
+        SnapshotCommand::Restore {
+            from,
+            config,
+            if_empty,
+        } => restore(&from, &config, if_empty, output).await,
     }
 }
 
@@ -53,31 +63,52 @@ async fn create(endpoint: &str, output: Output) -> Result<()> {
             "path": s.path, "height": s.height, "block_hash": hex::encode(&s.block_hash),
             "checkpoint_seq": s.checkpoint_seq, "bytes": s.bytes,
             "created_at_ms": s.created_at_ms, "took_ms": ms,
+            "commits_paused_us": s.commits_paused_us, "node_took_ms": s.took_ms,
         }),
         || {
             format!(
-                "snapshot {}\nheight {}  block {}\ncheckpoint certificate of block {}\n{} bytes, taken in {ms} ms",
+                "snapshot {}\nheight {}  block {}\ncheckpoint certificate of block {}\n{} bytes, taken in {ms} ms (commits paused {} us)",
                 s.path,
                 s.height,
                 hex::encode(&s.block_hash),
                 s.checkpoint_seq,
-                s.bytes
+                s.bytes,
+                s.commits_paused_us
             )
         },
     );
     Ok(())
 }
 
-async fn restore(from: &std::path::Path, config: &std::path::Path, output: Output) -> Result<()> {
+async fn restore(
+    from: &std::path::Path,
+    config: &std::path::Path,
+    if_empty: bool,
+    output: Output,
+) -> Result<()> {
     let config = NodeConfig::load(config)?;
+    let existing = kubeledger_node::restore::ledger_dir(&config);
+    if if_empty && existing.exists() {
+        output.print(
+            &json!({"ledger_dir": existing.display().to_string(), "restored": false}),
+            || {
+                format!(
+                    "{} already holds a ledger; nothing restored",
+                    existing.display()
+                )
+            },
+        );
+        return Ok(());
+    }
     let from = from.to_owned();
     let started = Instant::now();
-    let r = tokio::task::spawn_blocking(move || kubeledger_node::restore::restore(&from, &config))
-        .await??;
+    let r =
+        tokio::task::spawn_blocking(move || kubeledger_node::restore::restore_from(&from, &config))
+            .await??;
     let ms = started.elapsed().as_millis() as u64;
     output.print(
         &json!({
-            "ledger_dir": r.ledger_dir.display().to_string(), "height": r.height,
+            "ledger_dir": r.ledger_dir.display().to_string(), "restored": true, "height": r.height,
             "checkpoint_seq": r.checkpoint_seq, "blocks_verified": r.verified.blocks,
             "transactions_verified": r.verified.transactions, "state_keys": r.verified.state_keys,
             "bytes": r.bytes, "took_ms": ms,

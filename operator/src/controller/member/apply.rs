@@ -1,6 +1,10 @@
 //! Step 4, apply: the Member's Kubernetes objects, then its part on chain.
 
+use k8s_openapi::api::apps::v1::StatefulSet;
+use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::runtime::events::EventType;
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::validate::Checked;
@@ -8,7 +12,7 @@ use crate::build::MemberObjects;
 use crate::controller::on_chain::{self, Admission};
 use crate::controller::{apply, Context};
 use crate::crd::{Consortium, Member, MemberStatus, VoteStatus};
-use crate::Result;
+use crate::{Error, Result};
 
 /// Step 4, apply the built objects; says whether the nodes run.
 ///
@@ -44,8 +48,107 @@ pub(super) async fn apply_objects(
     if checked.genesis.is_none() {
         return Ok(false);
     }
-    apply(client, ns, &objects.statefulset).await?;
+    match apply(client, ns, &objects.statefulset).await {
+        Ok(_) => {}
+        // The API server refuses to change fields of a StatefulSet other
+        // than its template and a few more (422): the claims, when backups
+        // are turned on or off.
+        Err(e) if e.is_invalid() => {
+            // Boxed: a rare path, kept off the reconcile future's size.
+            let replaced = Box::pin(replace_if_claims_changed(
+                ctx,
+                member,
+                ns,
+                &objects.statefulset,
+            ))
+            .await?;
+            if !replaced {
+                return Err(e);
+            }
+            apply(client, ns, &objects.statefulset).await?;
+        }
+        Err(e) => return Err(e),
+    }
     Ok(true)
+}
+
+/// How long a replaced StatefulSet may take to go (its pods are orphaned
+/// first) before the reconcile gives up and tries again.
+const REPLACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A StatefulSet's volume claim templates can't be changed in place (the
+/// API server refuses it). When they must change, backups turned on or off,
+/// the StatefulSet is deleted leaving its pods and volumes in place (orphan
+/// propagation, on its UID) and applied again: the new one adopts the pods
+/// and rolls them onto the new template one at a time. Says whether it
+/// replaced it.
+async fn replace_if_claims_changed(
+    ctx: &Context,
+    member: &Member,
+    ns: &str,
+    desired: &StatefulSet,
+) -> Result<bool> {
+    let name = desired.name_any();
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    let existing = api.get_opt(&name).await.map_err(Error::kube(
+        "read",
+        "StatefulSet",
+        format!("{ns}/{name}"),
+    ))?;
+    let Some(existing) = existing else {
+        return Ok(false);
+    };
+    let Some((old, new)) = crate::build::statefulset::claims_changed(&existing, desired) else {
+        return Ok(false);
+    };
+    let Some(uid) = existing.metadata.uid.clone() else {
+        return Ok(false);
+    };
+    let message = format!(
+        "Replacing StatefulSet {name} to change its volume claims from [{}] to [{}]; pods and volumes are kept",
+        old.join(", "),
+        new.join(", ")
+    );
+    info!(%name, ?old, ?new, "replacing the StatefulSet: its volume claims change");
+    ctx.event(
+        member,
+        EventType::Normal,
+        "VolumesChanged",
+        "ReplaceStatefulSet",
+        message,
+    )
+    .await;
+    if existing.metadata.deletion_timestamp.is_none() {
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => {
+                return Err(Error::kube("delete", "StatefulSet", format!("{ns}/{name}"))(e));
+            }
+        }
+    }
+    let gone = await_condition(api, &name, conditions::is_deleted(&uid));
+    match tokio::time::timeout(REPLACE_TIMEOUT, gone).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(e)) => Err(Error::Replace {
+            object: format!("StatefulSet {ns}/{name}"),
+            reason: e.to_string(),
+        }),
+        Err(_) => Err(Error::Replace {
+            object: format!("StatefulSet {ns}/{name}"),
+            reason: format!(
+                "still being deleted after {REPLACE_TIMEOUT:?}; applied again once it is gone"
+            ),
+        }),
+    }
 }
 
 /// The Member's part on chain, as this reconcile left it.

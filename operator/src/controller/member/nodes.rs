@@ -76,6 +76,13 @@ pub(super) async fn observe_nodes(
                 .and_then(|v| v.last_restart_time.clone()),
             last_restart_reason: validator_of(consortium, node)
                 .and_then(|v| v.last_restart_reason.clone()),
+            last_backup_height: report
+                .as_ref()
+                .and_then(|r| (r.last_backup_at_ms > 0).then_some(r.last_backup_height)),
+            last_backup_time: report
+                .as_ref()
+                .filter(|r| r.last_backup_at_ms > 0)
+                .and_then(|r| crate::probe::rfc3339_ms(r.last_backup_at_ms)),
         });
     }
     Ok(out)
