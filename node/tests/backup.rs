@@ -148,15 +148,12 @@ async fn a_replica_that_lost_its_volume_comes_back_from_its_scheduled_backups() 
     assert!(start.last_backup_height >= newest_height, "{start:?}");
     let target = status(&mut clients[0]).await.height;
     wait_height(&rejoined, target, WAIT).await;
-    for h in [1, newest_height, target] {
-        let ours = block_at(&mut rejoined, h).await;
-        let theirs = block_at(&mut clients[0], h).await;
-        assert_eq!(
-            ours.block.and_then(|b| b.header),
-            theirs.block.and_then(|b| b.header),
-            "block {h} differs\n{}",
-            log_tail(&nodes[3], 30)
-        );
-    }
+    assert_same_blocks(
+        &mut rejoined,
+        &mut clients[0],
+        &[1, newest_height, target],
+        &nodes[3],
+    )
+    .await;
     drop(children);
 }

@@ -170,15 +170,12 @@ async fn a_replica_restored_from_a_peer_s_snapshot_rejoins_on_the_same_chain() {
     );
     let target = status(&mut clients[0]).await.height;
     wait_height(&rejoined, target, Duration::from_secs(120)).await;
-    for h in [1, height, target] {
-        let ours = block_at(&mut rejoined, h).await;
-        let theirs = block_at(&mut clients[0], h).await;
-        assert_eq!(
-            ours.block.and_then(|b| b.header),
-            theirs.block.and_then(|b| b.header),
-            "block {h} differs\n{}",
-            log_tail(&nodes[3], 30)
-        );
-    }
+    assert_same_blocks(
+        &mut rejoined,
+        &mut clients[0],
+        &[1, height, target],
+        &nodes[3],
+    )
+    .await;
     drop(children);
 }

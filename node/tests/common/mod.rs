@@ -504,3 +504,23 @@ pub fn sample(metrics: &str, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// `node` (through `ours`) holds the same block headers as the reference
+/// (`theirs`) at each of `heights`.
+pub async fn assert_same_blocks(
+    ours: &mut Client,
+    theirs: &mut Client,
+    heights: &[u64],
+    node: &local::LocalNode,
+) {
+    for &h in heights {
+        let a = block_at(ours, h).await;
+        let b = block_at(theirs, h).await;
+        assert_eq!(
+            a.block.and_then(|b| b.header),
+            b.block.and_then(|b| b.header),
+            "block {h} differs\n{}",
+            log_tail(node, 30)
+        );
+    }
+}

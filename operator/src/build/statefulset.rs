@@ -317,15 +317,18 @@ mod tests {
     #[test]
     fn backups_get_a_volume_per_node_and_a_seed_restores_empty_nodes() {
         let (c, mut m, s) = fixtures::inputs();
-        let plain = serde_json::to_value(
-            build(&MemberInputs {
-                member: &m,
-                consortium: &c,
-                settings: &s,
-            })
-            .expect("build"),
-        )
-        .expect("json");
+        let built = |m: &crate::crd::Member| {
+            serde_json::to_value(
+                build(&MemberInputs {
+                    member: m,
+                    consortium: &c,
+                    settings: &s,
+                })
+                .expect("build"),
+            )
+            .expect("json")
+        };
+        let plain = built(&m);
         assert!(plain["spec"]["template"]["spec"]["initContainers"].is_null());
         assert_eq!(
             plain["spec"]["volumeClaimTemplates"]
@@ -343,15 +346,7 @@ mod tests {
             claim_name: "org1-seed".into(),
             path: Some("backups".into()),
         });
-        let v = serde_json::to_value(
-            build(&MemberInputs {
-                member: &m,
-                consortium: &c,
-                settings: &s,
-            })
-            .expect("build"),
-        )
-        .expect("json");
+        let v = built(&m);
         let claims = &v["spec"]["volumeClaimTemplates"];
         assert_eq!(claims[1]["metadata"]["name"], "backups");
         assert_eq!(
@@ -403,23 +398,16 @@ mod tests {
         );
         assert_eq!(claims_changed(&with, &with), None);
         // A class the server defaulted is no change.
-        let mut defaulted = without.clone();
-        if let Some(claims) = defaulted.spec.volume_claim_templates.as_mut() {
-            for c in claims {
+        let with_class = |class: Option<&str>| {
+            let mut sts = without.clone();
+            for c in sts.spec.volume_claim_templates.iter_mut().flatten() {
                 if let Some(spec) = c.spec.as_mut() {
-                    spec.storage_class_name
-                        .get_or_insert_with(|| "standard".into());
+                    spec.storage_class_name = class.map(str::to_owned);
                 }
             }
-        }
-        let mut unclassed = without.clone();
-        if let Some(claims) = unclassed.spec.volume_claim_templates.as_mut() {
-            for c in claims {
-                if let Some(spec) = c.spec.as_mut() {
-                    spec.storage_class_name = None;
-                }
-            }
-        }
+            sts
+        };
+        let (defaulted, unclassed) = (with_class(Some("standard")), with_class(None));
         assert_eq!(claims_changed(&defaulted, &unclassed), None);
         // A schedule is node configuration: the pods roll when it changes.
         assert_ne!(
