@@ -141,6 +141,35 @@ impl Client {
         Ok((committed, outcome))
     }
 
+    /// Submits a contract call signed by `key`, waits for its block and
+    /// returns what became of it.
+    pub async fn submit_call(
+        &mut self,
+        key: &SigningKey,
+        call: proto::ContractCall,
+        timeout: Duration,
+    ) -> Result<(proto::SubmitAndWaitResponse, proto::ContractOutcome), ClientError> {
+        let tx = self.sign(key, envelope::call(call));
+        let id = envelope::tx_id(&tx);
+        let committed = self.submit_and_wait(tx, timeout).await?;
+        let stored = self
+            .inner
+            .get(proto::GetRequest {
+                key: crate::governance::keys::outcome_key(&id.0),
+            })
+            .await?
+            .into_inner();
+        if !stored.found {
+            return Err(ClientError::Unexpected(format!(
+                "transaction {id} is committed but its contract outcome is missing"
+            )));
+        }
+        let outcome = proto::ContractOutcome::decode(stored.value.as_slice()).map_err(|e| {
+            ClientError::Unexpected(format!("outcome of {id} does not decode: {e}"))
+        })?;
+        Ok((committed, outcome))
+    }
+
     /// Every version of `key`, following pagination to the end.
     pub async fn full_history(
         &mut self,

@@ -101,7 +101,8 @@ fn kind(p: &Proposal) -> &'static str {
         Some(Change::Admit(_)) => "AdmitMember",
         Some(Change::Remove(_)) => "RemoveMember",
         Some(Change::UpdateParams(_)) => "UpdateParams",
-        Some(Change::Vote(_)) | None => "Unknown",
+        Some(Change::DeployContract(_)) => "DeployContract",
+        Some(Change::Vote(_)) | Some(Change::InstallCode(_)) | None => "Unknown",
     }
 }
 

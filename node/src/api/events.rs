@@ -11,17 +11,26 @@ fn matches(key: &[u8], prefix: &[u8]) -> bool {
     key.starts_with(prefix)
 }
 
+/// The key a transaction's event carries: the key written, the
+/// configuration key, or a called contract's namespace.
+fn event_key(write: &Write) -> std::borrow::Cow<'_, [u8]> {
+    match write {
+        Write::Call(c) => kubeledger_contract::namespaced(&c.contract, b"").into(),
+        w => w.key().as_ref().into(),
+    }
+}
+
 /// Event for a block just committed (transactions already decoded).
 pub fn from_committed(block: &CommittedBlock, prefix: &[u8]) -> BlockEvent {
     let txs = block
         .txs
         .iter()
         .enumerate()
-        .filter(|(_, tx)| matches(tx.write.key(), prefix))
+        .filter(|(_, tx)| matches(&event_key(&tx.write), prefix))
         .map(|(i, tx)| TxEvent {
             tx_id: tx.id.0.to_vec(),
             tx_index: i as u32,
-            key: tx.write.key().to_vec(),
+            key: event_key(&tx.write).to_vec(),
             deleted: matches!(tx.write, Write::Delete { .. }),
             sender: tx.sender.to_bytes().to_vec(),
         })
@@ -46,6 +55,7 @@ pub fn from_stored(block: &Block, hash: &[u8], prefix: &[u8]) -> BlockEvent {
                 Payload::Put(p) => (p.key, false),
                 Payload::Delete(d) => (d.key, true),
                 Payload::Config(_) => (crate::governance::keys::CONFIG_KEY.to_vec(), false),
+                Payload::Call(c) => (kubeledger_contract::namespaced(&c.contract, b""), false),
             };
             matches(&key, prefix).then(|| TxEvent {
                 tx_id: sha256(&signed.body).to_vec(),

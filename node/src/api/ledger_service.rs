@@ -329,6 +329,51 @@ impl LedgerApi for LedgerService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(contract = %request.get_ref().contract, function = %request.get_ref().function))]
+    async fn query_contract(
+        &self,
+        request: Request<proto::QueryContractRequest>,
+    ) -> Result<Response<proto::QueryContractResponse>, Status> {
+        let r = request.into_inner();
+        let caller: [u8; 32] = if r.caller.is_empty() {
+            [0; 32]
+        } else {
+            r.caller.as_slice().try_into().map_err(|_| {
+                Status::invalid_argument(format!("caller must be 32 bytes, got {}", r.caller.len()))
+            })?
+        };
+        if r.input.len() > self.state.tx_limits().max_tx_bytes {
+            return Err(Status::invalid_argument(format!(
+                "input is {} bytes, more than a transaction may carry",
+                r.input.len()
+            )));
+        }
+        if r.fuel > crate::tx::envelope::MAX_CALL_FUEL {
+            return Err(Status::invalid_argument(format!(
+                "fuel {} is above the limit of {}",
+                r.fuel,
+                crate::tx::envelope::MAX_CALL_FUEL
+            )));
+        }
+        let fuel = if r.fuel == 0 {
+            crate::tx::envelope::DEFAULT_CALL_FUEL
+        } else {
+            r.fuel
+        };
+        let ledger = self.state.ledger.clone();
+        let (outcome, height) = self
+            .state
+            .reads
+            .run("contract query", move || {
+                ledger.query_contract(&r.contract, &r.function, r.input, caller, fuel)
+            })
+            .await?;
+        Ok(Response::new(proto::QueryContractResponse {
+            outcome: Some(outcome),
+            height,
+        }))
+    }
+
     async fn get_history(
         &self,
         request: Request<proto::GetHistoryRequest>,

@@ -15,13 +15,13 @@ use super::store::{
     certificate_key, cf, height_key, StoredValue, TipRecord, TxLocation, CF_BLOCKS, CF_BLOCK_HASH,
     CF_CONSENSUS, CF_HISTORY, CF_META, CF_STATE, CF_TX_INDEX, META_GENESIS, META_TIP,
 };
-use super::{history, Ledger, LedgerError, Tip};
+use super::{contracts, history, Ledger, LedgerError, Tip};
 use crate::block::{header_hash, tx_root, Proposal};
 use crate::crypto::Hash32;
 use crate::genesis::Genesis;
 use crate::governance::{
     self,
-    keys::{outcome_key, proposal_key, CONFIG_KEY},
+    keys::{code_key, outcome_key, proposal_key, CONFIG_KEY},
 };
 use crate::proto::config_change::Change;
 use crate::proto::{
@@ -219,6 +219,15 @@ impl BlockWrites<'_> {
     }
 }
 
+/// Which entry point of a contract to run, with what.
+struct EntryCall<'a> {
+    function: &'a str,
+    input: Vec<u8>,
+    fuel: u64,
+    /// Skip (None) when the contract does not export it.
+    optional: bool,
+}
+
 /// Decodes a configuration record read from state.
 pub(super) fn decode_config_record<M: Message + Default>(
     bytes: &[u8],
@@ -293,49 +302,20 @@ impl Ledger {
             match &tx.write {
                 Write::Put { key, value } => writes.set(key, Some(value), tx, index)?,
                 Write::Delete { key } => writes.set(key, None, tx, index)?,
-                Write::Config(change) => {
+                Write::Call(call) => {
                     let current = self.config();
                     let base = config.as_ref().unwrap_or(&current);
-                    let target = match &change.change {
-                        Some(Change::Vote(v)) => writes.proposal(v.proposal_id)?,
-                        _ => None,
+                    let outcome = self.execute_call(&mut writes, base, tx, index, call)?;
+                    let key = Bytes::from(outcome_key(&tx.id.0));
+                    writes.set(&key, Some(&Bytes::from(outcome.encode_to_vec())), tx, index)?;
+                }
+                Write::Config(change) => {
+                    let base = match &config {
+                        Some(c) => c.clone(),
+                        None => (*self.config()).clone(),
                     };
-                    let ctx = governance::Context {
-                        height,
-                        block_ms: proposal.timestamp_ms,
-                        tx_id: tx.id.0,
-                    };
-                    let sender = tx.sender.to_bytes();
                     let outcome =
-                        match governance::apply(base, &sender, change, target.as_ref(), &ctx) {
-                            Ok(effects) => {
-                                if let Some(c) = effects.config {
-                                    let bytes = Bytes::from(c.encode_to_vec());
-                                    writes.set(
-                                        &Bytes::from_static(CONFIG_KEY),
-                                        Some(&bytes),
-                                        tx,
-                                        index,
-                                    )?;
-                                    config = Some(c);
-                                }
-                                if let Some(p) = effects.proposal {
-                                    let key = Bytes::from(proposal_key(p.id));
-                                    writes.set(
-                                        &key,
-                                        Some(&Bytes::from(p.encode_to_vec())),
-                                        tx,
-                                        index,
-                                    )?;
-                                }
-                                effects.outcome
-                            }
-                            Err(refusal) => ConfigOutcome {
-                                applied: false,
-                                proposal_id: 0,
-                                message: refusal.to_string(),
-                            },
-                        };
+                        self.execute_config(&mut writes, &base, &mut config, tx, index, change)?;
                     if !outcome.applied {
                         tracing::info!(tx = %tx.id, height, reason = %outcome.message, "configuration change not applied");
                     }
@@ -402,6 +382,228 @@ impl Ledger {
             txs: proposal.txs.clone(),
             commit_duration: started.elapsed(),
         })
+    }
+
+    /// One configuration change: judged by governance, then its effects
+    /// written. Installing code stores it (once it compiles); a deployment
+    /// the change puts in force runs the contract's `init` (first version)
+    /// or `upgrade` (later versions, when exported), and a failure there
+    /// rejects the deployment instead.
+    fn execute_config(
+        &self,
+        writes: &mut BlockWrites<'_>,
+        base: &ConsortiumConfig,
+        config: &mut Option<ConsortiumConfig>,
+        tx: &VerifiedTx,
+        index: u32,
+        change: &crate::proto::ConfigChange,
+    ) -> Result<ConfigOutcome, LedgerError> {
+        let refuse = |message: String| ConfigOutcome {
+            applied: false,
+            proposal_id: 0,
+            message,
+        };
+        let target = match &change.change {
+            Some(Change::Vote(v)) => writes.proposal(v.proposal_id)?,
+            _ => None,
+        };
+        // Deployments name installed code.
+        if let Some(Change::DeployContract(d)) = &change.change {
+            let key = Bytes::from(code_key(&d.code_hash));
+            if writes.current(&key)?.is_none() {
+                return Ok(refuse(format!(
+                    "no code with hash {} is installed; install it first",
+                    hex::encode(&d.code_hash)
+                )));
+            }
+        }
+        let ctx = governance::Context {
+            height: writes.height,
+            block_ms: writes.block_ms,
+            tx_id: tx.id.0,
+        };
+        let sender = tx.sender.to_bytes();
+        let mut effects = match governance::apply(base, &sender, change, target.as_ref(), &ctx) {
+            Ok(effects) => effects,
+            Err(refusal) => return Ok(refuse(refusal.to_string())),
+        };
+        if let Some(Change::InstallCode(install)) = &change.change {
+            if let Err(e) = self.contracts.compile(&install.code) {
+                return Ok(refuse(format!("the code cannot be installed: {e}")));
+            }
+            let hash = kubeledger_contract::code_hash(&install.code);
+            let key = Bytes::from(code_key(&hash));
+            writes.set(&key, Some(&Bytes::from(install.code.clone())), tx, index)?;
+            effects.outcome.message = format!(
+                "{}; code hash {}",
+                effects.outcome.message,
+                hex::encode(hash)
+            );
+        }
+        if let Some(next) = &effects.config {
+            if let Some(failed) =
+                self.start_deployments(writes, base, next, effects.proposal.as_ref(), (tx, index))?
+            {
+                // The deployment does not take effect: the proposal is
+                // rejected with the reason, the configuration stays.
+                if let Some(p) = effects.proposal.as_mut() {
+                    p.state = crate::proto::ProposalState::Rejected as i32;
+                    p.reason = failed.clone();
+                    p.effective_height = 0;
+                }
+                effects.config = None;
+                effects.outcome.applied = false;
+                effects.outcome.message = failed;
+            }
+        }
+        if let Some(c) = effects.config {
+            let bytes = Bytes::from(c.encode_to_vec());
+            writes.set(&Bytes::from_static(CONFIG_KEY), Some(&bytes), tx, index)?;
+            *config = Some(c);
+        }
+        if let Some(p) = effects.proposal {
+            let key = Bytes::from(proposal_key(p.id));
+            writes.set(&key, Some(&Bytes::from(p.encode_to_vec())), tx, index)?;
+        }
+        Ok(effects.outcome)
+    }
+
+    /// Runs the `init` or `upgrade` of each contract `next` deploys anew
+    /// (against `base`), applying its writes; says why when one fails.
+    fn start_deployments(
+        &self,
+        writes: &mut BlockWrites<'_>,
+        base: &ConsortiumConfig,
+        next: &ConsortiumConfig,
+        proposal: Option<&ConfigProposal>,
+        (tx, index): (&VerifiedTx, u32),
+    ) -> Result<Option<String>, LedgerError> {
+        for info in &next.contracts {
+            let before = contracts::deployed(base, &info.name);
+            if before.is_some_and(|b| b.version == info.version && b.code_hash == info.code_hash) {
+                continue;
+            }
+            let input = match proposal
+                .and_then(|p| p.change.as_ref())
+                .and_then(|c| c.change.as_ref())
+            {
+                Some(Change::DeployContract(d)) if d.name == info.name => d.init_input.clone(),
+                _ => Vec::new(),
+            };
+            let entry = if info.version == 1 { "init" } else { "upgrade" };
+            let call = EntryCall {
+                function: entry,
+                input,
+                fuel: kubeledger_protocol::tx::envelope::DEFAULT_CALL_FUEL,
+                optional: true,
+            };
+            let outcome = self.run(writes, info, call, (tx, index))?;
+            if let Some(outcome) = outcome.filter(|o| !o.ok) {
+                return Ok(Some(format!(
+                    "contract {} version {}: {entry} failed: {}",
+                    info.name, info.version, outcome.failure
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One Invoke: the deployed contract's entry point, its writes applied
+    /// when it succeeds.
+    fn execute_call(
+        &self,
+        writes: &mut BlockWrites<'_>,
+        config: &ConsortiumConfig,
+        tx: &VerifiedTx,
+        index: u32,
+        call: &crate::proto::ContractCall,
+    ) -> Result<crate::proto::ContractOutcome, LedgerError> {
+        let Some(info) = contracts::deployed(config, &call.contract) else {
+            return Ok(contracts::refused(
+                "unknown_contract",
+                format!("no contract named {} is deployed", call.contract),
+            ));
+        };
+        if call.function == "init" || call.function == "upgrade" {
+            return Ok(contracts::refused(
+                "unknown_function",
+                format!("{} runs only when the contract is deployed", call.function),
+            ));
+        }
+        let fuel = if call.fuel == 0 {
+            kubeledger_protocol::tx::envelope::DEFAULT_CALL_FUEL
+        } else {
+            call.fuel
+        };
+        let entry = EntryCall {
+            function: &call.function,
+            input: call.input.clone(),
+            fuel,
+            optional: false,
+        };
+        let outcome = self.run(writes, info, entry, (tx, index))?;
+        Ok(outcome.unwrap_or_else(|| {
+            contracts::refused(
+                "unknown_function",
+                format!(
+                    "contract {} has no entry point {}",
+                    call.contract, call.function
+                ),
+            )
+        }))
+    }
+
+    /// Runs `function` of `info` over the block's state and applies the
+    /// writes of a success. `None` when `optional` and the contract does not
+    /// export it (an upgrade without an `upgrade` entry point).
+    fn run(
+        &self,
+        writes: &mut BlockWrites<'_>,
+        info: &crate::proto::ContractInfo,
+        entry: EntryCall<'_>,
+        (tx, index): (&VerifiedTx, u32),
+    ) -> Result<Option<crate::proto::ContractOutcome>, LedgerError> {
+        let EntryCall {
+            function,
+            input,
+            fuel,
+            optional,
+        } = entry;
+        let view = contracts::BlockView {
+            db: writes.db,
+            state_cf: writes.state_cf,
+            overlay: writes.overlay,
+        };
+        let compiled = match self.compiled(info, &view) {
+            Ok(c) => c,
+            Err(refused) => return Ok(Some(refused)),
+        };
+        if optional && !compiled.entry_points.iter().any(|e| e == function) {
+            return Ok(None);
+        }
+        let call = kubeledger_contract::Call {
+            contract: info.name.clone(),
+            function: function.to_owned(),
+            input,
+            caller: tx.sender.to_bytes(),
+            height: writes.height,
+            time_ms: writes.block_ms,
+            fuel,
+            read_only: false,
+        };
+        let outcome = self.contracts.execute(&compiled, call, &view);
+        if outcome.result.is_ok() {
+            for w in &outcome.writes {
+                let key = Bytes::from(w.key.clone());
+                let value = w.value.clone().map(Bytes::from);
+                writes.set(&key, value.as_ref(), tx, index)?;
+            }
+        }
+        Ok(Some(contracts::to_proto(
+            &info.name,
+            info.version,
+            &outcome,
+        )))
     }
 
     fn check_unique(&self, ids: &[TxId]) -> Result<(), LedgerError> {

@@ -2,6 +2,7 @@
 //! queries on blocks, transactions, state and key history.
 
 pub mod config_state;
+pub mod contracts;
 pub mod execute;
 pub mod history;
 pub mod snapshot;
@@ -118,6 +119,8 @@ pub struct Ledger {
     config: RwLock<Arc<crate::proto::ConsortiumConfig>>,
     /// A snapshot is being taken (one at a time; see [`snapshot`]).
     snapshotting: std::sync::atomic::AtomicBool,
+    /// Compiles (cached by code hash) and runs contracts.
+    contracts: kubeledger_contract::Engine,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -171,6 +174,9 @@ impl Ledger {
             tip: RwLock::new(tip),
             config: RwLock::new(Arc::new(config)),
             snapshotting: std::sync::atomic::AtomicBool::new(false),
+            contracts: kubeledger_contract::Engine::new(
+                kubeledger_contract::EngineLimits::default(),
+            ),
         })
     }
 

@@ -30,6 +30,14 @@ fn config_precheck(state: &NodeState, tx: &VerifiedTx) -> Result<(), Rejection> 
     let Write::Config(change) = &tx.write else {
         return Ok(());
     };
+    if let Some(Change::InstallCode(install)) = &change.change {
+        if let Err(e) = state.ledger.check_contract_code(&install.code) {
+            return Err(Rejection::new(
+                RejectReason::ConfigRefused,
+                format!("transaction {}: the code cannot be installed: {e}", tx.id),
+            ));
+        }
+    }
     let target = match &change.change {
         Some(Change::Vote(v)) => state.ledger.proposal(v.proposal_id).map_err(|e| {
             Rejection::new(

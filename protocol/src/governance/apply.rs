@@ -8,8 +8,8 @@ use super::tally::verdict;
 use super::validators::{self, MAX_VALIDATORS};
 use crate::proto::config_change::Change;
 use crate::proto::{
-    AdmissionMode, Ballot, ConfigChange, ConfigOutcome, ConsortiumConfig, MemberInfo, NodeInfo,
-    Proposal, ProposalState, ScheduledParams,
+    AdmissionMode, Ballot, ConfigChange, ConfigOutcome, ConsortiumConfig, ContractInfo, MemberInfo,
+    NodeInfo, Proposal, ProposalState, ScheduledParams,
 };
 
 /// Members may run at most this many nodes each.
@@ -188,6 +188,23 @@ pub fn apply(
         });
     }
 
+    if let Change::InstallCode(install) = change {
+        // Storing code changes nothing in force: any member may; the
+        // ledger checks the code compiles and stores it under its hash.
+        if install.code.is_empty() {
+            return Err(Refusal::Refused("the code is empty".into()));
+        }
+        return Ok(Effects {
+            config: None,
+            proposal: None,
+            outcome: ConfigOutcome {
+                applied: true,
+                proposal_id: 0,
+                message: format!("{member} installed {} bytes of code", install.code.len()),
+            },
+        });
+    }
+
     if automatic && member != policy.consortium_admin {
         return Err(Refusal::NotAuthorized(format!(
             "under the Automatic admission policy only the consortium admin ({}) proposes \
@@ -327,10 +344,26 @@ fn enact(config: &mut ConsortiumConfig, p: &mut Proposal, ctx: &Context) -> bool
                 p.effective_height = from;
             }
         }
-        Change::Vote(_) => return false,
+        Change::DeployContract(d) => {
+            let info = ContractInfo {
+                name: d.name.clone(),
+                code_hash: d.code_hash.clone(),
+                version: d.version,
+                deployed_height: ctx.height,
+                proposal_id: p.id,
+            };
+            match config.contracts.iter_mut().find(|c| c.name == d.name) {
+                Some(existing) => *existing = info,
+                None => config.contracts.push(info),
+            }
+        }
+        Change::Vote(_) | Change::InstallCode(_) => return false,
     }
     true
 }
+
+/// Most contracts a consortium deploys.
+pub const MAX_CONTRACTS: usize = 256;
 
 /// Whether `change` could be enacted on `config` as it stands.
 fn applicable(config: &ConsortiumConfig, change: &Change, height: u64) -> Result<(), String> {
@@ -449,7 +482,38 @@ fn applicable(config: &ConsortiumConfig, change: &Change, height: u64) -> Result
             }
             updated(&params_at(config, height + 1), u).map(|_| ())
         }
-        Change::Vote(_) => Ok(()),
+        Change::DeployContract(d) => {
+            if !valid_name(&d.name) {
+                return Err(format!(
+                    "contract name {:?} must be 1-63 characters of [a-z0-9.-]",
+                    d.name
+                ));
+            }
+            if d.code_hash.len() != 32 {
+                return Err("code_hash must be the 32-byte SHA-256 of installed code".into());
+            }
+            let current = config
+                .contracts
+                .iter()
+                .find(|c| c.name == d.name)
+                .map_or(0, |c| c.version);
+            if d.version != current + 1 {
+                return Err(format!(
+                    "contract {} is at version {current}; the next deployment is version {}, not {}",
+                    d.name,
+                    current + 1,
+                    d.version
+                ));
+            }
+            if current == 0 && config.contracts.len() >= MAX_CONTRACTS {
+                return Err(format!("at most {MAX_CONTRACTS} contracts can be deployed"));
+            }
+            if d.init_input.len() > 64 * 1024 {
+                return Err("init_input must be at most 64 KiB".into());
+            }
+            Ok(())
+        }
+        Change::Vote(_) | Change::InstallCode(_) => Ok(()),
     }
 }
 

@@ -41,6 +41,7 @@ pub fn from_genesis(genesis: &Genesis) -> ConsortiumConfig {
         admission.consortium_admin.clone()
     };
     ConsortiumConfig {
+        contracts: Vec::new(),
         version: 0,
         params: Some(genesis.params.to_proto()),
         scheduled: None,

@@ -9,6 +9,17 @@ pub const RESERVED_PREFIX: &[u8] = b"\0kubeledger/";
 pub const CONFIG_KEY: &[u8] = b"\0kubeledger/config";
 
 const PROPOSAL_PREFIX: &[u8] = b"\0kubeledger/proposal/";
+const CODE_PREFIX: &[u8] = b"\0kubeledger/code/";
+/// Contract `<name>`'s state is under `CONTRACT_PREFIX<name>/`: reserved,
+/// so plain puts cannot touch it and only the contract's calls write it.
+pub const CONTRACT_PREFIX: &[u8] = b"\0kubeledger/contract/";
+
+/// Key of installed contract code, by its SHA-256.
+pub fn code_key(hash: &[u8]) -> Vec<u8> {
+    let mut k = CODE_PREFIX.to_vec();
+    k.extend_from_slice(hex::encode(hash).as_bytes());
+    k
+}
 const OUTCOME_PREFIX: &[u8] = b"\0kubeledger/outcome/";
 
 /// Key of proposal `id` (zero-padded, so keys sort by id).
@@ -40,6 +51,8 @@ mod tests {
         assert!(is_reserved(&proposal_key(1)));
         assert!(is_reserved(&outcome_key(&[0; 32])));
         assert!(is_reserved(CONFIG_KEY));
+        assert!(is_reserved(&code_key(&[1; 32])));
+        assert!(is_reserved(CONTRACT_PREFIX));
         assert!(!is_reserved(b"kubeledger/config"));
     }
 }

@@ -21,7 +21,7 @@ pub mod params;
 pub mod tally;
 pub mod validators;
 
-pub use apply::{apply, Context, Effects, Refusal};
+pub use apply::{apply, valid_name, Context, Effects, Refusal, MAX_CONTRACTS};
 pub use params::{activation_delay, params_at};
 
 #[cfg(test)]

@@ -495,3 +495,68 @@ mod properties {
         }
     }
 }
+
+fn deploy(name: &str, version: u64) -> ConfigChange {
+    change(Change::DeployContract(crate::proto::DeployContract {
+        name: name.into(),
+        code_hash: vec![7; 32],
+        version,
+        init_input: Vec::new(),
+    }))
+}
+
+#[test]
+fn contracts_deploy_in_version_order_under_the_policy() {
+    let mut config = consortium(4, AdmissionMode::Vote);
+    // Installing code needs no vote, but only members may.
+    let install = change(Change::InstallCode(crate::proto::InstallCode {
+        code: vec![0, 97, 115, 109],
+    }));
+    let installed = apply(&config, &sender(1), &install, None, &ctx(1, 1)).expect("installed");
+    assert!(installed.config.is_none() && installed.proposal.is_none());
+    assert!(matches!(
+        apply(
+            &config,
+            &key(9).verifying_key().to_bytes(),
+            &install,
+            None,
+            &ctx(1, 1)
+        ),
+        Err(Refusal::NotAuthorized(_))
+    ));
+    // A deployment is a proposal: open until the threshold approves it.
+    let proposed =
+        apply(&config, &sender(0), &deploy("bank", 1), None, &ctx(2, 2)).expect("proposed");
+    let mut stored = proposed.proposal.clone().expect("proposal");
+    assert_eq!(stored.state, ProposalState::Open as i32);
+    config = proposed.config.expect("config");
+    assert!(config.contracts.is_empty());
+    for voter in 1..3 {
+        let vote = change(Change::Vote(Vote {
+            proposal_id: stored.id,
+            approve: true,
+        }));
+        let effects =
+            apply(&config, &sender(voter), &vote, Some(&stored), &ctx(3, 3)).expect("vote");
+        if let Some(c) = effects.config {
+            config = c;
+        }
+        stored = effects.proposal.expect("the proposal voted on");
+    }
+    assert_eq!(stored.state, ProposalState::Approved as i32);
+    assert_eq!(config.contracts.len(), 1);
+    assert_eq!(config.contracts[0].version, 1);
+    assert_eq!(config.contracts[0].deployed_height, 3);
+    // Versions follow on: not 1 again, not 3; the name must be valid.
+    for (c, why) in [
+        (deploy("bank", 1), "next deployment is version 2"),
+        (deploy("bank", 3), "next deployment is version 2"),
+        (deploy("Bank!", 1), "contract name"),
+    ] {
+        match apply(&config, &sender(0), &c, None, &ctx(4, 4)) {
+            Err(Refusal::Refused(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(apply(&config, &sender(0), &deploy("bank", 2), None, &ctx(4, 4)).is_ok());
+}

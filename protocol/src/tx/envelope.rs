@@ -17,7 +17,8 @@ use super::reject::Rejection;
 use crate::crypto::{sha256, Hash32};
 use crate::governance;
 use crate::proto::{
-    tx_body::Payload, ConfigChange, Delete, Put, RejectReason, SignedTransaction, TxBody,
+    tx_body::Payload, ConfigChange, ContractCall, Delete, Put, RejectReason, SignedTransaction,
+    TxBody,
 };
 
 /// Transaction id: SHA-256 of the signed body bytes.
@@ -66,7 +67,14 @@ pub enum Write {
     /// A consortium configuration change; it writes only reserved keys
     /// (see [`crate::governance`]).
     Config(Arc<ConfigChange>),
+    /// A contract call; it writes only the contract's namespace and its
+    /// outcome, both reserved.
+    Call(Arc<ContractCall>),
 }
+
+/// Most fuel one contract call may ask for; 0 asks for [`DEFAULT_CALL_FUEL`].
+pub const MAX_CALL_FUEL: u64 = 100_000_000;
+pub const DEFAULT_CALL_FUEL: u64 = 10_000_000;
 
 static CONFIG_KEY: Bytes = Bytes::from_static(governance::keys::CONFIG_KEY);
 
@@ -75,7 +83,7 @@ impl Write {
     pub fn key(&self) -> &Bytes {
         match self {
             Write::Put { key, .. } | Write::Delete { key } => key,
-            Write::Config(_) => &CONFIG_KEY,
+            Write::Config(_) | Write::Call(_) => &CONFIG_KEY,
         }
     }
 }
@@ -204,6 +212,33 @@ fn check_payload(
             }
             return Ok(Write::Config(Arc::new(change)));
         }
+        Some(Payload::Call(call)) => {
+            if !governance::valid_name(&call.contract) {
+                return Err(Rejection::new(
+                    RejectReason::InvalidPayload,
+                    format!(
+                        "transaction {id}: contract name {:?} must be 1-63 characters of [a-z0-9.-]",
+                        call.contract
+                    ),
+                ));
+            }
+            if call.function.is_empty() || call.function.len() > 128 {
+                return Err(Rejection::new(
+                    RejectReason::InvalidPayload,
+                    format!("transaction {id}: function must be 1-128 bytes"),
+                ));
+            }
+            if call.fuel > MAX_CALL_FUEL {
+                return Err(Rejection::new(
+                    RejectReason::FieldTooLarge,
+                    format!(
+                        "transaction {id}: fuel {} is above the limit of {MAX_CALL_FUEL}",
+                        call.fuel
+                    ),
+                ));
+            }
+            return Ok(Write::Call(Arc::new(call)));
+        }
     };
     if key.is_empty() {
         return Err(Rejection::new(
@@ -289,6 +324,11 @@ pub fn config(change: crate::proto::config_change::Change) -> Payload {
     Payload::Config(ConfigChange {
         change: Some(change),
     })
+}
+
+/// A contract call payload.
+pub fn call(call: ContractCall) -> Payload {
+    Payload::Call(call)
 }
 
 /// The id a signed transaction will have.

@@ -50,6 +50,10 @@ pub struct BenchArgs {
     /// Extra endpoints to spread submissions over (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
+    /// Instead of puts, asset-transfer calls (`contracts/asset_transfer.wat`)
+    /// of this deployed contract, each moving 1 from its account A to B.
+    #[arg(long)]
+    pub call: Option<String>,
     /// Give up waiting for commits after this long.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -96,13 +100,24 @@ fn sign_all(chain_id: &str, args: &BenchArgs) -> Vec<proto::SignedTransaction> {
                 scope.spawn(move || {
                     (from..to)
                         .map(|i| {
-                            let key = format!("bench/{run:08x}/{:010}", i % key_space);
+                            let payload = match &args.call {
+                                Some(contract) => envelope::call(proto::ContractCall {
+                                    contract: contract.clone(),
+                                    function: "transfer".into(),
+                                    input: b"\x01A\x01B\x01\0\0\0\0\0\0\0".to_vec(),
+                                    fuel: 0,
+                                }),
+                                None => envelope::put(
+                                    format!("bench/{run:08x}/{:010}", i % key_space),
+                                    value.clone(),
+                                ),
+                            };
                             envelope::sign(
                                 &senders[i % senders.len()],
                                 chain_id,
                                 i as u64,
                                 ts,
-                                envelope::put(key, value.clone()),
+                                payload,
                             )
                         })
                         .collect::<Vec<_>>()

@@ -110,7 +110,7 @@ fn parse_node(spec: &str) -> Result<proto::NodeInfo> {
     })
 }
 
-async fn submit(
+pub(crate) async fn submit(
     endpoint: &str,
     key: Option<PathBuf>,
     change: Change,
@@ -207,6 +207,12 @@ fn describe_change(change: Option<&proto::ConfigChange>) -> Value {
         Some(Change::Vote(v)) => {
             json!({"vote": {"proposal_id": v.proposal_id, "approve": v.approve}})
         }
+        Some(Change::InstallCode(i)) => json!({"install_code": {
+            "bytes": i.code.len(),
+            "code_hash": hex::encode(kubeledger_contract::code_hash(&i.code))}}),
+        Some(Change::DeployContract(d)) => json!({"deploy_contract": {
+            "name": d.name, "code_hash": hex::encode(&d.code_hash), "version": d.version,
+            "init_input": hex::encode(&d.init_input)}}),
         None => Value::Null,
     }
 }

@@ -1,6 +1,7 @@
 //! `kubeledger`: run nodes and a local consortium, and talk to a node.
 
 mod bench;
+mod contract;
 mod governance;
 mod memory;
 mod node;
@@ -98,6 +99,13 @@ enum Command {
         #[command(subcommand)]
         command: governance::ConfigCommand,
     },
+    /// Contracts: install code, deploy or upgrade (governed), invoke,
+    /// query, list (--key: a member admin key to install and deploy, a
+    /// client key to invoke).
+    Contract {
+        #[command(subcommand)]
+        command: contract::ContractCommand,
+    },
     /// Snapshots: take one of a running node, or seed a stopped node from one.
     Snapshot {
         #[command(subcommand)]
@@ -158,6 +166,9 @@ fn main() -> Result<()> {
             }
             Command::Snapshot { command } => {
                 snapshot::run(&cli.endpoint, command, cli.output).await
+            }
+            Command::Contract { command } => {
+                contract::run(&cli.endpoint, cli.key_file, command, cli.output).await
             }
             Command::Config { command } => {
                 governance::config(&cli.endpoint, cli.key_file, command, cli.output).await

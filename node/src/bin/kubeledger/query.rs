@@ -284,6 +284,9 @@ pub async fn tx(endpoint: &str, id: &str, output: Output) -> Result<()> {
         }
         Some(proto::tx_body::Payload::Delete(d)) => json!({"delete": {"key": show_bytes(&d.key)}}),
         Some(proto::tx_body::Payload::Config(c)) => json!({"config": format!("{c:?}")}),
+        Some(proto::tx_body::Payload::Call(c)) => json!({"call": {
+            "contract": c.contract, "function": c.function,
+            "input": hex::encode(&c.input), "fuel": c.fuel}}),
         None => json!(null),
     };
     output.print(

@@ -1,0 +1,101 @@
+;; Asset transfer (seed 000): accounts with balances in the contract's own
+;; namespace. All integers little-endian; names are 1 to 255 bytes.
+;;   init      input: repeated [name length u8][name][amount i64]; sets balances
+;;   transfer  input: [from length u8][from][to length u8][to][amount i64];
+;;             moves amount (> 0) from one account to the other, refuses an
+;;             overdraft or an unknown account; emits "transfer" with the input
+;;   balance   input: [name length u8][name]; output: the balance (i64)
+(module
+  (import "kubeledger" "input_len" (func $input_len (result i32)))
+  (import "kubeledger" "input_read" (func $input_read (param i32)))
+  (import "kubeledger" "output" (func $output (param i32 i32)))
+  (import "kubeledger" "get" (func $get (param i32 i32 i32 i32) (result i32)))
+  (import "kubeledger" "put" (func $put (param i32 i32 i32 i32)))
+  (import "kubeledger" "emit" (func $emit (param i32 i32 i32 i32)))
+  (import "kubeledger" "abort" (func $abort (param i32 i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 0) "insufficient funds")
+  (data (i32.const 32) "no such account")
+  (data (i32.const 64) "malformed input")
+  (data (i32.const 96) "transfer")
+  (data (i32.const 112) "overflow")
+  ;; 256: a value read; 264: a value written; 272: the output; 4096: the input.
+
+  (func $malformed (call $abort (i32.const 64) (i32.const 15)))
+
+  (func $read_input (result i32)
+    (local $n i32)
+    (local.set $n (call $input_len))
+    (if (i32.gt_u (local.get $n) (i32.const 60000)) (then (call $malformed)))
+    (call $input_read (i32.const 4096))
+    (local.get $n))
+
+  ;; The balance of the account named at (ptr, len); -1 when there is none.
+  (func $balance (param $k i32) (param $kl i32) (result i64)
+    (local $n i32)
+    (local.set $n (call $get (local.get $k) (local.get $kl) (i32.const 256) (i32.const 8)))
+    (if (i32.eq (local.get $n) (i32.const -1)) (then (return (i64.const -1))))
+    (if (i32.ne (local.get $n) (i32.const 8)) (then (call $malformed)))
+    (i64.load (i32.const 256)))
+
+  (func $set_balance (param $k i32) (param $kl i32) (param $v i64)
+    (i64.store (i32.const 264) (local.get $v))
+    (call $put (local.get $k) (local.get $kl) (i32.const 264) (i32.const 8)))
+
+  (func (export "init")
+    (local $p i32) (local $l i32) (local $end i32) (local $amount i64)
+    (local.set $end (i32.add (i32.const 4096) (call $read_input)))
+    (local.set $p (i32.const 4096))
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $l (i32.load8_u (local.get $p)))
+        (if (i32.eqz (local.get $l)) (then (call $malformed)))
+        (if (i32.gt_u (i32.add (i32.add (local.get $p) (i32.const 9)) (local.get $l)) (local.get $end))
+          (then (call $malformed)))
+        (local.set $amount (i64.load (i32.add (i32.add (local.get $p) (i32.const 1)) (local.get $l))))
+        (if (i64.lt_s (local.get $amount) (i64.const 0)) (then (call $malformed)))
+        (call $set_balance (i32.add (local.get $p) (i32.const 1)) (local.get $l) (local.get $amount))
+        (local.set $p (i32.add (i32.add (local.get $p) (i32.const 9)) (local.get $l)))
+        (br $next))))
+
+  (func (export "transfer")
+    (local $n i32) (local $fl i32) (local $tp i32) (local $tl i32) (local $ap i32)
+    (local $amount i64) (local $from i64) (local $to i64)
+    (local.set $n (call $read_input))
+    (if (i32.lt_u (local.get $n) (i32.const 12)) (then (call $malformed)))
+    (local.set $fl (i32.load8_u (i32.const 4096)))
+    (local.set $tp (i32.add (i32.const 4097) (local.get $fl)))
+    (if (i32.ge_u (local.get $tp) (i32.add (i32.const 4096) (local.get $n))) (then (call $malformed)))
+    (local.set $tl (i32.load8_u (local.get $tp)))
+    (local.set $ap (i32.add (i32.add (local.get $tp) (i32.const 1)) (local.get $tl)))
+    (if (i32.ne (i32.add (local.get $ap) (i32.const 8)) (i32.add (i32.const 4096) (local.get $n)))
+      (then (call $malformed)))
+    (if (i32.or (i32.eqz (local.get $fl)) (i32.eqz (local.get $tl))) (then (call $malformed)))
+    (local.set $amount (i64.load (local.get $ap)))
+    (if (i64.le_s (local.get $amount) (i64.const 0)) (then (call $malformed)))
+    (local.set $from (call $balance (i32.const 4097) (local.get $fl)))
+    (local.set $to (call $balance (i32.add (local.get $tp) (i32.const 1)) (local.get $tl)))
+    (if (i32.or (i64.lt_s (local.get $from) (i64.const 0)) (i64.lt_s (local.get $to) (i64.const 0)))
+      (then (call $abort (i32.const 32) (i32.const 15))))
+    (if (i64.lt_s (local.get $from) (local.get $amount))
+      (then (call $abort (i32.const 0) (i32.const 18))))
+    (call $set_balance (i32.const 4097) (local.get $fl) (i64.sub (local.get $from) (local.get $amount)))
+    ;; Read again: from and to may be the same account.
+    (local.set $to (call $balance (i32.add (local.get $tp) (i32.const 1)) (local.get $tl)))
+    (if (i64.lt_s (i64.add (local.get $to) (local.get $amount)) (local.get $to))
+      (then (call $abort (i32.const 112) (i32.const 8))))
+    (call $set_balance (i32.add (local.get $tp) (i32.const 1)) (local.get $tl)
+      (i64.add (local.get $to) (local.get $amount)))
+    (call $emit (i32.const 96) (i32.const 8) (i32.const 4096) (local.get $n)))
+
+  (func (export "balance")
+    (local $n i32) (local $b i64)
+    (local.set $n (call $read_input))
+    (if (i32.lt_u (local.get $n) (i32.const 2)) (then (call $malformed)))
+    (if (i32.ne (i32.add (i32.load8_u (i32.const 4096)) (i32.const 1)) (local.get $n))
+      (then (call $malformed)))
+    (local.set $b (call $balance (i32.const 4097) (i32.load8_u (i32.const 4096))))
+    (if (i64.lt_s (local.get $b) (i64.const 0)) (then (call $abort (i32.const 32) (i32.const 15))))
+    (i64.store (i32.const 272) (local.get $b))
+    (call $output (i32.const 272) (i32.const 8))))
