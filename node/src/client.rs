@@ -119,26 +119,8 @@ impl Client {
         change: proto::config_change::Change,
         timeout: Duration,
     ) -> Result<(proto::SubmitAndWaitResponse, proto::ConfigOutcome), ClientError> {
-        let tx = self.sign(key, envelope::config(change));
-        let id = envelope::tx_id(&tx);
-        let committed = self.submit_and_wait(tx, timeout).await?;
-        let stored = self
-            .inner
-            .get(proto::GetRequest {
-                key: crate::governance::keys::outcome_key(&id.0),
-            })
-            .await?
-            .into_inner();
-        let outcome = if stored.found {
-            proto::ConfigOutcome::decode(stored.value.as_slice()).map_err(|e| {
-                ClientError::Unexpected(format!("outcome of {id} does not decode: {e}"))
-            })?
-        } else {
-            return Err(ClientError::Unexpected(format!(
-                "transaction {id} is committed but its configuration outcome is missing"
-            )));
-        };
-        Ok((committed, outcome))
+        self.submit_for_outcome(key, envelope::config(change), timeout, "configuration")
+            .await
     }
 
     /// Submits a contract call signed by `key`, waits for its block and
@@ -149,7 +131,20 @@ impl Client {
         call: proto::ContractCall,
         timeout: Duration,
     ) -> Result<(proto::SubmitAndWaitResponse, proto::ContractOutcome), ClientError> {
-        let tx = self.sign(key, envelope::call(call));
+        self.submit_for_outcome(key, envelope::call(call), timeout, "contract")
+            .await
+    }
+
+    /// Submits `payload`, waits for its block, and reads the outcome the
+    /// ledger stored for it (`what`: which kind, for errors).
+    async fn submit_for_outcome<M: Message + Default>(
+        &mut self,
+        key: &SigningKey,
+        payload: proto::tx_body::Payload,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(proto::SubmitAndWaitResponse, M), ClientError> {
+        let tx = self.sign(key, payload);
         let id = envelope::tx_id(&tx);
         let committed = self.submit_and_wait(tx, timeout).await?;
         let stored = self
@@ -161,11 +156,11 @@ impl Client {
             .into_inner();
         if !stored.found {
             return Err(ClientError::Unexpected(format!(
-                "transaction {id} is committed but its contract outcome is missing"
+                "transaction {id} is committed but its {what} outcome is missing"
             )));
         }
-        let outcome = proto::ContractOutcome::decode(stored.value.as_slice()).map_err(|e| {
-            ClientError::Unexpected(format!("outcome of {id} does not decode: {e}"))
+        let outcome = M::decode(stored.value.as_slice()).map_err(|e| {
+            ClientError::Unexpected(format!("{what} outcome of {id} does not decode: {e}"))
         })?;
         Ok((committed, outcome))
     }
