@@ -273,23 +273,44 @@ async fn validators_join_and_leave_under_load() {
         "the synced node's tip {} is not on the chain",
         tip.height
     );
-    // The sync lands on a checkpoint; the blocks after it follow. Every
-    // acknowledged transaction is at or below the reference's height now.
-    let reference_height = status(&mut reference).await.height;
-    wait_height(&late_client, reference_height, WAIT).await;
+    // An observer follows stable checkpoints: it reaches the reference's
+    // latest one, and a transaction above its height is not known yet.
+    let checkpoint = status(&mut reference).await.stable_checkpoint;
+    wait_height(&late_client, checkpoint, WAIT).await;
+    let followed = status(&mut late_client).await.height;
+    let mut checked = 0;
     for c in &acked.iter().take(20).collect::<Vec<_>>() {
-        // Below the sync point a transaction is known (no replay), its body
-        // is not held.
-        let answer = late_client
+        let request = proto::GetTransactionRequest {
+            tx_id: c.0.to_vec(),
+        };
+        let at = reference
             .inner
-            .get_transaction(proto::GetTransactionRequest {
-                tx_id: c.0.to_vec(),
-            })
-            .await;
+            .get_transaction(request.clone())
+            .await
+            .expect("committed on the reference")
+            .into_inner()
+            .height;
+        let answer = late_client.inner.get_transaction(request).await;
+        if at > followed {
+            continue;
+        }
+        checked += 1;
         match answer {
-            Ok(t) => assert!(t.into_inner().height > synced_at),
-            Err(e) => assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}"),
+            // Above the sync point it holds the body; at or below, the
+            // transaction is known (no replay) but its body is not held.
+            Ok(t) => {
+                assert!(at > synced_at, "block {at} is at or below the sync point");
+                assert_eq!(t.into_inner().height, at);
+            }
+            Err(e) => {
+                assert!(at <= synced_at, "block {at} is above the sync point: {e:?}");
+                assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+            }
         }
     }
+    assert!(
+        checked > 0,
+        "no acknowledged transaction at or below {followed}"
+    );
     fifth_child.start_kill().ok();
 }
