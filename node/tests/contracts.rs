@@ -189,6 +189,19 @@ async fn contracts_run_the_same_on_every_replica_and_fail_cleanly() {
     .await;
     assert_ne!(forged[0].reject_reason, 0, "{forged:?}");
 
+    // A subscriber on the contract's namespace, from the next block on
+    // (live), sees every call with the events it emitted.
+    let mut live = clients[1]
+        .inner
+        .subscribe(proto::SubscribeRequest {
+            from_height: 0,
+            key_prefix: kubeledger_contract::namespaced("bank", b""),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let first_call_height = status(&mut clients[0]).await.height + 1;
+
     eprintln!("step: transfers from several clients at once");
     let mut tasks = Vec::new();
     for k in 0..4u8 {
@@ -210,6 +223,44 @@ async fn contracts_run_the_same_on_every_replica_and_fail_cleanly() {
     for t in tasks {
         t.await.expect("client task");
     }
+
+    // 40 transfers, each with its "transfer" event, live and read back
+    // from storage.
+    let events_seen = |events: &[proto::TxEvent]| {
+        events
+            .iter()
+            .flat_map(|t| t.contract_events.iter())
+            .filter(|e| e.topic == b"transfer" && e.contract == "bank")
+            .count()
+    };
+    let mut seen = Vec::new();
+    while events_seen(&seen) < 40 {
+        let block = tokio::time::timeout(WAIT, live.message())
+            .await
+            .expect("a block in time")
+            .expect("stream")
+            .expect("open");
+        seen.extend(block.txs);
+    }
+    let mut stored = clients[2]
+        .inner
+        .subscribe(proto::SubscribeRequest {
+            from_height: first_call_height,
+            key_prefix: kubeledger_contract::namespaced("bank", b""),
+        })
+        .await
+        .expect("subscribe")
+        .into_inner();
+    let mut replayed = Vec::new();
+    while events_seen(&replayed) < 40 {
+        let block = tokio::time::timeout(WAIT, stored.message())
+            .await
+            .expect("a block in time")
+            .expect("stream")
+            .expect("open");
+        replayed.extend(block.txs);
+    }
+    assert_eq!(seen.len(), replayed.len());
 
     eprintln!("step: clean failures");
     let key = client_key(20);

@@ -4,7 +4,7 @@ use prost::Message;
 
 use crate::crypto::sha256;
 use crate::ledger::CommittedBlock;
-use crate::proto::{tx_body::Payload, Block, BlockEvent, TxBody, TxEvent};
+use crate::proto::{tx_body::Payload, Block, BlockEvent, ContractEvent, TxBody, TxEvent};
 use crate::tx::envelope::Write;
 
 fn matches(key: &[u8], prefix: &[u8]) -> bool {
@@ -33,6 +33,11 @@ pub fn from_committed(block: &CommittedBlock, prefix: &[u8]) -> BlockEvent {
             key: event_key(&tx.write).to_vec(),
             deleted: matches!(tx.write, Write::Delete { .. }),
             sender: tx.sender.to_bytes().to_vec(),
+            contract_events: block
+                .contract_events
+                .get(&(i as u32))
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect();
     BlockEvent {
@@ -42,8 +47,14 @@ pub fn from_committed(block: &CommittedBlock, prefix: &[u8]) -> BlockEvent {
     }
 }
 
-/// Event for a block read back from storage.
-pub fn from_stored(block: &Block, hash: &[u8], prefix: &[u8]) -> BlockEvent {
+/// Event for a block read back from storage; `events_of` gives what a
+/// contract call emitted, by transaction id (from its stored outcome).
+pub fn from_stored(
+    block: &Block,
+    hash: &[u8],
+    prefix: &[u8],
+    events_of: impl Fn(&[u8; 32]) -> Vec<ContractEvent>,
+) -> BlockEvent {
     let txs = block
         .txs
         .iter()
@@ -51,18 +62,24 @@ pub fn from_stored(block: &Block, hash: &[u8], prefix: &[u8]) -> BlockEvent {
         .filter_map(|(i, signed)| {
             // Committed bodies were checked at admission; skip defensively if not.
             let body = TxBody::decode(signed.body.clone()).ok()?;
-            let (key, deleted) = match body.payload? {
-                Payload::Put(p) => (p.key, false),
-                Payload::Delete(d) => (d.key, true),
-                Payload::Config(_) => (crate::governance::keys::CONFIG_KEY.to_vec(), false),
-                Payload::Call(c) => (kubeledger_contract::namespaced(&c.contract, b""), false),
+            let (key, deleted, call) = match body.payload? {
+                Payload::Put(p) => (p.key, false, false),
+                Payload::Delete(d) => (d.key, true, false),
+                Payload::Config(_) => (crate::governance::keys::CONFIG_KEY.to_vec(), false, false),
+                Payload::Call(c) => (
+                    kubeledger_contract::namespaced(&c.contract, b""),
+                    false,
+                    true,
+                ),
             };
+            let id = sha256(&signed.body);
             matches(&key, prefix).then(|| TxEvent {
-                tx_id: sha256(&signed.body).to_vec(),
+                tx_id: id.to_vec(),
                 tx_index: i as u32,
                 key,
                 deleted,
                 sender: body.sender,
+                contract_events: if call { events_of(&id) } else { Vec::new() },
             })
         })
         .collect();

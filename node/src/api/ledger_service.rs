@@ -587,12 +587,21 @@ async fn stream_blocks(
         while next <= state.ledger.tip().height {
             let ledger = state.ledger.clone();
             let height = next;
+            let filter = prefix.clone();
+            // The block and the events of its contract calls, read together
+            // off the async workers.
             let read = state
                 .reads
-                .run("block read", move || ledger.block_by_height(height))
+                .run("block read", move || {
+                    Ok(ledger.block_by_height(height)?.map(|(block, hash)| {
+                        events::from_stored(&block, &hash, &filter, |id| {
+                            ledger.contract_events(id).unwrap_or_default()
+                        })
+                    }))
+                })
                 .await;
             let event = match read {
-                Ok(Some((block, hash))) => events::from_stored(&block, &hash, &prefix),
+                Ok(Some(event)) => event,
                 Ok(None) => break,
                 Err(status) => {
                     let _ = out.send(Err(status)).await;

@@ -140,6 +140,18 @@ impl Ledger {
         })
     }
 
+    /// The events the contract call `tx_id` emitted (none if it failed or
+    /// was not a call).
+    pub fn contract_events(&self, tx_id: &[u8; 32]) -> Result<Vec<ContractEvent>, LedgerError> {
+        use prost::Message;
+        let Some(stored) = self.get(&crate::governance::keys::outcome_key(tx_id))? else {
+            return Ok(Vec::new());
+        };
+        Ok(ContractOutcome::decode(stored.value.as_ref())
+            .map(|o| if o.ok { o.events } else { Vec::new() })
+            .unwrap_or_default())
+    }
+
     /// Runs a read-only call of a deployed contract over the committed
     /// state, on this node alone (Query).
     pub fn query_contract(

@@ -42,6 +42,8 @@ pub struct CommittedBlock {
     pub txs: Vec<Arc<VerifiedTx>>,
     /// Time spent executing and writing the block.
     pub commit_duration: Duration,
+    /// Events of the successful contract calls, by transaction index.
+    pub contract_events: HashMap<u32, Vec<crate::proto::ContractEvent>>,
 }
 
 pub(super) fn sync_write() -> WriteOptions {
@@ -287,6 +289,7 @@ impl Ledger {
         let height = proposal.height;
         // The configuration as this block changes it, when it does.
         let mut config: Option<ConsortiumConfig> = None;
+        let mut contract_events = HashMap::new();
         let mut writes = BlockWrites {
             db,
             state_cf,
@@ -306,6 +309,9 @@ impl Ledger {
                     let current = self.config();
                     let base = config.as_ref().unwrap_or(&current);
                     let outcome = self.execute_call(&mut writes, base, tx, index, call)?;
+                    if outcome.ok && !outcome.events.is_empty() {
+                        contract_events.insert(index, outcome.events.clone());
+                    }
                     let key = Bytes::from(outcome_key(&tx.id.0));
                     writes.set(&key, Some(&Bytes::from(outcome.encode_to_vec())), tx, index)?;
                 }
@@ -381,6 +387,7 @@ impl Ledger {
             tx_ids,
             txs: proposal.txs.clone(),
             commit_duration: started.elapsed(),
+            contract_events,
         })
     }
 
