@@ -116,6 +116,30 @@ async fn balance(c: &mut Client, name: &str) -> i64 {
     i64::from_le_bytes(o.output.try_into().expect("8 bytes"))
 }
 
+/// The transactions of the `bank` contract a subscription lists, up to the
+/// block by which `n` "transfer" events were emitted.
+async fn calls_with_events(
+    stream: &mut tonic::Streaming<proto::BlockEvent>,
+    n: usize,
+) -> Vec<proto::TxEvent> {
+    let transfers = |txs: &[proto::TxEvent]| {
+        txs.iter()
+            .flat_map(|t| t.contract_events.iter())
+            .filter(|e| e.topic == b"transfer" && e.contract == "bank")
+            .count()
+    };
+    let mut txs = Vec::new();
+    while transfers(&txs) < n {
+        let block = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("a block in time")
+            .expect("stream")
+            .expect("open");
+        txs.extend(block.txs);
+    }
+    txs
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contracts_run_the_same_on_every_replica_and_fail_cleanly() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -226,22 +250,7 @@ async fn contracts_run_the_same_on_every_replica_and_fail_cleanly() {
 
     // 40 transfers, each with its "transfer" event, live and read back
     // from storage.
-    let events_seen = |events: &[proto::TxEvent]| {
-        events
-            .iter()
-            .flat_map(|t| t.contract_events.iter())
-            .filter(|e| e.topic == b"transfer" && e.contract == "bank")
-            .count()
-    };
-    let mut seen = Vec::new();
-    while events_seen(&seen) < 40 {
-        let block = tokio::time::timeout(WAIT, live.message())
-            .await
-            .expect("a block in time")
-            .expect("stream")
-            .expect("open");
-        seen.extend(block.txs);
-    }
+    let seen = calls_with_events(&mut live, 40).await;
     let mut stored = clients[2]
         .inner
         .subscribe(proto::SubscribeRequest {
@@ -251,15 +260,7 @@ async fn contracts_run_the_same_on_every_replica_and_fail_cleanly() {
         .await
         .expect("subscribe")
         .into_inner();
-    let mut replayed = Vec::new();
-    while events_seen(&replayed) < 40 {
-        let block = tokio::time::timeout(WAIT, stored.message())
-            .await
-            .expect("a block in time")
-            .expect("stream")
-            .expect("open");
-        replayed.extend(block.txs);
-    }
+    let replayed = calls_with_events(&mut stored, 40).await;
     assert_eq!(seen.len(), replayed.len());
 
     eprintln!("step: clean failures");
