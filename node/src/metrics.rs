@@ -56,6 +56,14 @@ pub struct NodeMetrics {
     /// Per snapshot: how long commits waited, and how long it took.
     pub backup_commit_pause_seconds: Histogram,
     pub backup_seconds: Histogram,
+    /// Contract calls committed, by outcome (`ok` or the failure kind).
+    pub contract_calls: Family<OutcomeKindLabel, Counter>,
+    pub contract_call_fuel: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeKindLabel {
+    pub outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -246,8 +254,22 @@ impl NodeMetrics {
             "Time a snapshot took, the copy to its directory included",
             backup_seconds.clone(),
         );
+        let contract_calls = Family::<OutcomeKindLabel, Counter>::default();
+        registry.register(
+            "contract_calls",
+            "Contract calls committed, by outcome (ok, or why it failed)",
+            contract_calls.clone(),
+        );
+        let contract_call_fuel = Histogram::new(exponential_buckets(1000.0, 4.0, 10));
+        registry.register(
+            "contract_call_fuel",
+            "Fuel used per committed contract call",
+            contract_call_fuel.clone(),
+        );
         Self {
             registry,
+            contract_calls,
+            contract_call_fuel,
             backup_commit_pause_seconds,
             backup_seconds,
             backups,

@@ -330,6 +330,27 @@ async fn contracts_run_the_same_on_every_replica_and_fail_cleanly() {
         );
     }
 
+    // Every replica counts the calls by outcome.
+    for node in &nodes {
+        let text = scrape_metrics(node.config.listen.metrics).await;
+        let count = |outcome: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "kubeledger_contract_calls_total{{outcome=\"{outcome}\"}}"
+                    ))?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        assert!(
+            count("ok") >= 40.0 && count("out_of_fuel") >= 1.0 && count("trap") >= 1.0,
+            "{text}"
+        );
+    }
+
     eprintln!("step: a replica killed and restarted re-executes with a cold engine");
     children[3].start_kill().expect("kill -9");
     let _ = children[3].wait().await;

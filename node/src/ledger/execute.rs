@@ -44,6 +44,8 @@ pub struct CommittedBlock {
     pub commit_duration: Duration,
     /// Events of the successful contract calls, by transaction index.
     pub contract_events: HashMap<u32, Vec<crate::proto::ContractEvent>>,
+    /// Each contract call's outcome (`ok` or its failure kind) and fuel.
+    pub contract_calls: Vec<(String, u64)>,
 }
 
 pub(super) fn sync_write() -> WriteOptions {
@@ -290,6 +292,7 @@ impl Ledger {
         // The configuration as this block changes it, when it does.
         let mut config: Option<ConsortiumConfig> = None;
         let mut contract_events = HashMap::new();
+        let mut contract_calls = Vec::new();
         let mut writes = BlockWrites {
             db,
             state_cf,
@@ -312,6 +315,12 @@ impl Ledger {
                     if outcome.ok && !outcome.events.is_empty() {
                         contract_events.insert(index, outcome.events.clone());
                     }
+                    let kind = if outcome.ok {
+                        "ok".to_owned()
+                    } else {
+                        outcome.failure_kind.clone()
+                    };
+                    contract_calls.push((kind, outcome.fuel_used));
                     let key = Bytes::from(outcome_key(&tx.id.0));
                     writes.set(&key, Some(&Bytes::from(outcome.encode_to_vec())), tx, index)?;
                 }
@@ -388,6 +397,7 @@ impl Ledger {
             txs: proposal.txs.clone(),
             commit_duration: started.elapsed(),
             contract_events,
+            contract_calls,
         })
     }
 

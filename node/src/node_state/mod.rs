@@ -195,6 +195,15 @@ impl NodeState {
             m.tx_commit_latency_seconds
                 .observe(now.saturating_duration_since(tx.received).as_secs_f64());
         }
+        for (outcome, fuel) in &block.contract_calls {
+            // Failure kinds are a fixed set: the label stays bounded.
+            m.contract_calls
+                .get_or_create(&crate::metrics::OutcomeKindLabel {
+                    outcome: outcome.clone(),
+                })
+                .inc();
+            m.contract_call_fuel.observe(*fuel as f64);
+        }
         m.mempool_txs.set(self.mempool_len() as i64);
         tracing::debug!(height = block.height, txs = block.tx_ids.len(), hash = %hex::encode(&block.hash[..8]), "block committed");
         self.feed.publish(block);
